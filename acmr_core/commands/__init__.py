@@ -1,0 +1,1 @@
+"""One module per ``acmr`` sub-command; see :mod:`acmr_core.cli`."""

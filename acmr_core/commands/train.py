@@ -1,0 +1,16 @@
+"""`acmr train` (being built: see the issue tracker)."""
+
+from __future__ import annotations
+
+import argparse
+
+from acmr_core.errors import ACMRError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="(not available yet)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise ACMRError("'acmr train' is not available in this version yet")
