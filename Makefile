@@ -1,0 +1,67 @@
+# Two commands cover everything (see README "Quick start"):
+#   make run    install what is needed, then start the app on the shipped default model
+#   make test   install what is needed (with test tools), then lint and run the whole test suite
+# The virtualenv is reused while requirements are unchanged (stamp files keyed on their hash).
+
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 7860
+BIN := $(VENV)/bin
+
+DEPS_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
+DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+# The editable install points at this checkout, so its stamp is keyed on the checkout's path too.
+PROJECT_HASH := $(shell (cat pyproject.toml; echo "$(CURDIR)") | sha256sum | cut -c1-16)
+
+RUNTIME_STAMP := $(VENV)/.stamp-runtime-$(DEPS_HASH)
+DEV_STAMP := $(VENV)/.stamp-dev-$(DEV_HASH)
+PROJECT_STAMP := $(VENV)/.stamp-project-$(PROJECT_HASH)
+
+.PHONY: run test install install-dev lint format bench demo clean
+
+run: install
+	$(BIN)/acmr serve --host $(HOST) --port $(PORT)
+
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@# pytest exits 5 when it collected no test: that is a failure here, not a silent pass.
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+install: $(RUNTIME_STAMP) $(PROJECT_STAMP)
+
+install-dev: $(DEV_STAMP) $(PROJECT_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): requirements.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(PROJECT_STAMP): pyproject.toml | $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install-dev
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+demo: install
+	$(BIN)/acmr build-demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
