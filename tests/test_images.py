@@ -1,0 +1,233 @@
+"""Image hygiene: every odd mode becomes upright 8-bit RGB; bad files get a one-line ImageError."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from acmr_core.errors import ImageError
+from acmr_core.images import DEFAULT_MAX_PIXELS, load_image, to_rgb
+
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG claiming ``width × height`` RGB pixels whose data is a few bytes: the classic bomb header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def assert_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    assert image.mode == "RGB"
+    assert image.size == size
+    return np.asarray(image)
+
+
+def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) -> bool:
+    return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tolerance))
+
+
+# ------------------------------------------------------------------------------------------------ modes
+
+
+@pytest.mark.parametrize("mode", ["L", "1"])
+def test_grayscale_becomes_rgb(mode: str) -> None:
+    image = Image.new(mode, (6, 4), 255 if mode == "L" else 1)
+    pixels = assert_rgb(load_image(encode(image, "PNG")), (6, 4))
+    assert (pixels == 255).all()
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    cmyk_red = Image.new("CMYK", (16, 16), (0, 255, 255, 0))
+    pixels = assert_rgb(load_image(encode(cmyk_red, "JPEG", quality=95)), (16, 16))
+    assert close_to(pixels[8, 8], RED, tolerance=20)
+
+
+def test_rgba_is_composited_on_white() -> None:
+    image = Image.new("RGBA", (4, 2), (0, 0, 255, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent black must show as white, not black
+    pixels = assert_rgb(load_image(encode(image, "PNG")), (4, 2))
+    assert tuple(pixels[0, 0]) == WHITE
+    assert tuple(pixels[0, 1]) == BLUE
+
+
+def test_la_is_composited_on_white() -> None:
+    image = Image.new("LA", (3, 3), (0, 255))
+    image.putpixel((1, 1), (0, 0))
+    pixels = assert_rgb(load_image(encode(image, "PNG")), (3, 3))
+    assert tuple(pixels[1, 1]) == WHITE
+    assert tuple(pixels[0, 0]) == (0, 0, 0)
+
+
+def test_palette_with_and_without_transparency() -> None:
+    plain = Image.new("RGB", (4, 4), GREEN).convert("P")
+    assert tuple(assert_rgb(load_image(encode(plain, "PNG")), (4, 4))[2, 2]) == GREEN
+
+    transparent = Image.new("P", (4, 4), 1)
+    transparent.putpalette([*GREEN, *RED] + [0] * (256 * 3 - 6))
+    transparent.putpixel((0, 0), 0)
+    transparent.info["transparency"] = 0  # palette entry 0 (green) is transparent
+    pixels = assert_rgb(load_image(encode(transparent, "PNG", transparency=0)), (4, 4))
+    assert tuple(pixels[0, 0]) == WHITE
+    assert tuple(pixels[3, 3]) == RED
+
+
+def test_16_bit_grayscale_is_rescaled_not_clipped() -> None:
+    values = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode.startswith("I;16")
+    pixels = assert_rgb(load_image(encode(image, "PNG")), (3, 1))
+    assert pixels[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_32_bit_integer_and_float_images() -> None:
+    as_int = Image.fromarray(np.array([[0, 65535]], dtype=np.int32))
+    assert as_int.mode == "I"
+    assert to_rgb(as_int).getpixel((1, 0)) == WHITE
+
+    as_float = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    assert as_float.mode == "F"
+    assert [to_rgb(as_float).getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), colour) for colour in (RED, GREEN, BLUE)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    pixels = assert_rgb(load_image(data), (8, 8))
+    assert close_to(pixels[4, 4], RED)
+
+
+def test_exif_orientation_is_applied() -> None:
+    # Stored landscape: left half red, right half blue; EXIF 6 = "rotate 90° clockwise to display".
+    stored = Image.new("RGB", (40, 20), BLUE)
+    stored.paste(RED, (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = assert_rgb(load_image(encode(stored, "JPEG", quality=95, exif=exif.tobytes())), (20, 40))
+    assert close_to(pixels[5, 10], RED)  # the left half is now on top
+    assert close_to(pixels[35, 10], BLUE)
+
+
+def test_accepts_paths_bytes_and_open_images(tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    Image.new("RGBA", (5, 7), (*RED, 255)).save(path)
+    for source in (path, str(path), path.read_bytes(), Image.open(path)):
+        assert tuple(assert_rgb(load_image(source), (5, 7))[0, 0]) == RED
+
+
+# ------------------------------------------------------------------------------------------------ bad files
+
+
+def test_zero_byte_file_and_bytes(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.jpg: the file is empty \(0 bytes\)"):
+        load_image(empty)
+    with pytest.raises(ImageError, match="empty"):
+        load_image(b"")
+
+
+def test_truncated_jpeg(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = encode(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)), "JPEG")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES
+    with pytest.raises(ImageError, match=r"cut\.jpg: the image is truncated or corrupt"):
+        load_image(truncated)
+
+
+def test_non_image_and_missing_files(tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(ImageError, match=r"notes\.png: not an image"):
+        load_image(text)
+    with pytest.raises(ImageError, match="file not found"):
+        load_image(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="not a file"):
+        load_image(tmp_path)
+
+
+def test_error_messages_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gif"
+    bad.write_bytes(b"GIF89a" + b"\xff" * 20)
+    for source in (bad, b"", b"%PDF-1.4", png_header_only(20_000, 20_000)):
+        with pytest.raises(ImageError) as caught:
+            load_image(source)
+        assert "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------ bombs
+
+
+def test_file_names_in_messages_stay_short_and_printable(tmp_path: Path) -> None:
+    odd = tmp_path / ("line\nbreak" + "x" * 200 + ".png")
+    odd.write_bytes(b"")
+    with pytest.raises(ImageError) as caught:
+        load_image(odd)
+    message = str(caught.value)
+    assert message.startswith("line?break") and "\n" not in message
+    assert len(message.split(":", 1)[0]) == 80
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        (20_000, 20_000),  # above twice Pillow's limit: Pillow's DecompressionBombError, at open
+        (10_000, 10_000),  # between Pillow's warning and error thresholds: its warning, made an error
+        (9_000, 9_000),  # under Pillow's limits, over ours: our own check
+    ],
+)
+def test_huge_png_header_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch, width: int, height: int
+) -> None:
+    # Decoding would allocate up to 1.2 GB; any decode attempt fails the test: "refused" means "not decoded".
+    def no_decoding(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixels were decoded before the size check")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    assert width * height > DEFAULT_MAX_PIXELS
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(png_header_only(width, height))
+
+
+def test_pillow_own_bomb_guard_is_reported_cleanly() -> None:
+    # With our limit raised past Pillow's, Pillow's DecompressionBombError must still become an ImageError.
+    with pytest.raises(ImageError, match=r"too large .*400000000 pixels.*decompression bomb"):
+        load_image(png_header_only(20_000, 20_000), max_pixels=10**12)
+
+
+def test_real_compressed_bomb_is_refused_with_a_lower_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (3000, 3000)).save(bomb, optimize=True)
+    assert bomb.stat().st_size < 20_000  # tiny file, 9 MP once decoded
+    with pytest.raises(ImageError, match=r"bomb\.png: image is 3000×3000"):
+        load_image(bomb, max_pixels=1_000_000)
+    assert load_image(bomb).size == (3000, 3000)  # and fine under the default limit
+
+
+def test_open_pil_image_is_also_size_checked() -> None:
+    with pytest.raises(ImageError, match="above the limit"):
+        load_image(Image.new("L", (200, 200)), max_pixels=100)
