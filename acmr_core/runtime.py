@@ -1,22 +1,28 @@
-"""Device selection and seeding, shared by training, extraction and the app."""
+"""Device selection and seeding, shared by training, extraction and the app.
+
+torch is imported inside the functions: the CLI imports this module (for ``DEVICE_CHOICES``) while building its
+parser, and ``acmr --help`` must not pay for importing torch.
+"""
 
 from __future__ import annotations
 
-import logging
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from acmr_core.errors import ACMRError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda[:N]`` to a torch device; ``auto`` picks CUDA when it is available."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -30,6 +36,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch CPU generator seeded the same way for explicit use."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
