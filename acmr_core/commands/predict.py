@@ -1,16 +1,45 @@
-"""`acmr predict` (being built: see the issue tracker)."""
+"""`acmr predict`: top-k classes of images under a model bundle, with seen / unseen flags."""
 
 from __future__ import annotations
 
 import argparse
-
-from acmr_core.errors import ACMRError
+import json
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("predict", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify images with a model bundle (top-k, seen/unseen)",
+        description="Classify images with a model bundle: prints the top-k classes, marked seen or unseen.",
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="bundle folder (default: checkpoints/demo-world)"
+    )
+    parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
+    parser.add_argument(
+        "--gamma", type=float, default=None, help="seen-class calibration (default: the bundle's)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ACMRError("'acmr predict' is not available in this version yet")
+    from acmr_core.bundle import default_bundle_path, load_bundle, predict_images
+    from acmr_core.errors import ACMRError
+
+    if args.top_k < 1:
+        raise ACMRError(f"--top-k must be at least 1, got {args.top_k}")
+    bundle = load_bundle(args.bundle or default_bundle_path(), device=args.device)
+    results = predict_images(bundle, args.images, top_k=args.top_k, gamma=args.gamma, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    width = max(len(entry["class"]) for result in results for entry in result["top_k"])
+    for result in results:
+        print(result["image"])
+        for rank, entry in enumerate(result["top_k"], start=1):
+            print(f"  {rank}. {entry['class']:<{width}}  {entry['probability']:6.1%}  {entry['kind']}")
+    return 0

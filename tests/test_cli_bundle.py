@@ -1,0 +1,231 @@
+"""End to end: a reduced demo bundle rebuilt from rendered images with the real (random-weight) backbone,
+then loaded, predicted on and evaluated; and the `acmr predict` / `acmr bundle` / `acmr evaluate --bundle`
+command lines, including their one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acmr_core import demo_world
+from acmr_core.bundle import MANIFEST, PARTS, evaluate_bundle, load_bundle, predict_images
+from acmr_core.cli import main
+
+# Three seen classes and one unseen class that differ in colour and background (strong attributes).
+MINI_CLASSES = (
+    "large red plain circle on dark",
+    "large yellow plain circle on light",
+    "three large green striped triangles on dark",
+    "large blue striped circle on light",  # unseen
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mini_world() -> demo_world.DemoWorld:
+    world = demo_world.default_world().subset(MINI_CLASSES)
+    assert world.seen_mask.tolist() == [True, True, True, False]
+    return world
+
+
+@pytest.fixture(scope="module")
+def mini_bundle(tmp_path_factory: pytest.TempPathFactory, mini_world: demo_world.DemoWorld) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "demo-mini"
+    demo_world.build_demo_bundle(
+        out, world=mini_world, train_per_class=4, plot_per_class=2, epochs=3, device="cpu", progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory, mini_world: demo_world.DemoWorld) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for class_index in range(len(mini_world.classes)):
+        path = folder / f"class{class_index}.png"
+        mini_world.render(class_index, seed=99, index=0).save(path)
+        paths.append(path)
+    return paths
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _rehash(directory: Path) -> None:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    for part in PARTS:
+        data = (directory / part).read_bytes()
+        manifest["files"][part] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_reduced_demo_bundle_loads_and_predicts(mini_bundle: Path, images: list[Path]) -> None:
+    bundle = load_bundle(mini_bundle, device="cpu")
+    assert bundle.catalog.names == MINI_CLASSES
+    assert bundle.provenance["demo_world"]["used_seeds"] == [demo_world.TRAIN_SEED, demo_world.GALLERY_SEED]
+    assert bundle.provenance["projection"] == "umap"
+    assert "shape" in bundle.caveat  # the random-weight backbone's weakness, for the app to show
+    results = predict_images(bundle, images, top_k=4, device="cpu")
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    for result in results:
+        assert sorted(e["class"] for e in result["top_k"]) == sorted(MINI_CLASSES)
+        assert sum(e["probability"] for e in result["top_k"]) == pytest.approx(1.0, abs=1e-4)
+    # Deterministic: predicting again gives exactly the same numbers.
+    assert predict_images(bundle, images, top_k=4, device="cpu") == results
+
+
+def test_predict_json_output(
+    capsys: pytest.CaptureFixture[str], mini_bundle: Path, images: list[Path]
+) -> None:
+    code, out, err = _run(
+        capsys, "predict", "--bundle", str(mini_bundle), "--top-k", "2", "--json", *map(str, images[:2])
+    )
+    assert code == 0, err
+    results = json.loads(out)
+    assert len(results) == 2
+    for result in results:
+        top = result["top_k"]
+        assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
+        kinds = {e["class"]: e["kind"] for e in top}
+        assert all(kinds[name] == ("unseen" if name == MINI_CLASSES[3] else "seen") for name in kinds)
+
+
+def test_predict_text_output(
+    capsys: pytest.CaptureFixture[str], mini_bundle: Path, images: list[Path]
+) -> None:
+    code, out, _ = _run(capsys, "predict", "--bundle", str(mini_bundle), "--top-k", "3", str(images[0]))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == str(images[0]) and len(lines) == 4
+    assert (
+        lines[1].lstrip().startswith("1. ")
+        and lines[1].rstrip().endswith(("seen", "unseen"))
+        and "%" in lines[1]
+    )
+
+
+def test_predict_bad_image_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], mini_bundle: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not an image")
+    code, out, err = _run(capsys, "predict", "--bundle", str(mini_bundle), str(bad))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("acmr predict: error:") and "broken.png" in err
+
+
+def test_predict_missing_bundle_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], images: list[Path], tmp_path: Path
+) -> None:
+    code, _, err = _run(capsys, "predict", "--bundle", str(tmp_path / "nope"), str(images[0]))
+    assert code == 2 and err.count("\n") == 1 and "no bundle at" in err
+
+
+def test_bundle_for_other_backbone_weights_is_refused(
+    capsys: pytest.CaptureFixture[str], mini_bundle: Path, images: list[Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(mini_bundle, tampered)
+    identity = json.loads((tampered / "backbone.json").read_text())
+    identity["weights_sha256"] = "f" * 64  # trained on other weights than `random(seed=0)` gives
+    (tampered / "backbone.json").write_text(json.dumps(identity))
+    _rehash(tampered)
+    code, _, err = _run(capsys, "predict", "--bundle", str(tampered), str(images[0]))
+    assert code == 2 and err.count("\n") == 1 and "backbone mismatch" in err
+
+
+def test_evaluate_renders_fresh_held_out_images(mini_bundle: Path) -> None:
+    bundle = load_bundle(mini_bundle, device="cpu")
+    result = evaluate_bundle(bundle, per_class=2, device="cpu", progress=False)
+    assert result["render_seed"] == demo_world.DEFAULT_EVAL_SEED
+    assert result["images"] == {"seen": 6, "unseen": 2}
+    for key in ("U", "S", "H", "zsl_top1"):
+        assert 0.0 <= result[key] <= 100.0
+    assert result["zsl_top1"] == 100.0  # a single unseen class: ZSL among unseen classes is trivially right
+
+
+def test_evaluate_refuses_a_training_seed(capsys: pytest.CaptureFixture[str], mini_bundle: Path) -> None:
+    code, _, err = _run(
+        capsys, "evaluate", "--bundle", str(mini_bundle), "--seed", str(demo_world.TRAIN_SEED)
+    )
+    assert code == 2 and err.count("\n") == 1 and "was used to build" in err
+
+
+def test_bundle_command_builds_from_features_and_class_metadata(
+    capsys: pytest.CaptureFixture[str], mini_bundle: Path, mini_world: demo_world.DemoWorld, tmp_path: Path
+) -> None:
+    from acmr_core.extract import FeatureSet, save_features
+
+    identity = load_bundle(mini_bundle, device="cpu").identity
+    rng = np.random.default_rng(0)
+    # Features of the three seen classes (class folders = names); the unseen class has metadata only.
+    labels = np.repeat(np.arange(3), 4)
+    mixing = rng.normal(size=(mini_world.attribute_matrix().shape[1], 2048))
+    features = np.maximum(mini_world.attribute_matrix()[labels] @ mixing + rng.normal(size=(12, 2048)), 0)
+    feature_file = save_features(
+        tmp_path / "train.safetensors",
+        FeatureSet(
+            features=features.astype(np.float32),
+            labels=labels,
+            image_paths=[f"{mini_world.class_names[c]}/{i}.png" for i, c in enumerate(labels)],
+            class_names=list(mini_world.class_names[:3]),
+            identity=identity,
+        ),
+    )
+    classes = {
+        "attributes": mini_world.attribute_names,
+        "classes": [
+            {"name": c.name, "seen": c.seen, "attributes": dict.fromkeys(c.attribute_names, 1.0)}
+            for c in mini_world.classes
+        ],
+    }
+    (tmp_path / "classes.json").write_text(json.dumps(classes))
+    out = tmp_path / "built"
+    args = ("bundle", "--features", str(feature_file), "--classes", str(tmp_path / "classes.json"))
+    code, stdout, err = _run(capsys, *args, "--out", str(out), "--epochs", "2", "--device", "cpu")
+    assert code == 0, err
+    assert "bundle written to" in stdout
+    bundle = load_bundle(out, device="cpu")
+    assert bundle.catalog.names == MINI_CLASSES
+    assert bundle.backbone_spec == {"model_name": "resnet101", "weights": "random", "seed": 0}
+    assert bundle.latent.train_labels.tolist() == labels.tolist()
+
+    (tmp_path / "bad.json").write_text(json.dumps({"attributes": ["a"], "classes": [{"name": "x"}]}))
+    bad_args = ("bundle", "--features", str(feature_file), "--classes", str(tmp_path / "bad.json"))
+    code, _, err = _run(capsys, *bad_args, "--out", str(tmp_path / "never"))
+    assert code == 2 and err.count("\n") == 1 and "needs 'seen'" in err
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("build-demo", "--epochs", "0"), "--epochs must be at least 1"),
+        (("build-demo", "--train-per-class", "1"), "--train-per-class must be at least 2"),
+        (("predict", "--top-k", "0", "x.png"), "--top-k must be at least 1"),
+    ],
+)
+def test_bad_options_fail_fast_in_one_line(
+    capsys: pytest.CaptureFixture[str], argv: tuple, message: str
+) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+def test_build_demo_refuses_a_folder_that_is_not_a_bundle_before_rendering(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    code, _, err = _run(capsys, "build-demo", "--out", str(tmp_path), "--quick")
+    assert code == 2 and err.count("\n") == 1 and "is not a bundle" in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

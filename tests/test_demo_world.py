@@ -1,0 +1,118 @@
+"""The demo world: deterministic renders, a proper zero-shot split, readable grouped attributes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from acmr_core import demo_world
+from acmr_core.demo_world import ATTRIBUTE_GROUPS, STRONG_GROUPS, default_world
+from acmr_core.errors import ACMRError
+
+
+@pytest.fixture(scope="module")
+def world() -> demo_world.DemoWorld:
+    return default_world()
+
+
+def test_same_seed_renders_identical_pixels(world: demo_world.DemoWorld) -> None:
+    first = np.asarray(world.render(3, seed=5, index=2))
+    again = np.asarray(world.render(3, seed=5, index=2))
+    assert first.shape == (demo_world.RENDER_SIZE, demo_world.RENDER_SIZE, 3)
+    assert np.array_equal(first, again)
+
+
+def test_other_seed_or_index_renders_a_different_image(world: demo_world.DemoWorld) -> None:
+    base = np.asarray(world.render(3, seed=5, index=2), dtype=np.int16)
+    for other in (world.render(3, seed=6, index=2), world.render(3, seed=5, index=3)):
+        assert np.abs(base - np.asarray(other, dtype=np.int16)).mean() > 1.0
+
+
+def test_subset_renders_the_same_images_as_the_full_world(world: demo_world.DemoWorld) -> None:
+    name = world.class_names[7]
+    small = world.subset([world.class_names[1], name])
+    assert np.array_equal(np.asarray(small.render(1, 0, 4)), np.asarray(world.render(7, 0, 4)))
+    assert small.image_id(1, 0, 4) == world.image_id(7, 0, 4)
+
+
+def test_every_attribute_value_occurs_in_a_seen_class(world: demo_world.DemoWorld) -> None:
+    assert world.uncovered_values() == []
+    seen_rows = world.attribute_matrix()[world.seen_mask]
+    assert seen_rows.max(axis=0).min() == 1.0
+
+
+def test_uncovered_values_reports_a_value_only_unseen_classes_have(world: demo_world.DemoWorld) -> None:
+    purple = [c.name for c in world.classes if c.values["colour"] == "purple"]
+    others = [c.name for c in world.classes if c.values["colour"] != "purple" and c.seen][:3]
+    # Only unseen purple classes: "colour: purple" is no longer covered by a seen class.
+    unseen_purple = [n for n in purple if not world.classes[world.class_names.index(n)].seen]
+    assert "colour: purple" in world.subset(others + unseen_purple).uncovered_values()
+
+
+def test_split_is_zero_shot_and_classes_are_separable_by_strong_attributes(
+    world: demo_world.DemoWorld,
+) -> None:
+    assert 20 <= len(world.classes) <= 30
+    assert world.unseen_classes.size >= 4 and world.seen_classes.size > world.unseen_classes.size
+    assert len(set(world.class_names)) == len(world.class_names)
+    # Shape is weak for a random-weight backbone: no two classes may differ only (or mostly) by shape.
+    for a, b in itertools.combinations(world.classes, 2):
+        assert sum(a.values[g] != b.values[g] for g in STRONG_GROUPS) >= 2, (a.name, b.name)
+
+
+def test_attribute_matrix_is_one_hot_per_group_with_grouped_names(world: demo_world.DemoWorld) -> None:
+    matrix = world.attribute_matrix()
+    names = world.attribute_names
+    assert matrix.shape == (len(world.classes), sum(len(v) for v in ATTRIBUTE_GROUPS.values()))
+    assert names[0] == "colour: red"
+    for group in ATTRIBUTE_GROUPS:
+        columns = [i for i, n in enumerate(names) if n.startswith(f"{group}: ")]
+        assert np.array_equal(matrix[:, columns].sum(axis=1), np.ones(len(world.classes)))
+    row = world.class_names.index("large red plain circle on dark")
+    assert {names[i] for i in np.flatnonzero(matrix[row])} == {
+        "colour: red", "pattern: plain", "shape: circle", "size: large", "count: one", "background: dark",
+    }  # fmt: skip
+
+
+def test_names_and_descriptions_are_readable(world: demo_world.DemoWorld) -> None:
+    three = next(c for c in world.classes if c.values["count"] == "three")
+    assert three.name.startswith("three ") and three.description.startswith("three ")
+    one = next(c for c in world.classes if c.values["count"] == "one")
+    assert one.description.startswith("a single ")
+
+
+def test_render_draws_the_class_colour_on_the_right_background(world: demo_world.DemoWorld) -> None:
+    index = world.class_names.index("large red plain circle on dark")
+    pixels = np.asarray(world.render(index, 0, 0), dtype=np.int16).reshape(-1, 3)
+    reddish = (pixels[:, 0] > 150) & (pixels[:, 1] < 90) & (pixels[:, 2] < 90)
+    dark = pixels.max(axis=1) < 80
+    assert reddish.mean() > 0.08  # a large circle covers a good part of the image
+    assert dark.mean() > 0.5
+
+
+def test_subset_rejects_unknown_class(world: demo_world.DemoWorld) -> None:
+    with pytest.raises(ACMRError, match="unknown demo class"):
+        world.subset(["blue unicorn"])
+
+
+def test_write_examples_writes_pngs_and_an_index(tmp_path, world: demo_world.DemoWorld) -> None:
+    small = world.subset(world.class_names[:2])
+    written = demo_world.write_examples(tmp_path, small, per_class=2)
+    assert len(written) == 4 and all(p.suffix == ".png" and p.stat().st_size > 0 for p in written)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [e["file"] for e in index] == [p.name for p in written]
+    assert {e["class"] for e in index} == set(small.class_names)
+    assert all(e["image_id"].startswith(f"demo/s{demo_world.GALLERY_SEED}/") for e in index)
+
+
+def test_validation_split_keeps_the_zero_shot_property(world: demo_world.DemoWorld) -> None:
+    val_unseen = world.validation_unseen(seed=0)
+    assert val_unseen.size == round(18 * 6 / 24)
+    assert set(val_unseen) <= set(world.seen_classes)
+    val_seen = [c for c in world.seen_classes if c not in val_unseen]
+    covered = {name for c in val_seen for name in world.classes[c].attribute_names}
+    assert covered == set(world.attribute_names)
+    assert np.array_equal(val_unseen, world.validation_unseen(seed=0))

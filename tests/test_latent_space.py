@@ -1,0 +1,81 @@
+"""Latent-space placement (k-NN interpolation) and per-class alignment on hand-checkable inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from acmr_core.errors import ACMRError
+from acmr_core.latent_space import LatentProjection, alignment_scores, place_points
+
+# Three reference latents on a line (1-D latent space padded to 2-D) with known map positions.
+REFERENCE = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]], dtype=np.float32)
+REFERENCE_XY = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 30.0]], dtype=np.float32)
+
+
+def test_a_reference_latent_lands_exactly_on_its_own_position() -> None:
+    projection = LatentProjection(REFERENCE, REFERENCE_XY, neighbours=2)
+    assert np.allclose(projection.place(REFERENCE), REFERENCE_XY)
+
+
+def test_inverse_distance_weighting_between_two_neighbours() -> None:
+    projection = LatentProjection(REFERENCE, REFERENCE_XY, neighbours=2)
+    # 0.25 from ref 0 and 0.75 from ref 1: weights 4 and 4/3 -> 3/4 and 1/4 -> x = 0.25 * 10.
+    assert np.allclose(projection.place(np.array([[0.25, 0.0]])), [[2.5, 0.0]])
+    # Equidistant from refs 1 and 2 (k=2): the midpoint of their positions.
+    assert np.allclose(projection.place(np.array([[2.0, 0.0]])), [[10.0, 15.0]])
+
+
+def test_placement_is_deterministic_and_handles_a_single_vector() -> None:
+    projection = LatentProjection(REFERENCE, REFERENCE_XY, neighbours=3)
+    query = np.array([0.7, 0.4], dtype=np.float32)
+    first = place_points(query, projection)
+    assert first.shape == (1, 2)
+    assert np.array_equal(first, place_points(query, projection))
+    assert place_points(np.zeros((0, 2)), projection).shape == (0, 2)
+
+
+def test_more_neighbours_than_references_uses_all_of_them() -> None:
+    projection = LatentProjection(REFERENCE, REFERENCE_XY, neighbours=50)
+    placed = projection.place(np.array([[1.0, 1.0]]))
+    assert np.all(np.isfinite(placed))
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [(np.zeros((1, 3)), "expected \\(M, 2\\)"), (np.array([[np.nan, 0.0]]), "non-finite")],
+)
+def test_bad_queries_are_refused(query: np.ndarray, message: str) -> None:
+    projection = LatentProjection(REFERENCE, REFERENCE_XY)
+    with pytest.raises(ACMRError, match=message):
+        projection.place(query)
+
+
+def test_projection_refuses_mismatched_reference_arrays() -> None:
+    with pytest.raises(ACMRError, match="latent projection needs"):
+        LatentProjection(REFERENCE, REFERENCE_XY[:2])
+
+
+def test_alignment_scores_by_hand() -> None:
+    # Class 0 images centred at (0, 0), class 1 images centred at (4, 0); class 2 has no images.
+    visual = np.array([[-1.0, 0.0], [1.0, 0.0], [4.0, 1.0], [4.0, -1.0]])
+    labels = np.array([0, 0, 1, 1])
+    # Class 0's semantic latent sits 1 from its centroid; class 1's sits nearer class 0's centroid.
+    semantic = np.array([[0.0, 1.0], [1.0, 0.0], [5.0, 0.0]])
+    scores = alignment_scores(visual, labels, semantic)
+    assert [s.class_index for s in scores] == [0, 1, 2]
+    assert scores[0].distance == pytest.approx(1.0)
+    assert scores[0].own_is_nearest and scores[0].own_rank == 1 and scores[0].nearest_class == 0
+    assert scores[1].distance == pytest.approx(3.0)
+    assert not scores[1].own_is_nearest and scores[1].own_rank == 2 and scores[1].nearest_class == 0
+    assert math.isnan(scores[2].distance) and scores[2].own_rank == 0 and scores[2].nearest_class == 1
+    assert not scores[2].own_is_nearest
+
+
+def test_alignment_scores_refuse_bad_labels() -> None:
+    with pytest.raises(ACMRError, match="class indices"):
+        alignment_scores(np.zeros((2, 2)), np.array([0, 5]), np.zeros((2, 2)))
+    with pytest.raises(ACMRError, match="one label per visual latent"):
+        alignment_scores(np.zeros((2, 2)), np.array([0]), np.zeros((2, 2)))
