@@ -555,56 +555,29 @@ def _write_bundle(
     options: BootstrapOptions,
 ) -> None:
     """Assemble the bundle from the model that was trained and evaluated (no second training)."""
-    import torch
-
     from acmr_core.backbone import BackboneIdentity
-    from acmr_core.bundle import DEFAULT_PLOT_PER_CLASS, Bundle, LatentCache, save_bundle
+    from acmr_core.bundle import DEFAULT_PLOT_PER_CLASS, TrainingSet, assemble_bundle, save_bundle
     from acmr_core.checkpoint import load_trained
     from acmr_core.data import load_xlsa17
-    from acmr_core.latent_space import fit_projection
     from acmr_core.runtime import resolve_device
 
-    device = resolve_device(options.device)
     data = load_xlsa17(data_root, spec.xlsa17)
-    trained = load_trained(model_dir, device=device)
+    trained = load_trained(model_dir, device=resolve_device(options.device))
     catalog = _catalog(data)
     trained.class_names = list(catalog.names)
-    identity = BackboneIdentity.from_dict(features["identity"])
     # The plot shows a sample of training images of every seen class and test images of every unseen class.
     plotted = _sample_per_class(
         data.labels, np.concatenate([data.trainval, data.test_unseen]), DEFAULT_PLOT_PER_CLASS, options.seed
     )
-    with torch.no_grad():
-        scaled = torch.from_numpy(trained.scaler.transform(data.features[data.trainval])).to(device)
-        train_mu, train_logvar = (t.cpu().numpy() for t in trained.model.encode_visual(scaled))
-        semantic = (
-            trained.model.semantic_latent(torch.from_numpy(catalog.attribute_matrix).to(device)).cpu().numpy()
-        )
-    visual = trained.latents(data.features[plotted]).cpu().numpy()
-    projection, visual_xy, semantic_xy = fit_projection(visual, semantic, seed=options.seed)
     image_ids = data.image_files or [f"image-{i}" for i in range(data.labels.size)]
-    latent = LatentCache(
-        visual=visual,
-        visual_labels=data.labels[plotted],
-        image_ids=tuple(image_ids[i] for i in plotted),
-        visual_xy=visual_xy,
-        semantic=semantic,
-        semantic_xy=semantic_xy,
-        reference=projection.reference_latents,
-        reference_xy=projection.reference_xy,
-        train_mu=train_mu,
-        train_logvar=train_logvar,
-        train_labels=data.labels[data.trainval],
-        neighbours=projection.neighbours,
+    plotted_ids = tuple(image_ids[i] for i in plotted)
+    bundle = assemble_bundle(
+        trained,
+        catalog,
+        BackboneIdentity.from_dict(features["identity"]),
+        training=TrainingSet(data.features[data.trainval], data.labels[data.trainval], ()),
+        plotted=TrainingSet(data.features[plotted], data.labels[plotted], plotted_ids),
+        seed=options.seed,
+        provenance={"builder": "acmr_core.bootstrap", "preset": spec.preset, **provenance},
     )
-    record = {
-        "builder": "acmr_core.bootstrap",
-        "preset": spec.preset,
-        "training_images": int(data.trainval.size),
-        "plotted_images": int(plotted.size),
-        "selection": trained.selection,
-        "gamma": trained.gamma,
-        **provenance,
-    }
-    bundle = Bundle(identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=record)
     save_bundle(bundle, bundle_dir)

@@ -881,7 +881,6 @@ def build_bundle(
     epochs and calibration gamma (default: a seeded random choice). ``train_overrides``: TrainConfig fields
     to change (e.g. ``cls_gamma_grid``).
     """
-    from acmr_core.latent_space import fit_projection
     from acmr_core.runtime import resolve_device
     from acmr_core.training import scale_epochs, train_gzsl
 
@@ -932,22 +931,61 @@ def build_bundle(
     # Latent cache: plotted images (by default a sample of every class's images), semantic latents, UMAP map.
     plot = as_training_set(plot_features, catalog) if plot_features is not None else training
     plot_rows = _sample_per_class(plot.labels, plot_per_class, seed)
-    with torch.no_grad():
-        scaled = torch.from_numpy(trained.scaler.transform(training.features[seen_rows])).to(torch_device)
-        train_mu, train_logvar = (t.cpu().numpy() for t in trained.model.encode_visual(scaled))
-    visual = trained.latents(plot.features[plot_rows]).cpu().numpy()
-    with torch.no_grad():
-        semantic = (
-            trained.model.semantic_latent(torch.from_numpy(catalog.attribute_matrix).to(torch_device))
-            .cpu()
-            .numpy()
-        )
-    fitted, visual_xy, semantic_xy = fit_projection(visual, semantic, method=projection, seed=seed)
     ids = plot.image_ids or tuple(f"image-{i}" for i in range(plot.labels.size))
+    plot_ids = tuple(ids[i] for i in plot_rows)
+    record = {
+        "projection": projection,
+        "builder": "acmr_core.bundle.build_bundle",
+        "preset": preset,
+        "seed": seed,
+        **dict(provenance or {}),
+    }
+    bundle = assemble_bundle(
+        trained,
+        catalog,
+        identity,
+        training=TrainingSet(training.features[seen_rows], training.labels[seen_rows], ()),
+        plotted=TrainingSet(plot.features[plot_rows], plot.labels[plot_rows], plot_ids),
+        projection=projection,
+        seed=seed,
+        provenance=record,
+    )
+    if out_dir is not None:
+        save_bundle(bundle, out_dir)
+    return bundle
+
+
+def assemble_bundle(
+    trained: Any,
+    catalog: ClassCatalog,
+    identity: Any,
+    *,
+    training: TrainingSet,
+    plotted: TrainingSet,
+    projection: str = "umap",
+    seed: int = 0,
+    provenance: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """A bundle around an already trained model: computes its latent cache and fits the 2-D map.
+
+    ``training``: the (seen-class) images the model was trained on; their posterior statistics let the app
+    re-fit the GZSL classifier without the features. ``plotted``: the images shown in the latent-space plot.
+    Used by :func:`build_bundle` and by the bootstrap, which bundles the model it trained and evaluated.
+    """
+    from acmr_core.latent_space import fit_projection
+
+    device = trained.device
+    with torch.no_grad():
+        scaled = torch.from_numpy(trained.scaler.transform(training.features)).to(device)
+        train_mu, train_logvar = (t.cpu().numpy() for t in trained.model.encode_visual(scaled))
+        semantic = trained.model.semantic_latent(torch.from_numpy(catalog.attribute_matrix).to(device))
+        semantic = semantic.cpu().numpy()
+    visual = trained.latents(plotted.features).cpu().numpy()
+    fitted, visual_xy, semantic_xy = fit_projection(visual, semantic, method=projection, seed=seed)
     latent = LatentCache(
         visual=visual,
-        visual_labels=plot.labels[plot_rows],
-        image_ids=tuple(ids[i] for i in plot_rows),
+        visual_labels=plotted.labels,
+        image_ids=tuple(plotted.image_ids),
         visual_xy=visual_xy,
         semantic=semantic,
         semantic_xy=semantic_xy,
@@ -955,26 +993,20 @@ def build_bundle(
         reference_xy=fitted.reference_xy,
         train_mu=train_mu,
         train_logvar=train_logvar,
-        train_labels=training.labels[seen_rows],
+        train_labels=training.labels,
         neighbours=fitted.neighbours,
     )
     record = {
-        "projection": projection,
-        "builder": "acmr_core.bundle.build_bundle",
-        "preset": preset,
-        "seed": seed,
-        "training_images": int(seen_rows.size),
-        "plotted_images": int(plot_rows.size),
+        "training_images": int(training.labels.size),
+        "plotted_images": int(plotted.labels.size),
         "selection": trained.selection,
         "gamma": trained.gamma,
         **dict(provenance or {}),
     }
-    bundle = Bundle(
-        identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=_jsonable(record)
+    provenance_record = _jsonable(record)
+    return Bundle(
+        identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=provenance_record
     )
-    if out_dir is not None:
-        save_bundle(bundle, out_dir)
-    return bundle
 
 
 def as_training_set(features: Any, catalog: ClassCatalog) -> TrainingSet:
