@@ -1,0 +1,637 @@
+"""The service behind the app (or anything else serving a bundle): predict, define classes, explore.
+
+:class:`StudioService` wraps one loaded bundle. It is created once at start-up (model, backbone and latent
+cache loaded, torch warmed up; placing points needs no UMAP/numba at serving time) and then shared by every
+request thread:
+
+* reads (predict, catalog, plots) use an immutable :class:`ClassSpace` snapshot, taken with one attribute
+  read, so a request never sees a half-added class;
+* writes (define / rename / delete / import a user class) hold one lock around "store write + classifier
+  re-fit + snapshot swap", so concurrent edits are serialised and the store and classifier never disagree.
+
+User-facing values are in [0, 1]: attribute values are mapped to and from the bundle's own attribute scale by
+each attribute's largest value over the bundle's classes (the identity for binary attributes).
+
+No Gradio import here: the app is a thin layer over this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import html
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from acmr_core.bundle import attribute_group
+from acmr_core.errors import ACMRError, BundleError, UserClassError
+from acmr_core.latent_space import alignment_scores, place_points
+from acmr_core.plots import KINDS, LatentScene, QueryPoint, latent_figure
+from acmr_core.user_classes import (
+    UserClass,
+    UserClassStore,
+    parse_attributes_json,
+    validate_name,
+    validate_values,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINTS = Path("checkpoints")
+DEFAULT_BUNDLE = "demo-world"
+#: Where user classes are stored (one SQLite file per bundle) unless ACMR_USER_CLASSES_DIR says otherwise.
+DEFAULT_USER_CLASSES_DIR = Path("user_classes")
+STRONGEST_ATTRIBUTES = 8
+
+
+@dataclass(frozen=True)
+class RankedClass:
+    name: str
+    kind: str  # "seen" | "unseen" | "user"
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction and what the model reads in it."""
+
+    ranked: list[RankedClass]
+    decoded: dict[str, float]  # attribute -> value in [0, 1] decoded from the image's latent
+    predicted_attributes: dict[str, float]  # attribute -> value in [0, 1] of the top class
+    agreement: float  # cosine between the two vectors above
+    xy: tuple[float, float]  # the image in the latent-space plot
+    gamma: float
+
+    def sees_rows(self, count: int = STRONGEST_ATTRIBUTES) -> list[list[Any]]:
+        """The strongest decoded attributes beside the predicted class's values."""
+        strongest = sorted(self.decoded.items(), key=lambda item: -item[1])[:count]
+        return [
+            [name, round(value, 2), round(self.predicted_attributes[name], 2)] for name, value in strongest
+        ]
+
+
+@dataclass(frozen=True)
+class ClassSpace:
+    """Immutable snapshot of every class the service can predict: the bundle's, then the user's."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    unit_attributes: np.ndarray  # (C, A) in [0, 1]
+    semantic_latents: np.ndarray  # (C, latent)
+    semantic_xy: np.ndarray  # (C, 2)
+    classifier: Any  # acmr_core.gzsl.GZSLClassifier over these classes, in this order
+    user_classes: tuple[UserClass, ...] = ()
+
+    @functools.cached_property
+    def seen_mask(self) -> np.ndarray:
+        return np.array([kind == "seen" for kind in self.kinds], dtype=bool)
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {name.casefold(): position for position, name in enumerate(self.names)}
+
+    def position(self, name: str) -> int:
+        found = self._index.get(" ".join(str(name).split()).casefold())
+        if found is None:
+            raise UserClassError(f"there is no class named {str(name)[:80]!r}")
+        return found
+
+
+def _unit_scale(attribute_matrix: np.ndarray) -> np.ndarray:
+    """Per-attribute divisor mapping the bundle's attribute scale onto [0, 1] (its largest class value)."""
+    scale = np.abs(np.asarray(attribute_matrix, dtype=np.float32)).max(axis=0)
+    return np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+
+@functools.cache
+def _sklearn_openmp() -> Any:
+    """scikit-learn's own OpenMP runtime (its wheel vendors a libgomp apart from torch's), selected once."""
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    own = [lib.filepath for lib in controller.lib_controllers if "scikit_learn" in str(lib.filepath)]
+    return controller.select(filepath=own)
+
+
+def _sklearn_single_thread() -> Any:
+    """Run scikit-learn single-threaded for a tiny query (placing one point among a few thousand).
+
+    scikit-learn vendors its own OpenMP runtime; on a busy CPU its thread team waits on descheduled threads:
+    measured on the shared 2-core dev machine under load, one k-NN query over 2000 points took a median 270 ms
+    with two threads and 0.3 ms with one.
+    """
+    return _sklearn_openmp().limit(limits=1)
+
+
+@contextlib.contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded for a burst of tiny ops (the classifier re-fit: 64×C linear layer steps).
+
+    Each tiny op split over two OpenMP threads waits for the slower one; on a busy 2-core CPU that made the
+    re-fit 36× slower (8.7 s vs 0.24 s, measured). The previous count is restored, so predictions keep both.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denominator if denominator > 0 else 0.0
+
+
+class StudioService:
+    """Everything the app does with one loaded bundle (thread-safe; see the module docstring)."""
+
+    def __init__(self, bundle: Any, backbone: Any, store: UserClassStore, bundle_name: str) -> None:
+        self.bundle = bundle
+        self.backbone = backbone
+        self.store = store
+        self.bundle_name = bundle_name
+        self.device = backbone.device
+        self.model = bundle.model.to(self.device).eval()
+        catalog = bundle.catalog
+        self.attribute_names: list[str] = list(catalog.attribute_names)
+        self.attribute_groups: list[str] = [
+            attribute_group(name) or "(other)" for name in self.attribute_names
+        ]
+        self._bundle_names: tuple[str, ...] = tuple(catalog.names)
+        self._bundle_kinds: tuple[str, ...] = tuple(
+            "seen" if seen else "unseen" for seen in catalog.seen_mask
+        )
+        self._scale = _unit_scale(catalog.attribute_matrix)
+        self._bundle_unit = np.clip(np.asarray(catalog.attribute_matrix, np.float32) / self._scale, 0.0, 1.0)
+        self.default_gamma = float(bundle.gamma)
+        cache = bundle.latent
+        self._image_latents = np.asarray(cache.visual, dtype=np.float32)
+        self._image_xy = np.asarray(cache.visual_xy, dtype=np.float32)
+        self._image_class = np.asarray(cache.visual_labels, dtype=np.int64)
+        self._image_ids = [str(item) for item in cache.image_ids]
+        self._bundle_semantic = np.asarray(cache.semantic, dtype=np.float32)
+        self._bundle_semantic_xy = np.asarray(cache.semantic_xy, dtype=np.float32)
+        self._projection = bundle.projection
+        self._write_lock = threading.Lock()
+        self._default_figure: tuple[ClassSpace, go.Figure] | None = None
+        self._alignment: tuple[ClassSpace, pd.DataFrame] | None = None
+        self._space = self._build_space(tuple(store.list()))
+
+    # ---- construction ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        bundle_dir: str | Path,
+        device: str = "auto",
+        user_classes_dir: str | Path = DEFAULT_USER_CLASSES_DIR,
+        warm: bool = True,
+    ) -> StudioService:
+        """Load a bundle, its backbone and its user-class store; warm up so the first request is fast."""
+        from acmr_core.bundle import load_bundle
+
+        started = time.perf_counter()
+        bundle_dir = Path(bundle_dir)
+        bundle = load_bundle(bundle_dir, device=device)
+        backbone = bundle.create_backbone(device=device)  # checked against the bundle's backbone identity
+        store = open_store(user_classes_dir, bundle_dir.name, bundle.catalog.attribute_names)
+        service = cls(bundle, backbone, store, bundle_dir.name)
+        if warm:
+            service.warm_up()
+        log.info("bundle %s ready in %.1f s", bundle_dir.name, time.perf_counter() - started)
+        return service
+
+    def warm_up(self) -> None:
+        """Run one full prediction (first forward passes set up kernels) and build the latent plot once."""
+        from PIL import Image
+
+        started = time.perf_counter()
+        self.predict(Image.new("RGB", (224, 224), (128, 128, 128)))
+        self.latent_figure()
+        log.info("warm-up took %.2f s", time.perf_counter() - started)
+
+    # ---- the class space ---------------------------------------------------------------------------------
+
+    def _build_space(self, user_classes: tuple[UserClass, ...]) -> ClassSpace:
+        """All classes (bundle + user) with their latents, plot positions and a classifier over them."""
+        user_unit = np.array([item.values for item in user_classes], dtype=np.float32).reshape(
+            len(user_classes), len(self.attribute_names)
+        )
+        unit = np.concatenate([self._bundle_unit, user_unit])
+        user_semantic = self._semantic_latents(user_unit * self._scale)
+        semantic = np.concatenate([self._bundle_semantic, user_semantic])
+        user_xy = self._place(user_semantic) if user_classes else np.zeros((0, 2))
+        classifier = self.bundle.classifier if not user_classes else self._fit_classifier(unit * self._scale)
+        return ClassSpace(
+            names=self._bundle_names + tuple(item.name for item in user_classes),
+            kinds=self._bundle_kinds + ("user",) * len(user_classes),
+            unit_attributes=unit,
+            semantic_latents=semantic,
+            semantic_xy=np.concatenate([self._bundle_semantic_xy, user_xy]).astype(np.float32),
+            classifier=classifier,
+            user_classes=user_classes,
+        )
+
+    @torch.inference_mode()
+    def _semantic_latents(self, attributes: np.ndarray) -> np.ndarray:
+        if len(attributes) == 0:
+            return np.zeros((0, self._bundle_semantic.shape[1]), dtype=np.float32)
+        tensor = torch.as_tensor(attributes, dtype=torch.float32, device=self.device)
+        return self.model.semantic_latent(tensor).float().cpu().numpy()
+
+    def _place(self, latents: np.ndarray) -> np.ndarray:
+        with _sklearn_single_thread():
+            return place_points(latents, self._projection)
+
+    def _fit_classifier(self, attributes: np.ndarray) -> Any:
+        """Re-fit the GZSL classifier with the user classes as extra unseen classes (< 2 s on a CPU)."""
+        started = time.perf_counter()
+        seen_mask = np.concatenate(
+            [self.bundle.catalog.seen_mask, np.zeros(len(attributes) - len(self._bundle_names), bool)]
+        )
+        with _single_torch_thread():
+            classifier = self.bundle.refit_classifier(attributes, seen_mask, seed=0)
+        log.info(
+            "GZSL classifier re-fitted over %d classes in %.2f s",
+            len(attributes),
+            time.perf_counter() - started,
+        )
+        return classifier.eval()
+
+    def _swap(self, user_classes: tuple[UserClass, ...]) -> ClassSpace:
+        space = self._build_space(user_classes)
+        self._space = space  # one assignment: readers see the old or the new snapshot, never a mix
+        return space
+
+    # ---- predict -----------------------------------------------------------------------------------------
+
+    def predict(self, image: Any, gamma: float | None = None, top_k: int = 5) -> Prediction:
+        """Top-k classes of an image (a path, bytes or PIL image); bad images raise ImageError."""
+        from acmr_core.images import load_image
+
+        features = self.backbone.features([load_image(image)])
+        return self.predict_features(features[0], gamma=gamma, top_k=top_k)
+
+    @torch.inference_mode()
+    def predict_features(
+        self, features: np.ndarray, gamma: float | None = None, top_k: int = 5
+    ) -> Prediction:
+        """The part of :meth:`predict` after the backbone: latent, calibrated scores, decoded attributes."""
+        from acmr_core.gzsl import predict_scores
+
+        gamma = self.default_gamma if gamma is None else float(gamma)
+        if not np.isfinite(gamma):
+            raise ACMRError(f"calibration gamma must be a finite number, got {gamma}")
+        space = self._space  # one snapshot for the whole request
+        scaled = self.bundle.scaler.transform(np.asarray(features, dtype=np.float32).reshape(1, -1))
+        latent = self.model.visual_latent(torch.as_tensor(scaled, device=self.device))
+        decoded = self.model.decode_semantic(latent)[0].float().cpu().numpy()
+        logits = space.classifier(latent)
+        seen_mask = torch.as_tensor(space.seen_mask, device=logits.device)
+        probabilities = (
+            torch.softmax(predict_scores(logits, seen_mask, gamma), dim=-1)[0].float().cpu().numpy()
+        )
+        order = np.argsort(-probabilities, kind="stable")[: max(1, min(int(top_k), len(space.names)))]
+        ranked = [RankedClass(space.names[i], space.kinds[i], float(probabilities[i])) for i in order]
+        decoded_unit = np.clip(decoded / self._scale, 0.0, 1.0)
+        top_unit = space.unit_attributes[order[0]]
+        latent_np = latent.float().cpu().numpy()
+        xy = self._place(latent_np)[0]
+        return Prediction(
+            ranked=ranked,
+            decoded=dict(zip(self.attribute_names, decoded_unit.tolist(), strict=True)),
+            predicted_attributes=dict(zip(self.attribute_names, top_unit.tolist(), strict=True)),
+            agreement=_cosine(decoded_unit, top_unit),
+            xy=(float(xy[0]), float(xy[1])),
+            gamma=gamma,
+        )
+
+    # ---- user classes ------------------------------------------------------------------------------------
+
+    def define_class(self, name: str, attributes: Mapping[str, object]) -> dict[str, Any]:
+        """Add a user class; it takes part in every prediction from the moment this returns."""
+        cleaned = validate_name(name)
+        values = validate_values(attributes, self.attribute_names)
+        with self._write_lock:
+            self._check_name_free(cleaned)
+            candidate = UserClass(cleaned, values, time.time())
+            space = self._build_space((*self._space.user_classes, candidate))  # fit first: nothing half-done
+            stored = self.store.add(
+                cleaned, dict(zip(self.attribute_names, values, strict=True)), self._bundle_names
+            )
+            self._space = replace(space, user_classes=(*self._space.user_classes, stored))
+        return self.class_record(stored.name, "user", stored.values)
+
+    def define_class_json(self, name: str, attributes_json: str) -> dict[str, Any]:
+        """:meth:`define_class` with the attributes as a JSON object (the HTTP API's form)."""
+        return self.define_class(name, parse_attributes_json(attributes_json))
+
+    def rename_class(self, old: str, new: str) -> dict[str, Any]:
+        with self._write_lock:
+            space = self._space
+            renamed = self.store.rename(old, new, self._bundle_names)
+            # Same classes in the same order: only a name changes, so no re-fit is needed.
+            user_classes = list(space.user_classes)
+            user_classes[space.position(old) - len(self._bundle_names)] = renamed
+            self._space = replace(
+                space,
+                names=self._bundle_names + tuple(item.name for item in user_classes),
+                user_classes=tuple(user_classes),
+            )
+        return self.class_record(renamed.name, "user", renamed.values)
+
+    def delete_class(self, name: str) -> dict[str, Any]:
+        """Delete a user class (the bundle's own classes cannot be deleted)."""
+        if not isinstance(name, str) or not name.strip():
+            raise UserClassError("no class name given; pick one of your classes to delete")
+        with self._write_lock:
+            space = self._space
+            position = space.position(name)
+            n_bundle = len(self._bundle_names)
+            if position < n_bundle:
+                raise UserClassError(
+                    f"{space.names[position]!r} is one of the model's classes; only yours can be deleted"
+                )
+            remaining = tuple(item for i, item in enumerate(space.user_classes) if i != position - n_bundle)
+            new_space = self._build_space(remaining)  # re-fit first, so a failure leaves everything as it was
+            removed = self.store.delete(space.names[position])
+            self._space = new_space
+        return self.class_record(removed.name, "user", removed.values)
+
+    def import_classes(self, text: str) -> list[str]:
+        """Import an export (all or nothing); the classifier is re-fitted once for the whole file."""
+        with self._write_lock:
+            added = self.store.import_json(text, self._bundle_names)
+            try:
+                self._swap(tuple(self.store.list()))
+            except BaseException:
+                for item in added:  # keep the store and the classifier in agreement
+                    self.store.delete(item.name)
+                raise
+        return [item.name for item in added]
+
+    def export_classes(self) -> str:
+        return self.store.export_json()
+
+    def _check_name_free(self, name: str) -> None:
+        folded = name.casefold()
+        if any(existing.casefold() == folded for existing in self._space.names):
+            raise UserClassError(f"a class named {name!r} already exists; choose another name")
+
+    # ---- catalog and editor helpers ----------------------------------------------------------------------
+
+    def class_record(self, name: str, kind: str, unit_values: Sequence[float]) -> dict[str, Any]:
+        values = [round(float(value), 6) for value in unit_values]
+        return {
+            "name": name,
+            "kind": kind,
+            "attributes": dict(zip(self.attribute_names, values, strict=True)),
+        }
+
+    def catalog(self) -> dict[str, Any]:
+        """Attribute names and every class (bundle and user) with its kind and attributes in [0, 1]."""
+        space = self._space
+        return {
+            "bundle": self.bundle_name,
+            "attributes": list(self.attribute_names),
+            "classes": [
+                self.class_record(name, kind, space.unit_attributes[i])
+                for i, (name, kind) in enumerate(zip(space.names, space.kinds, strict=True))
+            ],
+        }
+
+    def class_names(self) -> list[str]:
+        return list(self._space.names)
+
+    def user_class_names(self) -> list[str]:
+        return [item.name for item in self._space.user_classes]
+
+    def class_values(self, name: str) -> dict[str, float]:
+        """A class's attributes in [0, 1] (to start a new class from it)."""
+        space = self._space
+        row = space.unit_attributes[space.position(name)]
+        return dict(zip(self.attribute_names, row.tolist(), strict=True))
+
+    def attribute_frame(self, values: Mapping[str, float] | None = None) -> pd.DataFrame:
+        """The attribute editor's table: group, attribute, value in [0, 1]."""
+        values = values or {}
+        return pd.DataFrame(
+            {
+                "group": self.attribute_groups,
+                "attribute": self.attribute_names,
+                "value": [round(float(values.get(name, 0.0)), 3) for name in self.attribute_names],
+            }
+        )
+
+    def frame_to_attributes(self, frame: pd.DataFrame | None) -> dict[str, float]:
+        """Read the editor's table back; a cell that is not a number is refused, naming its attribute."""
+        if frame is None or len(frame) == 0:
+            raise UserClassError("the attribute table is empty; set at least one attribute above 0")
+        attributes: dict[str, float] = {}
+        for name, raw in zip(frame["attribute"], frame["value"], strict=True):
+            try:
+                value = float(raw) if str(raw).strip() else 0.0
+            except (TypeError, ValueError):
+                raise UserClassError(
+                    f"attribute {name!r} has value {raw!r}; use a number between 0 and 1"
+                ) from None
+            attributes[str(name)] = value
+        return attributes
+
+    def apply_toggles(self, frame: pd.DataFrame | None, selected: Collection[str]) -> pd.DataFrame:
+        """The table after the "attributes that apply" list changed; an attribute counts as on at ≥ 0.5.
+
+        A newly selected attribute becomes 1 (one already on keeps its value); one no longer selected but
+        still on becomes 0; partial values below 0.5 typed into the table are left alone.
+        """
+        current: dict[str, float] = {}
+        if frame is not None and len(frame):
+            for name, raw in zip(frame["attribute"], frame["value"], strict=True):
+                try:
+                    current[str(name)] = float(raw)
+                except (TypeError, ValueError):
+                    current[str(name)] = 0.0
+        chosen = set(selected)
+        values = {}
+        for name in self.attribute_names:
+            value = current.get(name, 0.0)
+            if name in chosen:
+                values[name] = value if value >= 0.5 else 1.0
+            else:
+                values[name] = 0.0 if value >= 0.5 else value
+        return self.attribute_frame(values)
+
+    def user_class_frame(self) -> pd.DataFrame:
+        """Your classes with their strongest attributes."""
+        rows = []
+        for item in self._space.user_classes:
+            strongest = sorted(zip(self.attribute_names, item.values, strict=True), key=lambda pair: -pair[1])
+            summary = ", ".join(f"{name} {value:g}" for name, value in strongest[:4] if value > 0)
+            rows.append([item.name, summary])
+        return pd.DataFrame(rows, columns=["name", "strongest attributes"])
+
+    def describe_markdown(self) -> str:
+        """A short description of the bundle for the app's header (names escaped)."""
+        space = self._space
+        counts = {kind: space.kinds.count(kind) for kind in KINDS}
+        provenance = getattr(self.bundle, "provenance", None) or {}
+        notes = str(provenance.get("caveat") or "")  # e.g. the demo's "random backbone reads shapes poorly"
+        return (
+            f"**{html.escape(self.bundle_name)}** — {counts['seen']} seen, {counts['unseen']} unseen and "
+            f"{counts['user']} user-defined classes over {len(self.attribute_names)} attributes; backbone "
+            f"{html.escape(self.backbone.identity.describe())}; default γ = {self.default_gamma:g}."
+            + (f"  \n{html.escape(notes, quote=False)}" if notes else "")
+        )
+
+    # ---- latent space ------------------------------------------------------------------------------------
+
+    def latent_scene(self, space: ClassSpace | None = None) -> LatentScene:
+        space = space or self._space
+        return LatentScene(
+            class_names=space.names,
+            class_kinds=space.kinds,
+            class_xy=space.semantic_xy,
+            image_xy=self._image_xy,
+            image_class=self._image_class,
+            image_ids=self._image_ids,
+        )
+
+    def latent_figure(
+        self,
+        classes: Collection[str] | None = None,
+        kinds: Collection[str] = KINDS,
+        query: QueryPoint | None = None,
+    ) -> go.Figure:
+        """The latent-space plot; the unfiltered figure is built once per class snapshot and reused."""
+        space = self._space
+        unfiltered = not classes and set(kinds) == set(KINDS) and query is None
+        cached = self._default_figure
+        if unfiltered and cached is not None and cached[0] is space:
+            return cached[1]
+        figure = latent_figure(self.latent_scene(space), classes=classes, kinds=kinds, query=query)
+        if unfiltered:
+            self._default_figure = (space, figure)
+        return figure
+
+    def alignment_frame(self) -> pd.DataFrame:
+        """Per-class alignment table (user classes have no images: only their nearest image centroid)."""
+        space = self._space
+        cached = self._alignment
+        if cached is not None and cached[0] is space:
+            return cached[1]
+        scores = alignment_scores(self._image_latents, self._image_class, space.semantic_latents)
+        frame = pd.DataFrame(
+            {
+                "class": [space.names[item.class_index] for item in scores],
+                "kind": [space.kinds[item.class_index] for item in scores],
+                # A class without images (a user class) has no distance or rank: "–" keeps the columns tidy.
+                "distance to own images": [
+                    round(item.distance, 3) if item.own_rank else "–" for item in scores
+                ],
+                "own images nearest": [
+                    ("yes" if item.own_is_nearest else "no") if item.own_rank else "(no images)"
+                    for item in scores
+                ],
+                "rank of own images": [item.own_rank or "–" for item in scores],
+                "nearest image centroid": [space.names[item.nearest_class] for item in scores],
+            }
+        )
+        self._alignment = (space, frame)
+        return frame
+
+
+def open_store(folder: str | Path, bundle_name: str, attribute_names: Sequence[str]) -> UserClassStore:
+    """The user-class store of a bundle: one SQLite file per bundle name and attribute list.
+
+    Keyed on the attributes rather than the weights, so user classes survive a retrained bundle (a class is
+    an attribute vector); a bundle with other attributes gets a store of its own.
+    """
+    attributes_key = hashlib.sha256(json.dumps(list(attribute_names)).encode()).hexdigest()[:12]
+    safe_name = "".join(char if char.isalnum() or char in "-_." else "_" for char in bundle_name) or "bundle"
+    return UserClassStore(
+        Path(folder) / f"{safe_name}-{attributes_key}.sqlite3",
+        bundle_key=f"{bundle_name}#{attributes_key}",
+        attribute_names=attribute_names,
+    )
+
+
+class ServiceRegistry:
+    """Bundles an app can serve: the default one loaded at start, the others in ``checkpoints`` on demand."""
+
+    def __init__(
+        self,
+        checkpoints: str | Path = DEFAULT_CHECKPOINTS,
+        default_bundle: str | Path = DEFAULT_BUNDLE,
+        device: str = "auto",
+        user_classes_dir: str | Path | None = None,
+        warm_default: bool = True,
+    ) -> None:
+        """Load the default bundle now (warmed up unless ``warm_default`` is False: the caller warms it)."""
+        self.checkpoints = Path(checkpoints)
+        self.device = device
+        self.user_classes_dir = Path(
+            user_classes_dir or os.environ.get("ACMR_USER_CLASSES_DIR", DEFAULT_USER_CLASSES_DIR)
+        )
+        default_dir = self._resolve(default_bundle)
+        self.default_name = default_dir.name
+        self._paths: dict[str, Path] = {self.default_name: default_dir}
+        self._services: dict[str, StudioService] = {}
+        self._lock = threading.Lock()
+        self._services[self.default_name] = StudioService.open(
+            default_dir, device=device, user_classes_dir=self.user_classes_dir, warm=warm_default
+        )
+
+    def _resolve(self, bundle: str | Path) -> Path:
+        candidates = [Path(bundle), self.checkpoints / str(bundle)]
+        for candidate in candidates:
+            if candidate.is_dir():
+                return candidate.resolve()
+        raise BundleError(
+            f"bundle {str(bundle)!r} not found (looked for the folder itself and in {self.checkpoints}/); "
+            "give a bundle folder, or rebuild the demo with 'acmr build-demo'"
+        )
+
+    def names(self) -> list[str]:
+        """The default bundle first, then every bundle folder in ``checkpoints``."""
+        from acmr_core.bundle import list_bundles
+
+        found = [Path(path) for path in list_bundles(self.checkpoints)] if self.checkpoints.is_dir() else []
+        for path in found:
+            self._paths.setdefault(path.name, path.resolve())
+        return [self.default_name, *sorted(name for name in self._paths if name != self.default_name)]
+
+    def default(self) -> StudioService:
+        return self._services[self.default_name]
+
+    def get(self, name: str) -> StudioService:
+        """The service of a listed bundle, loaded on first use (refused with a one-line reason if broken)."""
+        with self._lock:
+            service = self._services.get(name)
+            if service is None:
+                if name not in self._paths:
+                    self.names()
+                if name not in self._paths:
+                    raise BundleError(
+                        f"unknown bundle {name[:80]!r}; choose one of {', '.join(self.names())}"
+                    )
+                service = StudioService.open(
+                    self._paths[name],
+                    device=self.device,
+                    user_classes_dir=self.user_classes_dir,
+                )
+                self._services[name] = service
+            return service

@@ -1,0 +1,336 @@
+"""The app's HTTP API through gradio_client, against a real server on a free loopback port.
+
+One server per module (the shipped demo bundle, user classes in a temporary folder). Covers the five
+documented endpoints, every bad input of the spec (each answered with a specific message while the server
+keeps serving and nothing saved is lost), odd but valid images, and 20 parallel predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Overridable to run the app tests against another bundle and its example images.
+DEMO_BUNDLE = Path(os.environ.get("ACMR_TEST_BUNDLE", REPO_ROOT / "checkpoints" / "demo-world"))
+EXAMPLES_DIR = Path(os.environ.get("ACMR_TEST_EXAMPLES", REPO_ROOT / "assets" / "examples"))
+HTML_NAME = '<img src=x onerror="window.__acmr_xss=1">'
+
+pytestmark = [
+    pytest.mark.slow,
+    # Gradio's queue uses pandas options that pandas 3 deprecates; not ours to fix.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing"),
+]
+
+
+# ---- helpers (also used by the browser test) ---------------------------------------------------------------
+
+
+def require_demo_bundle() -> Path:
+    if not (DEMO_BUNDLE / "manifest.json").is_file():
+        raise AssertionError(
+            f"the shipped demo bundle is missing at {DEMO_BUNDLE}; rebuild it: acmr build-demo"
+        )
+    return DEMO_BUNDLE
+
+
+def example_images() -> list[Path]:
+    images = sorted(EXAMPLES_DIR.glob("*.png"))
+    if not images:
+        raise AssertionError(f"no example images in {EXAMPLES_DIR}; rebuild them: acmr build-demo --examples")
+    return images
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def huge_png(width: int, height: int, rows: int | None = None) -> bytes:
+    """A valid 1-bit PNG of ``width``×``height`` zeros (or only ``rows`` rows of data: a bomb header).
+
+    Compressed row by row, so the test never holds the decoded image in memory.
+    """
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height if rows is None else rows))
+    data += compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def bad_image_files(folder: Path) -> dict[str, Path]:
+    """Files the app must refuse with a specific message: case -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    example = example_images()[0].read_bytes()
+    payloads = {
+        "not-an-image": ("notes.png", b"this is a text file, not a picture\n" * 20),
+        "empty": ("empty.png", b""),
+        "truncated": ("truncated.png", example[: len(example) // 2]),
+        "decompression-bomb": ("bomb.png", huge_png(100_000, 100_000, rows=8)),
+        "20000x20000": ("huge.png", huge_png(20_000, 20_000)),
+    }
+    paths = {}
+    for case, (file_name, payload) in payloads.items():
+        paths[case] = folder / file_name
+        paths[case].write_bytes(payload)
+    return paths
+
+
+def odd_valid_images(folder: Path) -> dict[str, Path]:
+    """Valid images in unusual modes that must predict like any other: CMYK, 16-bit, RGBA, animated."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = Image.open(example_images()[0]).convert("RGB")
+    paths = {
+        "cmyk": folder / "cmyk.jpg",
+        "16-bit": folder / "deep.png",
+        "rgba": folder / "alpha.png",
+        "animated": folder / "anim.gif",
+    }
+    rgb.convert("CMYK").save(paths["cmyk"], "JPEG", quality=95)
+    Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).save(paths["16-bit"], "PNG")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(paths["rgba"], "PNG")
+    black = Image.new("RGB", rgb.size)
+    rgb.save(paths["animated"], "GIF", save_all=True, append_images=[black], duration=100, loop=0)
+    return paths
+
+
+# ---- fixtures ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a free loopback port (in this process), torn down after the module."""
+    from app import create_app, launch
+
+    require_demo_bundle()
+    demo = create_app(
+        bundle=str(DEMO_BUNDLE),
+        checkpoints=REPO_ROOT / "checkpoints",
+        user_classes_dir=tmp_path_factory.mktemp("user_classes"),
+        examples_dir=EXAMPLES_DIR,
+    )
+    port = free_port()
+    launch(demo, port=port)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server: str):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def predict(client, path: Path) -> dict:
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/predict")
+
+
+def catalog(client) -> dict:
+    return client.predict(api_name="/catalog")
+
+
+def app_error(call) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as caught:
+        call()
+    return str(caught.value)
+
+
+# ---- endpoints ---------------------------------------------------------------------------------------------
+
+
+def test_documented_endpoints_exist(client) -> None:
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/predict", "/define_class", "/delete_class", "/latent_space", "/catalog"} <= set(endpoints)
+    assert [p["parameter_name"] for p in endpoints["/define_class"]["parameters"]] == ["name", "attributes"]
+
+
+def test_catalog_lists_attributes_and_classes(client) -> None:
+    result = catalog(client)
+    assert result["attributes"] and isinstance(result["attributes"][0], str)
+    kinds = {entry["kind"] for entry in result["classes"]}
+    assert kinds >= {"seen", "unseen"}
+    first = result["classes"][0]
+    assert set(first["attributes"]) == set(result["attributes"])
+    assert all(0.0 <= value <= 1.0 for value in first["attributes"].values())
+
+
+def test_predict_returns_label_and_confidences(client) -> None:
+    result = predict(client, example_images()[0])
+    assert set(result) >= {"label", "confidences"}
+    names = {entry["name"] for entry in catalog(client)["classes"]}
+    assert result["label"] in names
+    confidences = result["confidences"]
+    assert confidences[0]["label"] == result["label"]
+    assert all(0.0 <= item["confidence"] <= 1.0 for item in confidences)
+    assert [item["confidence"] for item in confidences] == sorted(
+        (item["confidence"] for item in confidences), reverse=True
+    )
+
+
+def test_define_then_predicted_and_plotted_then_delete(client) -> None:
+    image = example_images()[0]
+    before = predict(client, image)
+    # A class with exactly the attributes of the class this image is predicted as: it must compete at once.
+    predicted = next(entry for entry in catalog(client)["classes"] if entry["name"] == before["label"])
+    stored = client.predict("my twin class", json.dumps(predicted["attributes"]), api_name="/define_class")
+    assert stored["name"] == "my twin class"
+    assert stored["kind"] == "user"
+    assert stored["attributes"] == pytest.approx(predicted["attributes"])
+
+    after = predict(client, image)
+    ranking = [item["label"] for item in after["confidences"]]
+    # Same attributes as the predicted class, so it lands near it: among the top 5 (of 25 with the demo).
+    assert "my twin class" in ranking[:5]
+    assert after["confidences"][ranking.index("my twin class")]["confidence"] > 1 / len(ranking)
+    assert any(
+        entry["name"] == "my twin class" and entry["kind"] == "user" for entry in catalog(client)["classes"]
+    )
+    plot = client.predict(api_name="/latent_space")
+    assert "my twin class" in json.dumps(plot)
+
+    removed = client.predict("my twin class", api_name="/delete_class")
+    assert removed["name"] == "my twin class"
+    assert all(entry["name"] != "my twin class" for entry in catalog(client)["classes"])
+    assert "my twin class" not in [item["label"] for item in predict(client, image)["confidences"]]
+
+
+def test_html_names_are_stored_verbatim_and_escaped_in_the_plot(client) -> None:
+    client.predict(HTML_NAME, json.dumps({catalog(client)["attributes"][0]: 1}), api_name="/define_class")
+    try:
+        assert any(entry["name"] == HTML_NAME for entry in catalog(client)["classes"])
+        plot = json.dumps(client.predict(api_name="/latent_space"))
+        assert "<img" not in plot
+        assert "&lt;img" in plot
+    finally:
+        client.predict(HTML_NAME, api_name="/delete_class")
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return bad_image_files(tmp_path_factory.mktemp("bad_images"))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not-an-image", "not an image"),
+        ("empty", "empty"),
+        ("truncated", "truncated"),
+        ("decompression-bomb", "decompression bomb"),
+        ("20000x20000", "too large"),
+    ],
+)
+def test_bad_images_get_a_specific_error(
+    client, bad_images: dict[str, Path], case: str, message: str
+) -> None:
+    assert message in app_error(lambda: predict(client, bad_images[case])).lower()
+
+
+@pytest.mark.parametrize("case", ["cmyk", "16-bit", "rgba", "animated"])
+def test_odd_but_valid_images_predict(client, tmp_path_factory: pytest.TempPathFactory, case: str) -> None:
+    path = odd_valid_images(tmp_path_factory.mktemp("odd"))[case]
+    result = predict(client, path)
+    assert result["label"] and result["confidences"]
+
+
+@pytest.fixture(scope="module")
+def saved_class(client) -> Iterator[str]:
+    """A user class that must survive every bad request below."""
+    attribute = catalog(client)["attributes"][0]
+    client.predict("keeper", json.dumps({attribute: 1}), api_name="/define_class")
+    yield "keeper"
+    client.predict("keeper", api_name="/delete_class")
+
+
+@pytest.mark.parametrize(
+    ("name", "attributes", "message"),
+    [
+        ("", None, "empty"),
+        ("   ", None, "empty"),
+        ("keeper", None, "already exists"),
+        ("KEEPER", None, "already exists"),
+        ("x" * 10_000, None, "at most 80"),
+        ("bad json", "{not json", "not valid json"),
+        ("bad type", "[1, 2]", "json object"),
+        ("unknown", json.dumps({"no such attribute": 1}), "unknown attribute"),
+        ("nan", '{"%s": NaN}', "nan"),
+        ("too big", '{"%s": 1.5}', "outside [0, 1]"),
+        ("negative", '{"%s": -0.5}', "outside [0, 1]"),
+        ("all zero", '{"%s": 0}', "every attribute is 0"),
+    ],
+)
+def test_bad_classes_get_a_specific_error(
+    client, saved_class: str, name: str, attributes, message: str
+) -> None:
+    attribute = catalog(client)["attributes"][0]
+    if attributes is None:
+        attributes = json.dumps({attribute: 1})
+    elif "%s" in attributes:
+        attributes = attributes % attribute
+    error = app_error(lambda: client.predict(name, attributes, api_name="/define_class"))
+    assert message in error.lower()
+    assert saved_class in [entry["name"] for entry in catalog(client)["classes"]]  # nothing saved was lost
+
+
+def test_a_bundle_class_cannot_be_redefined_or_deleted(client) -> None:
+    bundle_class = catalog(client)["classes"][0]["name"]
+    attribute = catalog(client)["attributes"][0]
+    assert "already exists" in app_error(
+        lambda: client.predict(bundle_class, json.dumps({attribute: 1}), api_name="/define_class")
+    )
+    assert "only yours can be deleted" in app_error(
+        lambda: client.predict(bundle_class, api_name="/delete_class")
+    )
+    assert "no class named" in app_error(lambda: client.predict("never defined", api_name="/delete_class"))
+
+
+# ---- concurrency -------------------------------------------------------------------------------------------
+
+
+def test_twenty_parallel_predictions_are_all_answered(client) -> None:
+    images = example_images()
+    paths = [images[index % len(images)] for index in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda path: predict(client, path), paths))
+    assert len(results) == 20
+    assert all(result["label"] for result in results)
+    # The same image gives the same answer however the requests interleave.
+    by_image: dict[Path, set[str]] = {}
+    for path, result in zip(paths, results, strict=True):
+        by_image.setdefault(path, set()).add(result["label"])
+    assert all(len(labels) == 1 for labels in by_image.values())

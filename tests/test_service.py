@@ -1,0 +1,338 @@
+"""The app's service layer on the shipped demo bundle, and the latent-space figure builder on plain arrays."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acmr_core.errors import ACMRError, ImageError, UserClassError
+from acmr_core.plots import LatentScene, QueryPoint, latent_figure
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HTML_NAME = '<img src=x onerror="alert(1)">'
+
+
+# ---- figure builder (no model) ----------------------------------------------------------------------------
+
+
+def _scene() -> LatentScene:
+    rng = np.random.default_rng(0)
+    return LatentScene(
+        class_names=["zebra", "okapi", HTML_NAME],
+        class_kinds=["seen", "unseen", "user"],
+        class_xy=rng.normal(size=(3, 2)),
+        image_xy=rng.normal(size=(6, 2)),
+        image_class=np.array([0, 0, 0, 1, 1, 1]),
+        image_ids=[f"img{i}" for i in range(6)],
+    )
+
+
+def _trace_names(figure) -> list[str]:
+    return [trace.name for trace in figure.data]
+
+
+def test_figure_has_images_prototypes_and_user_classes() -> None:
+    figure = latent_figure(_scene())
+    assert _trace_names(figure) == [
+        "seen class images",
+        "unseen class images",
+        "seen class prototypes",
+        "unseen class prototypes",
+        "your classes",
+    ]
+    seen_images = figure.data[0]
+    assert len(seen_images.x) == 3
+    assert list(seen_images.customdata[:, 1]) == ["img0", "img1", "img2"]
+    assert seen_images.marker.symbol != figure.data[2].marker.symbol  # images and prototypes differ
+
+
+def test_names_are_html_escaped_everywhere_in_the_figure() -> None:
+    figure = latent_figure(_scene(), query=QueryPoint((0.0, 0.0), HTML_NAME))
+    serialised = figure.to_json()
+    assert "<img" not in serialised
+    assert '&lt;img src=x onerror=\\"alert(1)\\"&gt;' in serialised  # JSON-escaped quotes
+
+
+def test_filters_by_class_and_kind() -> None:
+    only_okapi = latent_figure(_scene(), classes=["okapi"])
+    assert _trace_names(only_okapi) == ["unseen class images", "unseen class prototypes"]
+    no_user = latent_figure(_scene(), kinds=["seen", "unseen"])
+    assert "your classes" not in _trace_names(no_user)
+    nothing = latent_figure(_scene(), classes=["okapi"], kinds=["seen"])
+    assert len(nothing.data) == 0
+
+
+def test_query_point_is_highlighted() -> None:
+    figure = latent_figure(_scene(), query=QueryPoint((1.5, -2.0), "zebra"))
+    [query] = [trace for trace in figure.data if trace.name == "your image"]
+    assert (query.x[0], query.y[0]) == (1.5, -2.0)
+
+
+def test_scene_rejects_mismatched_arrays() -> None:
+    with pytest.raises(ValueError, match="one entry per class"):
+        LatentScene(["a"], ["seen", "seen"], np.zeros((1, 2)), np.zeros((0, 2)), np.zeros(0, int), [])
+    with pytest.raises(ValueError, match="unknown class kinds"):
+        LatentScene(["a"], ["novel"], np.zeros((1, 2)), np.zeros((0, 2)), np.zeros(0, int), [])
+
+
+# ---- the service on the demo bundle (ACMR_TEST_BUNDLE, ACMR_TEST_EXAMPLES override it) -------------------
+
+DEMO_BUNDLE = Path(os.environ.get("ACMR_TEST_BUNDLE", REPO_ROOT / "checkpoints" / "demo-world"))
+EXAMPLES_DIR = Path(os.environ.get("ACMR_TEST_EXAMPLES", REPO_ROOT / "assets" / "examples"))
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory):
+    """The bundle and its backbone, loaded once for the module (services are cheap to build around them)."""
+    from acmr_core.bundle import load_bundle
+
+    if not (DEMO_BUNDLE / "manifest.json").is_file():
+        raise AssertionError(
+            f"the shipped demo bundle is missing at {DEMO_BUNDLE}; rebuild it: acmr build-demo"
+        )
+    bundle = load_bundle(DEMO_BUNDLE, device="cpu")
+    return bundle, bundle.create_backbone(device="cpu")
+
+
+def make_service(loaded, folder: Path):
+    from acmr_core.service import StudioService, open_store
+
+    bundle, backbone = loaded
+    store = open_store(folder, DEMO_BUNDLE.name, bundle.catalog.attribute_names)
+    return StudioService(bundle, backbone, store, DEMO_BUNDLE.name)
+
+
+@pytest.fixture
+def service(loaded, tmp_path: Path):
+    made = make_service(loaded, tmp_path / "user_classes")
+    yield made
+    made.store.close()
+
+
+@pytest.fixture(scope="module")
+def example_features(loaded) -> dict[str, np.ndarray]:
+    """Backbone features of one example image per class (the forward pass is the slow part: do it once)."""
+    from acmr_core.images import load_image
+
+    _, backbone = loaded
+    chosen: dict[str, Path] = {}
+    for path in sorted(EXAMPLES_DIR.glob("*.png")):
+        chosen.setdefault(path.name.split("__")[1] if "__" in path.name else path.stem, path)
+    assert chosen, f"no example images in {EXAMPLES_DIR}"
+    paths = list(chosen.values())[:4]
+    features = backbone.features([load_image(path) for path in paths])
+    return {path.name: row for path, row in zip(paths, features, strict=True)}
+
+
+def test_predict_ranks_every_class_with_kinds_and_probabilities(service, example_features) -> None:
+    features = next(iter(example_features.values()))
+    n_classes = len(service.class_names())
+    prediction = service.predict_features(features, top_k=n_classes)
+    probabilities = [item.probability for item in prediction.ranked]
+    assert len(prediction.ranked) == n_classes
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert {item.kind for item in prediction.ranked} == {"seen", "unseen"}
+    assert set(prediction.decoded) == set(service.attribute_names)
+    assert all(0.0 <= value <= 1.0 for value in prediction.decoded.values())
+    assert 0.0 <= prediction.agreement <= 1.0
+    assert np.all(np.isfinite(prediction.xy))
+    assert len(prediction.sees_rows(5)) == 5
+    assert service.predict_features(features, top_k=3).ranked == prediction.ranked[:3]  # deterministic
+
+
+def test_predict_from_a_file_matches_predict_from_features(service, loaded, example_features) -> None:
+    name, features = next(iter(example_features.items()))
+    from_file = service.predict(EXAMPLES_DIR / name)
+    assert from_file.ranked == service.predict_features(features).ranked
+
+
+def test_gamma_moves_predictions_between_seen_and_unseen(service, example_features) -> None:
+    features = list(example_features.values())
+    assert all(service.predict_features(f, gamma=50.0).ranked[0].kind == "unseen" for f in features)
+    assert all(service.predict_features(f, gamma=-50.0).ranked[0].kind == "seen" for f in features)
+    with pytest.raises(ACMRError, match="finite"):
+        service.predict_features(features[0], gamma=float("nan"))
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_bad_images_raise_image_errors_and_the_service_keeps_working(service, tmp_path, payload) -> None:
+    path = tmp_path / "bad.png"
+    path.write_bytes(payload)
+    with pytest.raises(ImageError):
+        service.predict(path)
+    assert service.predict(Image.new("RGB", (64, 64), (200, 30, 30))).ranked
+
+
+def test_define_class_joins_predictions_plot_catalog_and_alignment(service, example_features) -> None:
+    features = next(iter(example_features.values()))
+    top = service.predict_features(features).ranked[0].name
+    values = service.class_values(top)
+    stored = service.define_class("Twin", values)
+    assert stored == {"name": "Twin", "kind": "user", "attributes": pytest.approx(values)}
+    n_classes = len(service.class_names())
+    ranked = service.predict_features(features, top_k=n_classes).ranked
+    assert [item.kind for item in ranked if item.name == "Twin"] == ["user"]
+    assert sum(item.probability for item in ranked) == pytest.approx(1.0, abs=1e-4)
+    assert service.catalog()["classes"][-1]["name"] == "Twin"
+    figure = service.latent_figure()
+    [user_trace] = [trace for trace in figure.data if trace.name == "your classes"]
+    assert list(user_trace.text) == ["Twin"]
+    alignment = service.alignment_frame()
+    assert alignment.iloc[-1]["class"] == "Twin"
+    assert alignment.iloc[-1]["own images nearest"] == "(no images)"
+
+
+def test_user_classes_persist_across_restarts(loaded, tmp_path: Path) -> None:
+    first = make_service(loaded, tmp_path)
+    first.define_class("Stored", {first.attribute_names[0]: 1.0, first.attribute_names[-1]: 0.5})
+    first.store.close()
+    second = make_service(loaded, tmp_path)
+    assert second.user_class_names() == ["Stored"]
+    assert second.class_values("Stored")[second.attribute_names[-1]] == 0.5
+    assert second.predict_features(np.zeros(2048, np.float32), top_k=100).ranked  # classifier covers it
+    assert len(second.predict_features(np.zeros(2048, np.float32), top_k=100).ranked) == len(
+        second.class_names()
+    )
+    second.store.close()
+
+
+def test_names_are_unique_case_insensitively_including_the_models(service) -> None:
+    attribute = {service.attribute_names[0]: 1.0}
+    bundle_class = service.class_names()[0]
+    with pytest.raises(UserClassError, match="already exists"):
+        service.define_class(bundle_class.upper(), attribute)
+    service.define_class("Mine", attribute)
+    with pytest.raises(UserClassError, match="already exists"):
+        service.define_class("mine", attribute)
+    with pytest.raises(UserClassError, match="only yours can be deleted"):
+        service.delete_class(bundle_class)
+    assert service.user_class_names() == ["Mine"]
+
+
+def test_rename_keeps_the_classifier_and_delete_removes_the_class(service, example_features) -> None:
+    features = next(iter(example_features.values()))
+    service.define_class("before", {service.attribute_names[1]: 1.0})
+    classifier = service._space.classifier
+    service.rename_class("before", "after")
+    assert service._space.classifier is classifier  # a rename needs no re-fit
+    names = [item.name for item in service.predict_features(features, top_k=100).ranked]
+    assert "after" in names and "before" not in names
+    assert service.store.get("after") is not None
+    service.delete_class("after")
+    assert "after" not in service.class_names()
+    assert service.store.list() == []
+    assert service._space.classifier is service.bundle.classifier  # back to the validated bundle classifier
+    with pytest.raises(UserClassError, match="no class named"):
+        service.delete_class("after")
+
+
+def test_export_import_round_trip_and_a_bad_import_changes_nothing(loaded, service, tmp_path: Path) -> None:
+    service.define_class("one", {service.attribute_names[0]: 1.0})
+    service.define_class("two", {service.attribute_names[2]: 0.25})
+    exported = service.export_classes()
+    other = make_service(loaded, tmp_path / "other")
+    assert other.import_classes(exported) == ["one", "two"]
+    assert other.catalog()["classes"][-2:] == service.catalog()["classes"][-2:]
+    with pytest.raises(UserClassError, match="class #1"):
+        other.import_classes(exported)  # every class already exists: refused as a whole
+    bad = json.loads(exported)
+    bad["classes"][1]["attributes"][service.attribute_names[0]] = 7
+    with pytest.raises(UserClassError, match="outside"):
+        service.import_classes(json.dumps(bad).replace('"one"', '"three"').replace('"two"', '"four"'))
+    assert service.user_class_names() == ["one", "two"]
+    other.store.close()
+
+
+def test_editor_table_round_trip_and_bad_cells(service) -> None:
+    frame = service.attribute_frame({service.attribute_names[0]: 0.5})
+    assert list(frame.columns) == ["group", "attribute", "value"]
+    assert service.frame_to_attributes(frame)[service.attribute_names[0]] == 0.5
+    bad = frame.copy()
+    first, second, third = service.attribute_names[:3]
+    frame = service.attribute_frame({first: 0.75, third: 0.25})
+    values = service.frame_to_attributes(service.apply_toggles(frame, [first, second]))
+    assert values[first] == 0.75  # already on: keeps its strength
+    assert values[second] == 1.0  # newly on
+    assert values[third] == 0.25  # a partial value typed into the table is left alone
+    values = service.frame_to_attributes(service.apply_toggles(service.attribute_frame(values), [second]))
+    assert (values[first], values[second], values[third]) == (0.0, 1.0, 0.25)  # first toggled off
+    bad["value"] = bad["value"].astype(object)  # what a user types into the table arrives as text
+    bad.loc[2, "value"] = "lots"
+    with pytest.raises(UserClassError, match="use a number"):
+        service.frame_to_attributes(bad)
+
+
+def test_concurrent_predictions_see_consistent_snapshots(service, example_features) -> None:
+    features = list(example_features.values())[:2]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def keep_predicting() -> None:
+        while not stop.is_set():
+            for row in features:
+                ranked = service.predict_features(row, top_k=1000).ranked
+                names = {item.name for item in ranked}
+                total = sum(item.probability for item in ranked)
+                if abs(total - 1.0) > 1e-3 or len(names) != len(ranked):
+                    failures.append(f"inconsistent prediction: {len(ranked)} classes, total {total}")
+
+    readers = [threading.Thread(target=keep_predicting) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        for index in range(3):
+            service.define_class(f"concurrent {index}", {service.attribute_names[index]: 1.0})
+        service.delete_class("concurrent 1")
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert not failures
+    assert service.user_class_names() == ["concurrent 0", "concurrent 2"]
+    assert [item.name for item in service.store.list()] == ["concurrent 0", "concurrent 2"]
+
+
+def test_header_describes_the_bundle_and_its_caveat(service) -> None:
+    service.define_class("<b>bold</b>", {service.attribute_names[0]: 1.0})
+    text = service.describe_markdown()
+    assert "1 user-defined classes" in text
+    assert service.backbone.identity.weights_sha256[:12] in text
+    caveat = service.bundle.provenance.get("caveat")
+    if caveat:  # the demo bundle says what its random-weight backbone reads poorly
+        assert caveat in text
+    assert "<b>" not in text
+
+
+def test_registry_lists_bundles_and_opens_another_on_demand(tmp_path: Path) -> None:
+    import shutil
+
+    from acmr_core.errors import BundleError
+    from acmr_core.service import ServiceRegistry
+
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(DEMO_BUNDLE, checkpoints / "demo-copy")
+    (checkpoints / "not-a-bundle").mkdir()
+    registry = ServiceRegistry(
+        checkpoints=checkpoints,
+        default_bundle=str(DEMO_BUNDLE),
+        device="cpu",
+        user_classes_dir=tmp_path / "user_classes",
+        warm_default=False,
+    )
+    assert registry.names() == [DEMO_BUNDLE.name, "demo-copy"]
+    other = registry.get("demo-copy")
+    assert other is registry.get("demo-copy")  # loaded once
+    assert other is not registry.default()
+    other.define_class("only in the copy", {other.attribute_names[0]: 1.0})
+    assert registry.default().user_class_names() == []  # each bundle has its own store
+    with pytest.raises(BundleError, match="unknown bundle"):
+        registry.get("not-a-bundle")
+    with pytest.raises(BundleError, match="not found"):
+        ServiceRegistry(checkpoints=checkpoints, default_bundle="missing", user_classes_dir=tmp_path)

@@ -1,0 +1,197 @@
+"""The per-bundle user-class store: validation, durability across reopen, concurrency, export/import."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from acmr_core.errors import UserClassError
+from acmr_core.user_classes import (
+    MAX_NAME_LENGTH,
+    UserClassStore,
+    parse_attributes_json,
+    validate_name,
+    validate_values,
+)
+
+ATTRIBUTES = ("red", "blue", "striped", "round")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> UserClassStore:
+    opened = UserClassStore(tmp_path / "demo.sqlite3", "demo@abc", ATTRIBUTES)
+    yield opened
+    opened.close()
+
+
+def test_add_then_reopen_keeps_the_class(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    first = UserClassStore(path, "demo@abc", ATTRIBUTES)
+    added = first.add("  Red   ball ", {"red": 1, "round": 0.5})
+    first.close()
+    assert added.name == "Red ball"
+    reopened = UserClassStore(path, "demo@abc", ATTRIBUTES)
+    [stored] = reopened.list()
+    assert stored.name == "Red ball"
+    assert stored.values == (1.0, 0.0, 0.0, 0.5)
+    assert stored.attributes(ATTRIBUTES) == {"red": 1.0, "blue": 0.0, "striped": 0.0, "round": 0.5}
+    reopened.close()
+
+
+def test_store_of_another_bundle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    UserClassStore(path, "demo@abc", ATTRIBUTES).close()
+    with pytest.raises(UserClassError, match="another bundle"):
+        UserClassStore(path, "other@def", ATTRIBUTES)
+    with pytest.raises(UserClassError, match="another bundle"):
+        UserClassStore(path, "demo@abc", ("red", "green"))
+
+
+def test_corrupt_store_file_is_refused_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(UserClassError, match="not a readable SQLite file"):
+        UserClassStore(path, "demo@abc", ATTRIBUTES)
+    assert path.read_bytes().startswith(b"this is not a database")  # nothing overwritten
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "empty"),
+        ("   \t ", "empty"),
+        ("x" * 10_000, f"at most {MAX_NAME_LENGTH}"),
+        ("bell\x07", "control characters"),
+        (42, "must be text"),
+    ],
+)
+def test_bad_names_are_refused(name: object, message: str) -> None:
+    with pytest.raises(UserClassError, match=message):
+        validate_name(name)
+
+
+def test_html_names_are_kept_verbatim_for_escaping_at_display() -> None:
+    assert validate_name("<script>alert(1)</script>") == "<script>alert(1)</script>"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"green": 1}, "unknown attribute"),
+        ({"red": math.nan}, "nan"),
+        ({"red": math.inf}, "inf"),
+        ({"red": 1.5}, "outside"),
+        ({"red": -0.1}, "outside"),
+        ({"red": "1"}, "use a number"),
+        ({"red": True}, "use a number"),
+        ({"red": 0}, "every attribute is 0"),
+        ({}, "every attribute is 0"),
+        (["red"], "JSON object"),
+    ],
+)
+def test_bad_attribute_values_are_refused(attributes: object, message: str) -> None:
+    with pytest.raises(UserClassError, match=message):
+        validate_values(attributes, ATTRIBUTES)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("{red: 1", "not valid JSON"),
+        ("[1, 2]", "got a JSON list"),
+        ("null", "got a JSON NoneType"),
+    ],
+)
+def test_bad_attribute_json_is_refused(text: str, message: str) -> None:
+    with pytest.raises(UserClassError, match=message):
+        parse_attributes_json(text)
+
+
+def test_nan_in_json_parses_then_fails_validation() -> None:
+    parsed = parse_attributes_json('{"red": NaN}')
+    with pytest.raises(UserClassError, match="nan"):
+        validate_values(parsed, ATTRIBUTES)
+
+
+def test_duplicates_are_refused_case_insensitively(store: UserClassStore) -> None:
+    store.add("Zebra", {"striped": 1})
+    with pytest.raises(UserClassError, match="already exists"):
+        store.add("zebra", {"red": 1})
+    with pytest.raises(UserClassError, match="already a class of this model"):
+        store.add("Horse", {"red": 1}, reserved_names=["horse", "cat"])
+    assert [item.name for item in store.list()] == ["Zebra"]
+
+
+def test_rename_and_delete(store: UserClassStore) -> None:
+    store.add("a", {"red": 1})
+    store.add("b", {"blue": 1})
+    with pytest.raises(UserClassError, match="already exists"):
+        store.rename("a", "B")
+    renamed = store.rename("a", "A")  # changing only the case of its own name is allowed
+    assert renamed.name == "A"
+    assert store.delete("b").name == "b"
+    with pytest.raises(UserClassError, match="no user class named"):
+        store.delete("b")
+    assert [item.name for item in store.list()] == ["A"]
+
+
+def test_export_import_round_trip_is_all_or_nothing(tmp_path: Path, store: UserClassStore) -> None:
+    store.add("one", {"red": 1})
+    store.add("two", {"blue": 0.25, "round": 1})
+    exported = store.export_json()
+    assert json.loads(exported)["classes"][1]["attributes"]["blue"] == 0.25
+
+    other = UserClassStore(tmp_path / "other.sqlite3", "demo@abc", ATTRIBUTES)
+    other.add("two", {"red": 1})  # clashes with the second class of the file
+    with pytest.raises(UserClassError, match="class #2"):
+        other.import_json(exported)
+    assert [item.name for item in other.list()] == ["two"]  # the first class was not half-imported
+    other.delete("two")
+    imported = other.import_json(exported)
+    assert [item.name for item in imported] == ["one", "two"]
+    assert [item.values for item in other.list()] == [item.values for item in store.list()]
+    other.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("not json", "not valid JSON"), ('{"format": "x"}', "not an acmr-user-classes"), ("[]", "not an")],
+)
+def test_bad_import_files_are_refused(store: UserClassStore, text: str, message: str) -> None:
+    with pytest.raises(UserClassError, match=message):
+        store.import_json(text)
+
+
+def test_concurrent_adds_all_land_and_duplicates_lose(store: UserClassStore) -> None:
+    errors: list[str] = []
+
+    def add(index: int) -> None:
+        try:
+            store.add(f"class {index % 10}", {"red": (index % 10) / 10 + 0.05})
+        except UserClassError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=add, args=(index,)) for index in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(item.name for item in store.list()) == [f"class {index}" for index in range(10)]
+    assert len(errors) == 20
+    assert all("already exists" in message for message in errors)
+
+
+def test_a_class_is_on_disk_when_add_returns(tmp_path: Path) -> None:
+    """Another connection (as after a crash, before any clean close) already sees the committed class."""
+    path = tmp_path / "store.sqlite3"
+    writer = UserClassStore(path, "demo@abc", ATTRIBUTES)
+    writer.add("durable", {"blue": 1})
+    reader = UserClassStore(path, "demo@abc", ATTRIBUTES)  # writer still open: nothing flushed by a close
+    assert [item.name for item in reader.list()] == ["durable"]
+    reader.close()
+    writer.close()
