@@ -1,16 +1,104 @@
-"""`acmr evaluate` (being built: see the issue tracker)."""
+"""`acmr evaluate`: re-score saved models on a data root, or (``--bundle``) score a model bundle.
+
+* ``acmr evaluate --model DIR --data-root ROOT [--dataset CUB]``: DIR is either one saved model
+  (``acmr.json`` + ``acmr.safetensors``) or an ``acmr train`` output folder (all ``models/seed_*``).
+  Prints U/S/H and ZSL top-1 (mean over the models); ``--json`` prints the full result as JSON.
+* ``acmr evaluate --bundle B [--seed S] [--per-class N] [--features F] [--json]``: handled by
+  :func:`acmr_core.bundle.evaluate_bundle_command` (bundle area).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from acmr_core.errors import ACMRError
+from acmr_core.errors import ACMRError, BundleError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="re-score saved ACMR models on a data root, or a model bundle (--bundle)",
+        description="Score a saved model (or every seed of an 'acmr train' output folder) on the test "
+        "images of an xlsa17-layout dataset, or evaluate a model bundle with --bundle.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="a saved model folder or an 'acmr train --out' folder")
+    # --- bundle mode: implemented by the bundle area (acmr_core.bundle.evaluate_bundle_command) -----------
+    source.add_argument("--bundle", type=Path, help="a model bundle folder (bundle evaluation)")
+    parser.add_argument(
+        "--data-root", type=Path, help="folder containing <DATASET>/res101.mat (with --model)"
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="dataset sub-folder (default: from the training metrics)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    # Options read by the bundle evaluation (acmr_core.bundle.evaluate_bundle_command).
+    parser.add_argument("--seed", type=int, default=None, help="(--bundle) seed for fresh evaluation renders")
+    parser.add_argument("--per-class", type=int, default=None, help="(--bundle) evaluation images per class")
+    parser.add_argument("--features", type=Path, default=None, help="(--bundle) score a features file")
     parser.set_defaults(handler=run)
 
 
+def _model_dirs(path: Path) -> list[Path]:
+    from acmr_core.checkpoint import is_trained_dir
+
+    if is_trained_dir(path):
+        return [path]
+    seeds = sorted(p for p in (path / "models").glob("seed_*") if is_trained_dir(p))
+    if not seeds:
+        raise BundleError(f"{path} holds no saved model (acmr.json + acmr.safetensors, or models/seed_*/)")
+    return seeds
+
+
+def _dataset_name(args: argparse.Namespace) -> str | None:
+    if args.dataset:
+        return args.dataset
+    metrics = args.model / "metrics.json"
+    if metrics.is_file():
+        try:
+            return json.loads(metrics.read_text(encoding="utf-8")).get("dataset")
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    raise ACMRError("'acmr evaluate' is not available in this version yet")
+    if args.bundle is not None:
+        # Bundle evaluation lives with the bundle code (imported lazily: it pulls in the backbone).
+        from acmr_core.bundle import evaluate_bundle_command
+
+        return int(evaluate_bundle_command(args) or 0)
+    if args.data_root is None:
+        raise ACMRError("--model needs --data-root (the folder containing <DATASET>/res101.mat)")
+    if not args.model.exists():
+        raise BundleError(f"model folder {args.model} does not exist")
+
+    from acmr_core.checkpoint import load_trained
+    from acmr_core.data import load_xlsa17
+    from acmr_core.evaluation import aggregate_seeds
+    from acmr_core.runtime import resolve_device
+    from acmr_core.training import evaluate_on_data
+
+    device = resolve_device(args.device)
+    directories = _model_dirs(args.model)
+    dataset = _dataset_name(args)
+    root_has_data = (args.data_root / "res101.mat").is_file()
+    data = load_xlsa17(args.data_root, None if root_has_data or not dataset else dataset)
+    results = []
+    for directory in directories:
+        result = evaluate_on_data(load_trained(directory, device), data)
+        results.append({"model": str(directory), **result})
+    summary = aggregate_seeds(results)
+    output = {key: summary[key]["mean"] for key in ("U", "S", "H", "zsl_top1")}
+    output.update(std={key: summary[key]["std"] for key in ("U", "S", "H", "zsl_top1")}, per_model=results)
+    if args.json:
+        print(json.dumps(output, indent=2))
+    else:
+        print(
+            f"{data.dataset} ({len(results)} model{'s' if len(results) > 1 else ''}): U {output['U']:.2f}  "
+            f"S {output['S']:.2f}  H {output['H']:.2f}  ZSL {output['zsl_top1']:.2f}"
+        )
+    return 0

@@ -1,16 +1,120 @@
-"""`acmr train` (being built: see the issue tracker)."""
+"""`acmr train`: train and evaluate ACMR on an xlsa17-layout dataset (GZSL protocol, several seeds).
+
+Writes ``OUT/metrics.json`` (top-level "U", "S", "H", "zsl_top1" in percent = mean over seeds, their std,
+per-seed values, "selection", epochs, wall seconds) and one model per seed under ``OUT/models/seed_<k>/``
+(safetensors + JSON config), and prints a one-line summary.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from acmr_core.errors import ACMRError
 
+DATASETS = ("CUB", "SUN", "AWA1", "AWA2")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got '{text}'") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    return seeds
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "train",
+        help="train ACMR on an xlsa17 dataset and report GZSL U/S/H",
+        description="Train ACMR on <data-root>/<DATASET>/{res101.mat,att_splits.mat}, select the classifier "
+        "epochs and seen-class calibration on the validation split (never on test images), retrain on "
+        "trainval, and evaluate once per seed.",
+    )
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument(
+        "--data-root", required=True, type=Path, help="folder containing <DATASET>/res101.mat"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder (metrics.json, models/)")
+    parser.add_argument(
+        "--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)"
+    )
+    parser.add_argument("--epochs", type=_positive, default=None, help="ACMR epochs (default: preset, 100)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--no-vsa", action="store_true", help="ablation: drop the VSA heads and their loss")
+    parser.add_argument("--no-iem", action="store_true", help="ablation: drop the IEM gates")
+    parser.add_argument(
+        "--selection",
+        choices=("validation", "reference"),
+        default="validation",
+        help="validation: choose classifier epochs + calibration on the validation split (default); "
+        "reference: the reference's fixed classifier schedule, last epoch",
+    )
+    parser.add_argument(
+        "--reparameterization",
+        choices=("reference", "standard"),
+        default="reference",
+        help="reference: mu + exp(logvar)*eps with one eps per sample (faithful default); standard: textbook",
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="first write a synthetic xlsa17-layout dataset into --data-root (if none is there yet)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ACMRError("'acmr train' is not available in this version yet")
+    from acmr_core.data import load_xlsa17
+    from acmr_core.runtime import resolve_device
+    from acmr_core.training import run_protocol
+
+    device = resolve_device(args.device)
+    if args.synthetic and not (args.data_root / args.dataset / "res101.mat").is_file():
+        from acmr_core.synthetic import write_synthetic_xlsa17
+
+        write_synthetic_xlsa17(args.data_root, args.dataset)
+    data = load_xlsa17(args.data_root, args.dataset)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ACMRError(f"cannot create output folder {args.out}: {error.strerror}") from None
+    metrics = run_protocol(
+        data,
+        args.seeds,
+        device=device,
+        selection=args.selection,
+        epochs=args.epochs,
+        use_vsa=not args.no_vsa,
+        use_iem=not args.no_iem,
+        reparameterization=args.reparameterization,
+        progress=not args.no_progress,
+        save_dir=args.out / "models",
+    )
+    metrics["data_root"] = str(args.data_root)
+    metrics["ablation"] = {"vsa": not args.no_vsa, "iem": not args.no_iem}
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    std = metrics["std"]
+    print(
+        f"{args.dataset} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, "
+        f"{metrics['epochs']} epochs, "
+        f"selection={args.selection}): U {metrics['U']:.2f}±{std['U']:.2f}  "
+        f"S {metrics['S']:.2f}±{std['S']:.2f}  "
+        f"H {metrics['H']:.2f}±{std['H']:.2f}  ZSL {metrics['zsl_top1']:.2f}  "
+        f"({metrics['wall_seconds']:.0f} s) -> {args.out / 'metrics.json'}"
+    )
+    return 0

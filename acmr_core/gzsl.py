@@ -1,0 +1,235 @@
+"""The final GZSL classifier: a linear softmax over ACMR latents, trained on-device, plus calibration.
+
+Public interface:
+
+* :class:`GZSLClassifier` ``(latent_dim, num_classes)`` — ``forward(z) -> logits``.
+* :func:`sample_classifier_data` — latents sampled from seen images (``seen_samples`` per class) and from
+  unseen classes' attribute encodings (``unseen_samples`` per class), as in the reference.
+* :func:`train_classifier` — mini-batch Adam on a latent dataset that stays on the device (batch indexing
+  on-device, no per-step host sync); an optional ``on_epoch_end(epoch, classifier)`` hook.
+* :func:`fit_gzsl_classifier` ``(model, seen_features, seen_labels, class_attributes, unseen_classes, ...,
+  device, seed) -> GZSLClassifier`` — works for ANY class set (the app re-fits it when a user adds a class);
+  sample counts and schedule are parameters.
+* :func:`predict_scores` ``(logits, seen_mask, gamma)`` — calibrated stacking: log-softmax minus ``gamma`` on
+  seen classes (``gamma = 0`` is the plain classifier).
+* :func:`gzsl_selection_table` — per-epoch x per-gamma validation U/S/H computed on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from acmr_core.model import ACMR, reference_init
+
+log = logging.getLogger(__name__)
+
+ENCODE_CHUNK = 4096
+
+
+class GZSLClassifier(nn.Module):
+    """Linear softmax classifier over the latent space (outputs logits)."""
+
+    def __init__(self, latent_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(latent_dim, num_classes)
+        self.apply(reference_init)
+
+    @property
+    def num_classes(self) -> int:
+        return self.fc.out_features
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.fc(z)
+
+
+def predict_scores(logits: Tensor, seen_mask: Tensor, gamma: float | Tensor) -> Tensor:
+    """Calibrated stacking (Chao et al. 2016): ``log_softmax(logits) - gamma * seen_mask``."""
+    return F.log_softmax(logits, dim=-1) - gamma * seen_mask.to(logits.dtype)
+
+
+def _as_tensor(values: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
+    if isinstance(values, Tensor):
+        return values.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+
+def _per_class_take(
+    labels: np.ndarray, classes: np.ndarray, per_class: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``per_class`` row indices per class: a random order of the class's rows, cycled when it has too few."""
+    chosen = []
+    for cls in classes:
+        rows = np.flatnonzero(labels == cls)
+        if rows.size == 0:
+            continue
+        order = rng.permutation(rows)
+        chosen.append(np.resize(order, per_class))
+    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+
+
+@torch.no_grad()
+def sample_classifier_data(
+    model: ACMR,
+    seen_features: Tensor,
+    seen_labels: Tensor,
+    class_attributes: Tensor,
+    unseen_classes: Sequence[int] | np.ndarray | Tensor,
+    *,
+    seen_samples: int,
+    unseen_samples: int,
+    seed: int,
+) -> tuple[Tensor, Tensor]:
+    """Noisy latents for the classifier: images of seen classes and attribute vectors of unseen classes."""
+    device = seen_features.device
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    labels_np = seen_labels.detach().cpu().numpy()
+    seen_rows = _per_class_take(labels_np, np.unique(labels_np), seen_samples, rng)
+    seen_rows_t = torch.as_tensor(seen_rows, device=device)
+    unseen = torch.as_tensor(np.asarray(unseen_classes, dtype=np.int64), device=device)
+    unseen_labels = unseen.repeat_interleave(unseen_samples)
+    was_training = model.training
+    model.eval()
+    latents = []
+    for start in range(0, seen_rows_t.numel(), ENCODE_CHUNK):
+        rows = seen_rows_t[start : start + ENCODE_CHUNK]
+        latents.append(model.sample_visual_latent(seen_features[rows], generator=generator))
+    for start in range(0, unseen_labels.numel(), ENCODE_CHUNK):
+        labels = unseen_labels[start : start + ENCODE_CHUNK]
+        latents.append(model.sample_semantic_latent(class_attributes[labels], generator=generator))
+    model.train(was_training)
+    latent_dim = model.cfg.latent_dim
+    z = torch.cat(latents) if latents else torch.zeros(0, latent_dim, device=device)
+    y = torch.cat((seen_labels[seen_rows_t], unseen_labels))
+    return z, y
+
+
+def train_classifier(
+    z: Tensor,
+    y: Tensor,
+    num_classes: int,
+    *,
+    epochs: int,
+    lr: float,
+    beta1: float,
+    batch_size: int,
+    seed: int,
+    on_epoch_end: Callable[[int, GZSLClassifier], None] | None = None,
+) -> GZSLClassifier:
+    """Adam on (z, y) held on z's device; shuffling and batching happen on the device."""
+    device = z.device
+    torch.manual_seed(seed)
+    classifier = GZSLClassifier(z.shape[1], num_classes).to(device)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, betas=(beta1, 0.999))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    n = z.shape[0]
+    for epoch in range(epochs):
+        classifier.train()
+        order = torch.randperm(n, device=device, generator=generator)
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            loss = F.cross_entropy(classifier(z[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if on_epoch_end is not None:
+            classifier.eval()
+            on_epoch_end(epoch, classifier)
+    classifier.eval()
+    return classifier
+
+
+def fit_gzsl_classifier(
+    model: ACMR,
+    seen_features: Any,
+    seen_labels: Any,
+    class_attributes: Any,
+    unseen_classes: Sequence[int] | np.ndarray,
+    *,
+    num_classes: int | None = None,
+    seen_samples: int = 200,
+    unseen_samples: int = 200,
+    epochs: int = 20,
+    lr: float = 3e-3,
+    beta1: float = 0.5,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    on_epoch_end: Callable[[int, GZSLClassifier], None] | None = None,
+) -> GZSLClassifier:
+    """Train a GZSL classifier over ``num_classes`` (default: all rows of ``class_attributes``).
+
+    ``seen_features`` are model-ready (already scaled) features of training images, ``seen_labels`` their
+    0-based class ids (rows of ``class_attributes``); ``unseen_classes`` get latents sampled from their
+    attributes.
+    """
+    device = torch.device(device)
+    features = _as_tensor(seen_features, device, torch.float32)
+    labels = _as_tensor(seen_labels, device, torch.int64)
+    attributes = _as_tensor(class_attributes, device, torch.float32)
+    n_classes = int(num_classes or attributes.shape[0])
+    model = model.to(device)
+    z, y = sample_classifier_data(
+        model,
+        features,
+        labels,
+        attributes,
+        unseen_classes,
+        seen_samples=seen_samples,
+        unseen_samples=unseen_samples,
+        seed=seed,
+    )
+    return train_classifier(
+        z,
+        y,
+        n_classes,
+        epochs=epochs,
+        lr=lr,
+        beta1=beta1,
+        batch_size=batch_size,
+        seed=seed,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+def _mean_class_accuracy(predictions: Tensor, labels: Tensor, classes: Tensor) -> Tensor:
+    """Per-class mean top-1 (fraction) for each row of ``predictions`` (G, N), on the device."""
+    lookup = torch.full(
+        (int(max(labels.max(), classes.max())) + 1,), -1, dtype=torch.long, device=labels.device
+    )
+    lookup[classes] = torch.arange(classes.numel(), device=labels.device)
+    slot = lookup[labels]
+    counts = torch.bincount(slot, minlength=classes.numel()).clamp_min(1).to(torch.float32)
+    correct = (predictions == labels).to(torch.float32)
+    hits = torch.zeros(predictions.shape[0], classes.numel(), device=labels.device)
+    hits.index_add_(1, slot, correct)
+    return (hits / counts).mean(dim=1)
+
+
+@torch.no_grad()
+def gzsl_selection_table(
+    logits_seen: Tensor,
+    labels_seen: Tensor,
+    logits_unseen: Tensor,
+    labels_unseen: Tensor,
+    seen_mask: Tensor,
+    gammas: Tensor,
+) -> Tensor:
+    """``(G, 3)`` tensor of U, S, H (fractions) for each calibration gamma — computed without leaving the
+    device."""
+    seen_classes = torch.unique(labels_seen)
+    unseen_classes = torch.unique(labels_unseen)
+    shift = gammas.view(-1, 1, 1) * seen_mask.view(1, 1, -1)
+    pred_seen = (F.log_softmax(logits_seen, -1).unsqueeze(0) - shift).argmax(-1)
+    pred_unseen = (F.log_softmax(logits_unseen, -1).unsqueeze(0) - shift).argmax(-1)
+    s = _mean_class_accuracy(pred_seen, labels_seen, seen_classes)
+    u = _mean_class_accuracy(pred_unseen, labels_unseen, unseen_classes)
+    h = torch.where(u + s > 0, 2 * u * s / (u + s).clamp_min(1e-12), torch.zeros_like(u))
+    return torch.stack((u, s, h), dim=1)

@@ -1,0 +1,581 @@
+"""Fitting ACMR and the full GZSL protocol (validation-based model selection, retrain, seeds).
+
+Public interface:
+
+* :func:`fit_acmr` ``(features, labels, class_attributes, arch, train, device, seed, progress=True)
+  -> ACMR`` — the ACMR training loop. Data stays on the device; batches are indexed on the device; the loss
+  is never read back inside an epoch (one host sync per epoch, for the progress bar).
+* :class:`TrainedModel` — ACMR + GZSL classifier + calibration gamma + scaler + class metadata, with
+  ``latents()``, ``logits()``, ``scores()``, ``predict()`` on raw features.
+* :func:`train_gzsl` ``(features, labels, class_attributes, seen_classes, unseen_classes, *, preset or
+  arch + train, device, seed, selection="validation", val_seen_classes=None, val_unseen_classes=None)
+  -> TrainedModel`` — what the bundle builder calls on its own features (``features``/``labels`` = the
+  training images).
+* :func:`evaluate_trained` — U, S, H, ZSL top-1 of a trained model on test images.
+* :func:`run_protocol` ``(data: ZSLData, seeds, ...) -> dict`` — what ``acmr train`` runs.
+
+Model selection (``selection="validation"``, the default) never looks at test images: validation split 1
+(train classes seen, val classes unseen; a stratified 20 % of the train-class images held out as "seen test")
+trains an ACMR, then the GZSL classifier, recording validation U/S/H after every classifier epoch for each
+calibration gamma; the best (epochs, gamma) by validation H is kept; ACMR and classifier are then retrained on
+all training images and evaluated once. ``selection="reference"`` runs the reference's fixed classifier
+schedule (Adam 5e-4, beta1 0.3, batch 32, 49 epochs, no calibration) and reports its last epoch — NOT the
+reference's best-test-epoch choice, which used the test set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from acmr_core.config import SELECTIONS, ACMRConfig, TrainConfig, WarmUp, make_configs
+from acmr_core.data import FeatureScaler, ZSLData, holdout_split
+from acmr_core.errors import DataError
+from acmr_core.evaluation import aggregate_seeds, gzsl_scores, zsl_top1
+from acmr_core.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
+from acmr_core.losses import acmr_loss, loss_weights
+from acmr_core.model import ACMR
+from acmr_core.runtime import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def _device(device: torch.device | str) -> torch.device:
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+def _tensor(values: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
+    if isinstance(values, Tensor):
+        return values.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+
+def scale_epochs(train: TrainConfig, epochs: int) -> TrainConfig:
+    """The schedule shortened/lengthened to ``epochs``, warm-up epochs scaled in proportion."""
+    ratio = epochs / train.epochs
+
+    def scaled(w: WarmUp) -> WarmUp:
+        start = round(w.start_epoch * ratio)
+        return WarmUp(w.factor, start, max(round(w.end_epoch * ratio), start + 1))
+
+    return replace(
+        train,
+        epochs=epochs,
+        beta=scaled(train.beta),
+        distance=scaled(train.distance),
+        classify=scaled(train.classify),
+    )
+
+
+def _optimizer(model: ACMR, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    groups = [
+        {"params": model.vae_parameters(), "lr": train.lr_vae},
+        {"params": model.iem_parameters(), "lr": train.lr_iem},
+        {"params": model.vsa_parameters(), "lr": train.lr_vsa},
+    ]
+    groups = [g for g in groups if g["params"]]
+    # The fused kernel updates all parameters in one pass (CPU and CUDA); same maths as the for-loop Adam.
+    return torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=True, fused=True)
+
+
+def fit_acmr(
+    features: Any,
+    labels: Any,
+    class_attributes: Any,
+    arch: ACMRConfig,
+    train: TrainConfig,
+    device: torch.device | str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "ACMR",
+) -> ACMR:
+    """Train ACMR on model-ready (scaled) ``features`` with 0-based ``labels`` indexing
+    ``class_attributes``."""
+    device = _device(device)
+    seed_everything(seed)
+    x_all = _tensor(features, device, torch.float32)
+    y_all = _tensor(labels, device, torch.int64)
+    attributes = _tensor(class_attributes, device, torch.float32)
+    if x_all.shape[0] != y_all.shape[0] or x_all.shape[0] == 0:
+        raise DataError(
+            f"{x_all.shape[0]} feature rows for {y_all.shape[0]} labels; need the same, non-zero count"
+        )
+    model = ACMR(arch).to(device)
+    optimizer = _optimizer(model, train, device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    n = x_all.shape[0]
+    model.train()
+    bar = tqdm(range(train.epochs), desc=description, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        weights = loss_weights(train, epoch)
+        order = torch.randperm(n, device=device, generator=generator)
+        epoch_loss = torch.zeros((), device=device)
+        for start in range(0, n, train.batch_size):
+            batch = order[start : start + train.batch_size]
+            x, y = x_all[batch], y_all[batch]
+            a = attributes[y]
+            loss, _ = acmr_loss(model(x, a), x, a, y, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.detach()
+        if progress:
+            bar.set_postfix(loss=f"{float(epoch_loss) / n:.2f}")  # one host sync per epoch, not per step
+    model.eval()
+    return model
+
+
+@dataclass
+class TrainedModel:
+    """A trained ACMR with its GZSL classifier, ready to score raw (unscaled) features."""
+
+    model: ACMR
+    classifier: GZSLClassifier
+    arch: ACMRConfig
+    train: TrainConfig
+    class_attributes: np.ndarray
+    seen_classes: np.ndarray
+    unseen_classes: np.ndarray
+    gamma: float = 0.0
+    classifier_epochs: int = 0
+    selection: dict[str, Any] = field(default_factory=dict)
+    scaler: FeatureScaler | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.classifier.parameters()).device
+
+    @property
+    def seen_mask(self) -> Tensor:
+        mask = torch.zeros(self.classifier.num_classes, device=self.device)
+        mask[torch.as_tensor(self.seen_classes, device=self.device)] = 1.0
+        return mask
+
+    def to(self, device: torch.device | str) -> TrainedModel:
+        self.model.to(device)
+        self.classifier.to(device)
+        return self
+
+    def prepare(self, features: Any) -> Tensor:
+        """Raw features -> scaled float32 tensor on the model's device."""
+        array = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
+        if self.scaler is not None:
+            array = self.scaler.transform(array)
+        return _tensor(array, self.device, torch.float32)
+
+    @torch.no_grad()
+    def latents(self, features: Any) -> Tensor:
+        self.model.eval()
+        return self.model.visual_latent(self.prepare(features))
+
+    @torch.no_grad()
+    def logits(self, features: Any) -> Tensor:
+        self.classifier.eval()
+        return self.classifier(self.latents(features))
+
+    @torch.no_grad()
+    def scores(self, features: Any, gamma: float | None = None) -> Tensor:
+        """Calibrated log-probabilities over all classes (``gamma`` defaults to the selected one)."""
+        return predict_scores(self.logits(features), self.seen_mask, self.gamma if gamma is None else gamma)
+
+    def predict(self, features: Any, gamma: float | None = None) -> np.ndarray:
+        return self.scores(features, gamma).argmax(dim=1).cpu().numpy()
+
+
+def _check_labels(labels: np.ndarray, seen: np.ndarray, n_classes: int) -> None:
+    if labels.size == 0:
+        raise DataError("no training images were given")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise DataError(f"labels range {labels.min()}..{labels.max()} but there are {n_classes} classes")
+    stray = np.setdiff1d(np.unique(labels), seen)
+    if stray.size:
+        raise DataError(f"training images of class {int(stray[0])} which is not in the seen classes")
+
+
+def default_validation_classes(
+    seen: np.ndarray, n_unseen: int, n_total: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random class split of the seen classes keeping the seen/unseen ratio (at least one class each
+    side)."""
+    n_val = round(seen.size * n_unseen / max(n_total, 1))
+    n_val = min(max(n_val, 1), seen.size - 1)
+    shuffled = np.random.default_rng(seed).permutation(seen)
+    return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+
+
+def select_on_validation(
+    features: np.ndarray,
+    labels: np.ndarray,
+    class_attributes: np.ndarray,
+    val_seen: np.ndarray,
+    val_unseen: np.ndarray,
+    arch: ACMRConfig,
+    train: TrainConfig,
+    device: torch.device,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Choose classifier epochs and calibration gamma by validation H (train classes seen, val classes
+    unseen)."""
+    train_rows = np.flatnonzero(np.isin(labels, val_seen))
+    unseen_rows = np.flatnonzero(np.isin(labels, val_unseen))
+    if train_rows.size == 0 or unseen_rows.size == 0:
+        raise DataError("the validation split has no images for its train or val classes")
+    kept, held = holdout_split(labels, train_rows, train.val_seen_holdout, seed)
+    if held.size == 0:
+        raise DataError("validation train classes need at least two images each to hold out seen test images")
+    scaler = FeatureScaler().fit(features[kept])  # fitted on the validation training images only
+    x_kept = scaler.transform(features[kept])
+    model = fit_acmr(
+        x_kept, labels[kept], class_attributes, arch, train, device, seed, progress, "ACMR (validation)"
+    )
+
+    with torch.no_grad():
+        z_held = model.visual_latent(_tensor(scaler.transform(features[held]), device, torch.float32))
+        z_unseen = model.visual_latent(
+            _tensor(scaler.transform(features[unseen_rows]), device, torch.float32)
+        )
+    y_held = _tensor(labels[held], device, torch.int64)
+    y_unseen = _tensor(labels[unseen_rows], device, torch.int64)
+    n_classes = class_attributes.shape[0]
+    seen_mask = torch.zeros(n_classes, device=device)
+    seen_mask[_tensor(val_seen, device, torch.int64)] = 1.0
+    # Only the validation classes compete (the real unseen classes have no training data at this stage).
+    candidates = torch.full((n_classes,), float("-inf"), device=device)
+    candidates[_tensor(np.concatenate([val_seen, val_unseen]), device, torch.int64)] = 0.0
+    gammas = _tensor(train.cls_gamma_grid, device, torch.float32)
+    table = torch.zeros(train.cls_max_epochs, gammas.numel(), 3, device=device)
+
+    def record(epoch: int, classifier: GZSLClassifier) -> None:
+        with torch.no_grad():
+            table[epoch] = gzsl_selection_table(
+                classifier(z_held) + candidates,
+                y_held,
+                classifier(z_unseen) + candidates,
+                y_unseen,
+                seen_mask,
+                gammas,
+            )
+
+    fit_gzsl_classifier(
+        model,
+        x_kept,
+        labels[kept],
+        class_attributes,
+        val_unseen,
+        num_classes=n_classes,
+        seen_samples=train.cls_seen_samples,
+        unseen_samples=train.cls_unseen_samples,
+        epochs=train.cls_max_epochs,
+        lr=train.cls_lr,
+        beta1=train.cls_beta1,
+        batch_size=train.cls_batch_size,
+        device=device,
+        seed=seed,
+        on_epoch_end=record,
+    )
+    table_np = table.cpu().numpy() * 100.0  # the single host sync of the selection
+    # argmax over the flattened (epoch, gamma) grid: ties go to the earliest epoch, then the smallest gamma.
+    epoch_index, gamma_index = np.unravel_index(int(np.argmax(table_np[:, :, 2])), table_np.shape[:2])
+    u, s, h = table_np[epoch_index, gamma_index]
+    uncalibrated = table_np[:, 0, 2] if train.cls_gamma_grid[0] == 0.0 else None
+    return {
+        "mode": "validation",
+        "classifier_epochs": int(epoch_index) + 1,
+        "gamma": float(train.cls_gamma_grid[gamma_index]),
+        "val_U": float(u),
+        "val_S": float(s),
+        "val_H": float(h),
+        "val_H_uncalibrated_best": None if uncalibrated is None else float(uncalibrated.max()),
+        "val_seen_classes": int(val_seen.size),
+        "val_unseen_classes": int(val_unseen.size),
+        "val_images": {
+            "train": int(kept.size),
+            "seen_test": int(held.size),
+            "unseen_test": int(unseen_rows.size),
+        },
+    }
+
+
+def train_gzsl(
+    features: Any,
+    labels: Any,
+    class_attributes: Any,
+    seen_classes: Any,
+    unseen_classes: Any,
+    *,
+    preset: str = "CUB",
+    arch: ACMRConfig | None = None,
+    train: TrainConfig | None = None,
+    device: torch.device | str = "auto",
+    seed: int = 0,
+    selection: str = "validation",
+    val_seen_classes: Any = None,
+    val_unseen_classes: Any = None,
+    class_names: list[str] | None = None,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train ACMR + GZSL classifier on training images of the seen classes, choosing settings without test
+    data.
+
+    ``features``: raw (unscaled) training-image features ``(N, D)``; ``labels``: 0-based rows of
+    ``class_attributes`` ``(C, A)``, all in ``seen_classes``. ``unseen_classes`` have attributes only.
+    With ``selection="validation"`` the validation classes are ``val_seen_classes``/``val_unseen_classes``
+    (e.g. xlsa17 split 1) or, when omitted, a seeded random split of the seen classes.
+    """
+    if selection not in SELECTIONS:
+        raise DataError(f"unknown selection '{selection}'; choose one of {', '.join(SELECTIONS)}")
+    device = _device(device)
+    features = np.asarray(features.cpu() if isinstance(features, Tensor) else features, dtype=np.float32)
+    labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64).ravel()
+    attributes = np.asarray(class_attributes, dtype=np.float32)
+    seen = np.unique(np.asarray(seen_classes, dtype=np.int64))
+    unseen = np.unique(np.asarray(unseen_classes, dtype=np.int64))
+    if features.ndim != 2 or features.shape[0] != labels.size:
+        raise DataError(f"features {features.shape} do not match {labels.size} labels")
+    if attributes.ndim != 2:
+        raise DataError(
+            f"class attributes must be a (classes, attributes) matrix, got shape {attributes.shape}"
+        )
+    _check_labels(labels, seen, attributes.shape[0])
+    if np.intersect1d(seen, unseen).size:
+        raise DataError("a class cannot be both seen and unseen")
+    if arch is None or train is None:
+        preset_arch, preset_train = make_configs(
+            preset,
+            feature_dim=features.shape[1],
+            attribute_dim=attributes.shape[1],
+            num_classes=attributes.shape[0],
+        )
+        arch, train = arch or preset_arch, train or preset_train
+    data_dims = (features.shape[1], attributes.shape[1], attributes.shape[0])
+    if (arch.feature_dim, arch.attribute_dim, arch.num_classes) != data_dims:
+        raise DataError(
+            f"config expects {arch.feature_dim}-d features, {arch.attribute_dim} attributes, "
+            f"{arch.num_classes} "
+            f"classes; data has {features.shape[1]}, {attributes.shape[1]}, {attributes.shape[0]}"
+        )
+
+    started = time.perf_counter()
+    if selection == "validation":
+        if val_seen_classes is None or val_unseen_classes is None:
+            val_seen, val_unseen = default_validation_classes(
+                seen, unseen.size, seen.size + unseen.size, seed
+            )
+            split_source = "random class split of the seen classes"
+        else:
+            val_seen = np.unique(np.asarray(val_seen_classes, dtype=np.int64))
+            val_unseen = np.unique(np.asarray(val_unseen_classes, dtype=np.int64))
+            split_source = "given"
+        chosen = select_on_validation(
+            features, labels, attributes, val_seen, val_unseen, arch, train, device, seed, progress
+        )
+        chosen["split"] = split_source
+        cls_epochs, gamma = chosen["classifier_epochs"], chosen["gamma"]
+        cls_kwargs = {"lr": train.cls_lr, "beta1": train.cls_beta1, "batch_size": train.cls_batch_size}
+    else:
+        chosen = {
+            "mode": "reference",
+            "note": "reference fixed classifier schedule, last epoch, no calibration",
+        }
+        cls_epochs, gamma = train.cls_reference_epochs, 0.0
+        cls_kwargs = {
+            "lr": train.cls_reference_lr,
+            "beta1": train.cls_reference_beta1,
+            "batch_size": train.cls_reference_batch_size,
+        }
+
+    scaler = FeatureScaler().fit(features)  # fitted on the training images only
+    scaled = scaler.transform(features)
+    model = fit_acmr(scaled, labels, attributes, arch, train, device, seed, progress, "ACMR")
+    classifier = fit_gzsl_classifier(
+        model,
+        scaled,
+        labels,
+        attributes,
+        unseen,
+        num_classes=attributes.shape[0],
+        seen_samples=train.cls_seen_samples,
+        unseen_samples=train.cls_unseen_samples,
+        epochs=cls_epochs,
+        device=device,
+        seed=seed,
+        **cls_kwargs,
+    )
+    chosen["train_seconds"] = time.perf_counter() - started
+    return TrainedModel(
+        model=model,
+        classifier=classifier,
+        arch=arch,
+        train=train,
+        class_attributes=attributes,
+        seen_classes=seen,
+        unseen_classes=unseen,
+        gamma=float(gamma),
+        classifier_epochs=int(cls_epochs),
+        selection=chosen,
+        scaler=scaler,
+        class_names=class_names,
+    )
+
+
+def evaluate_trained(
+    trained: TrainedModel,
+    seen_features: Any,
+    seen_labels: Any,
+    unseen_features: Any,
+    unseen_labels: Any,
+) -> dict[str, float]:
+    """GZSL U/S/H (with the model's calibration), uncalibrated H, and ZSL top-1, in percent, on raw
+    features."""
+    seen_labels = np.asarray(seen_labels, dtype=np.int64)
+    unseen_labels = np.asarray(unseen_labels, dtype=np.int64)
+    scores_seen = trained.scores(seen_features).cpu().numpy()
+    scores_unseen = trained.scores(unseen_features).cpu().numpy()
+    result = gzsl_scores(
+        seen_labels,
+        scores_seen.argmax(1),
+        unseen_labels,
+        scores_unseen.argmax(1),
+        trained.seen_classes,
+        trained.unseen_classes,
+    )
+    plain_seen = trained.scores(seen_features, gamma=0.0).cpu().numpy().argmax(1)
+    plain_unseen = trained.scores(unseen_features, gamma=0.0).cpu().numpy().argmax(1)
+    uncalibrated = gzsl_scores(
+        seen_labels, plain_seen, unseen_labels, plain_unseen, trained.seen_classes, trained.unseen_classes
+    )
+    result["H_uncalibrated"] = uncalibrated["H"]
+    result["zsl_top1"] = zsl_top1(unseen_labels, scores_unseen, trained.unseen_classes)
+    result["gamma"] = trained.gamma
+    return result
+
+
+def evaluate_on_data(trained: TrainedModel, data: ZSLData) -> dict[str, float]:
+    """Score a trained model on a dataset's test_seen / test_unseen images."""
+    if trained.class_attributes.shape != data.attributes.shape:
+        raise DataError(
+            f"the model knows {trained.class_attributes.shape[0]} classes x "
+            f"{trained.class_attributes.shape[1]} "
+            f"attributes but the data has {data.attributes.shape[0]} x {data.attributes.shape[1]}"
+        )
+    if data.features.shape[1] != trained.arch.feature_dim:
+        raise DataError(
+            f"the model expects {trained.arch.feature_dim}-d features, the data has {data.features.shape[1]}"
+        )
+    return evaluate_trained(
+        trained,
+        data.features[data.test_seen],
+        data.labels[data.test_seen],
+        data.features[data.test_unseen],
+        data.labels[data.test_unseen],
+    )
+
+
+def run_protocol(
+    data: ZSLData,
+    seeds: list[int],
+    *,
+    preset: str | None = None,
+    device: torch.device | str = "auto",
+    selection: str = "validation",
+    epochs: int | None = None,
+    use_vsa: bool = True,
+    use_iem: bool = True,
+    reparameterization: str = "reference",
+    progress: bool = True,
+    save_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate on ``data`` once per seed; returns the metrics dict written to ``metrics.json``."""
+    from acmr_core.checkpoint import save_trained  # local: checkpoint imports this module
+
+    device = _device(device)
+    preset = preset or data.dataset
+    arch, train = make_configs(
+        preset,
+        feature_dim=data.features.shape[1],
+        attribute_dim=data.attributes.shape[1],
+        num_classes=data.attributes.shape[0],
+        use_vsa=use_vsa,
+        use_iem=use_iem,
+        reparameterization=reparameterization,
+    )
+    if epochs is not None and epochs != train.epochs:
+        train = scale_epochs(train, epochs)
+    if selection == "validation" and not data.has_validation_split:
+        raise DataError(
+            f"{data.dataset}: no validation split (train_loc/val_loc or trainclasses1.txt/valclasses1.txt); "
+            "add them or use --selection reference"
+        )
+    val_seen = np.unique(data.labels[data.train]) if data.has_validation_split else None
+    val_unseen = np.unique(data.labels[data.val]) if data.has_validation_split else None
+    started = time.perf_counter()
+    per_seed = []
+    for seed in tqdm(seeds, desc="seeds", unit="seed", disable=not progress or len(seeds) < 2):
+        seed_started = time.perf_counter()
+        trained = train_gzsl(
+            data.features[data.trainval],
+            data.labels[data.trainval],
+            data.attributes,
+            data.seen_classes,
+            data.unseen_classes,
+            arch=arch,
+            train=train,
+            device=device,
+            seed=seed,
+            selection=selection,
+            val_seen_classes=val_seen,
+            val_unseen_classes=val_unseen,
+            class_names=data.class_names,
+            progress=progress,
+        )
+        metrics = evaluate_on_data(trained, data)
+        entry = {
+            "seed": seed,
+            **metrics,
+            "classifier_epochs": trained.classifier_epochs,
+            "selection": trained.selection,
+            "wall_seconds": time.perf_counter() - seed_started,
+        }
+        if save_dir is not None:
+            path = Path(save_dir) / f"seed_{seed}"
+            save_trained(path, trained)
+            entry["model"] = str(path)
+        log.info(
+            "seed %d: U %.2f S %.2f H %.2f ZSL %.2f",
+            seed,
+            metrics["U"],
+            metrics["S"],
+            metrics["H"],
+            metrics["zsl_top1"],
+        )
+        per_seed.append(entry)
+    summary = aggregate_seeds(per_seed)
+    return {
+        "dataset": data.dataset,
+        "U": summary["U"]["mean"],
+        "S": summary["S"]["mean"],
+        "H": summary["H"]["mean"],
+        "zsl_top1": summary["zsl_top1"]["mean"],
+        "std": {k: summary[k]["std"] for k in ("U", "S", "H", "zsl_top1", "H_uncalibrated")},
+        "H_uncalibrated": summary["H_uncalibrated"]["mean"],
+        "per_seed": per_seed,
+        "seeds": list(seeds),
+        "selection": selection,
+        "validation_split": data.val_split_source or None,
+        "epochs": train.epochs,
+        "classifier_epochs": [e["classifier_epochs"] for e in per_seed],
+        "wall_seconds": time.perf_counter() - started,
+        "device": str(device),
+        "arch": arch.to_dict(),
+        "train": train.to_dict(),
+    }

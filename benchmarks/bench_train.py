@@ -1,0 +1,203 @@
+"""Whole training (ACMR + GZSL classifier stage): a straight port of the reference vs acmr_core, in one run.
+
+Same data (MinMax fitted on trainval), same architecture, loss, warm-ups, learning rates, batch size and
+number of ACMR epochs. Measured for each implementation:
+
+* reference port (:mod:`benchmarks.reference_port`): ``train_vae`` (host randperm per step, 3 ``.item()`` per
+  step, for-loop Adam) + its classifier stage (DataLoader batch 32, 49 epochs, test pass every epoch); H of
+  its last epoch and of its best test epoch (the reference's test-set selection, for comparison only);
+* acmr_core: :func:`acmr_core.training.fit_acmr` (on-device batches, fused Adam, no per-step sync) + the fast
+  classifier (:func:`acmr_core.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs), uncalibrated H.
+
+This is the cost of ONE training. ``acmr train``'s default validation protocol adds a second ACMR training on
+the validation split (~54 % of the images on CUB) before it; see docs/benchmarks/core.md.
+
+Usage::
+
+    python benchmarks/bench_train.py --data-root /tmp/acmr_cub --epochs 100 --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_port import ReferenceModel, classifier_stage, train_vae
+
+from acmr_core.config import make_configs
+from acmr_core.data import FeatureScaler, load_xlsa17
+from acmr_core.evaluation import gzsl_scores
+from acmr_core.gzsl import fit_gzsl_classifier
+from acmr_core.training import fit_acmr, scale_epochs
+
+
+def _reference_hypers(train) -> dict:
+    warm = {name: getattr(train, name).to_dict() for name in ("beta", "distance", "classify")}
+    return {
+        "lr_gen_model": train.lr_vae, "lr_iem_model": train.lr_iem, "lr_aux_cls": train.lr_vsa,
+        "batch_size": train.batch_size, "epochs": train.epochs, "warmup": warm,
+        "img_seen_samples": train.cls_seen_samples, "att_unseen_samples": train.cls_unseen_samples,
+        "lr_cls": train.cls_reference_lr, "cls_batch_size": train.cls_reference_batch_size,
+        "cls_epochs": train.cls_reference_epochs,
+    }  # fmt: skip
+
+
+def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> dict:
+    """Median ms per training step of each implementation, measured in alternating rounds so that both see the
+    same machine load (this machine is shared). One "step" = one batch of 50 (forward, backward, update)."""
+    steps = 2 * (x_train.shape[0] // train.batch_size // 10)  # ~20 batches
+    short = replace(train, epochs=1)
+    hidden = {
+        "resnet_features": (arch.visual_encoder_hidden, arch.visual_decoder_hidden),
+        "attributes": (arch.semantic_encoder_hidden, arch.semantic_decoder_hidden),
+    }
+    ref_hypers = {**_reference_hypers(short)}
+    sub = steps * train.batch_size
+    ours, theirs = [], []
+    for _ in range(args.step_rounds):
+        started = time.perf_counter()
+        fit_acmr(x_train[:sub], y_train[:sub], attributes, arch, short, "cpu", args.seed, progress=False)
+        ours.append((time.perf_counter() - started) / steps * 1e3)
+        started = time.perf_counter()  # model construction is timed on both sides (fit_acmr builds its own)
+        ref = ReferenceModel(arch.feature_dim, arch.attribute_dim, arch.num_classes, hidden)
+        sub_x, sub_y = torch.as_tensor(x_train[:sub]), torch.as_tensor(y_train[:sub])
+        train_vae(ref, sub_x, sub_y, torch.as_tensor(attributes), ref_hypers)
+        theirs.append((time.perf_counter() - started) / steps * 1e3)
+    return {
+        "steps_per_round": steps, "rounds": args.step_rounds,
+        "acmr_core": float(np.median(ours)), "reference_port": float(np.median(theirs)),
+        "ratio": float(np.median(theirs) / np.median(ours)),
+    }  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--dataset", default="CUB")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument(
+        "--step-rounds", type=int, default=5, help="rounds of the interleaved per-step timing"
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    # The first optimizer built in a process imports torch._dynamo (seconds); pay it before any timing.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+    data = load_xlsa17(args.data_root, args.dataset)
+    arch, train = make_configs(
+        args.dataset,
+        feature_dim=data.features.shape[1],
+        attribute_dim=data.attributes.shape[1],
+        num_classes=data.attributes.shape[0],
+    )
+    if args.epochs != train.epochs:
+        train = scale_epochs(train, args.epochs)
+    scaler = FeatureScaler().fit(data.features[data.trainval])
+    x_train = scaler.transform(data.features[data.trainval])
+    y_train = data.labels[data.trainval]
+    x_seen, x_unseen = (scaler.transform(data.features[i]) for i in (data.test_seen, data.test_unseen))
+    y_seen, y_unseen = data.labels[data.test_seen], data.labels[data.test_unseen]
+    record: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(sys.argv),
+        "torch_threads": torch.get_num_threads(),
+        "epochs": train.epochs,
+        "train_images": int(y_train.size),
+    }
+
+    if args.step_rounds:
+        record["per_step_ms"] = interleaved_step_timing(x_train, y_train, data.attributes, arch, train, args)
+        print(json.dumps(record["per_step_ms"]), flush=True)
+
+    # --- acmr_core: one full training -----------------------------------------------------------------------
+    started = time.perf_counter()
+    model = fit_acmr(x_train, y_train, data.attributes, arch, train, "cpu", args.seed, progress=True)
+    acmr_s = time.perf_counter() - started
+    started = time.perf_counter()
+    classifier = fit_gzsl_classifier(
+        model,
+        x_train,
+        y_train,
+        data.attributes,
+        data.unseen_classes,
+        seen_samples=train.cls_seen_samples,
+        unseen_samples=train.cls_unseen_samples,
+        epochs=train.cls_max_epochs,
+        lr=train.cls_lr,
+        beta1=train.cls_beta1,
+        batch_size=train.cls_batch_size,
+        device="cpu",
+        seed=args.seed,
+    )
+    with torch.no_grad():
+        pred_seen = classifier(model.visual_latent(torch.as_tensor(x_seen))).argmax(1).numpy()
+        pred_unseen = classifier(model.visual_latent(torch.as_tensor(x_unseen))).argmax(1).numpy()
+    classifier_s = time.perf_counter() - started
+    record["acmr_core"] = {
+        "acmr_seconds": acmr_s,
+        "classifier_seconds": classifier_s,
+        "total_seconds": acmr_s + classifier_s,
+        "classifier_epochs": train.cls_max_epochs,
+        **gzsl_scores(y_seen, pred_seen, y_unseen, pred_unseen, data.seen_classes, data.unseen_classes),
+    }
+    print(json.dumps(record["acmr_core"]), flush=True)
+
+    # --- straight port of the reference: one full training -----------------------------------------------
+    if not args.skip_reference:
+        torch.manual_seed(args.seed)
+        np.random.seed(args.seed)
+        hidden = {
+            "resnet_features": (arch.visual_encoder_hidden, arch.visual_decoder_hidden),
+            "attributes": (arch.semantic_encoder_hidden, arch.semantic_decoder_hidden),
+        }
+        ref = ReferenceModel(arch.feature_dim, arch.attribute_dim, arch.num_classes, hidden)
+        hypers = _reference_hypers(train)
+        tx, ty = torch.as_tensor(x_train), torch.as_tensor(y_train)
+        aux = torch.as_tensor(data.attributes)
+        started = time.perf_counter()
+        train_vae(ref, tx, ty, aux, hypers, progress=lambda e: print(f"reference epoch {e + 1}", flush=True))
+        ref_acmr_s = time.perf_counter() - started
+        started = time.perf_counter()
+        best, history = classifier_stage(
+            ref,
+            tx,
+            ty,
+            aux,
+            (torch.as_tensor(x_seen), torch.as_tensor(y_seen)),
+            (torch.as_tensor(x_unseen), torch.as_tensor(y_unseen)),
+            hypers,
+            arch.num_classes,
+        )
+        ref_cls_s = time.perf_counter() - started
+        last = history[-1]
+        record["reference_port"] = {
+            "acmr_seconds": ref_acmr_s,
+            "classifier_seconds": ref_cls_s,
+            "total_seconds": ref_acmr_s + ref_cls_s,
+            "last_epoch": {"S": 100 * last[0], "U": 100 * last[1], "H": 100 * last[2]},
+            "best_test_epoch": {"S": 100 * best[0], "U": 100 * best[1], "H": 100 * best[2]},
+        }
+        record["speedup_total"] = (
+            record["reference_port"]["total_seconds"] / record["acmr_core"]["total_seconds"]
+        )
+        record["speedup_acmr"] = ref_acmr_s / acmr_s
+        record["speedup_classifier"] = ref_cls_s / classifier_s
+    text = json.dumps(record, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

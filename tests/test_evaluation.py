@@ -1,0 +1,63 @@
+"""Metric functions against hand-computed values; the on-device selection table agrees with sklearn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from acmr_core.evaluation import aggregate_seeds, gzsl_scores, harmonic_mean, per_class_accuracy, zsl_top1
+from acmr_core.gzsl import gzsl_selection_table, predict_scores
+
+
+def test_per_class_accuracy_is_mean_of_class_accuracies() -> None:
+    y_true = [0, 0, 0, 0, 1]
+    y_pred = [0, 0, 0, 1, 1]
+    # class 0: 3/4, class 1: 1/1 -> mean 0.875 (plain accuracy would be 0.8)
+    assert per_class_accuracy(y_true, y_pred, [0, 1]) == pytest.approx(87.5)
+
+
+def test_predicting_another_class_counts_as_wrong() -> None:
+    # unseen classes 2, 3; predictions of seen class 0 are misses, not ignored
+    assert per_class_accuracy([2, 2, 3, 3], [2, 0, 0, 0], [2, 3]) == pytest.approx(25.0)
+
+
+def test_gzsl_scores_and_harmonic_mean() -> None:
+    scores = gzsl_scores([0, 1], [0, 0], [2, 2], [2, 2], seen_classes=[0, 1], unseen_classes=[2])
+    assert scores["S"] == pytest.approx(50.0) and scores["U"] == pytest.approx(100.0)
+    assert scores["H"] == pytest.approx(2 * 50 * 100 / 150)
+    assert harmonic_mean(0.0, 80.0) == 0.0
+
+
+def test_zsl_top1_only_unseen_classes_compete() -> None:
+    scores = np.array([[9.0, 0.0, 1.0, 0.5], [9.0, 0.0, 0.1, 0.5]])
+    assert zsl_top1([2, 3], scores, [2, 3]) == pytest.approx(100.0)
+
+
+def test_aggregate_seeds_mean_and_sample_std() -> None:
+    summary = aggregate_seeds([{"H": 10.0, "name": "a"}, {"H": 20.0, "name": "b"}])
+    assert summary["H"]["mean"] == pytest.approx(15.0)
+    assert summary["H"]["std"] == pytest.approx(np.std([10, 20], ddof=1))
+    assert "name" not in summary
+
+
+def test_calibrated_stacking_shifts_seen_scores() -> None:
+    logits = torch.tensor([[2.0, 1.9, 0.0]])
+    seen = torch.tensor([1.0, 0.0, 0.0])
+    assert predict_scores(logits, seen, 0.0).argmax().item() == 0
+    assert predict_scores(logits, seen, 0.5).argmax().item() == 1
+
+
+def test_selection_table_matches_sklearn_metrics() -> None:
+    rng = np.random.default_rng(0)
+    logits_seen, logits_unseen = torch.randn(40, 6), torch.randn(30, 6)
+    labels_seen = torch.as_tensor(rng.integers(0, 3, 40))
+    labels_unseen = torch.as_tensor(rng.integers(3, 6, 30))
+    seen_mask = torch.tensor([1.0, 1, 1, 0, 0, 0])
+    gammas = torch.tensor([0.0, 1.0])
+    table = gzsl_selection_table(logits_seen, labels_seen, logits_unseen, labels_unseen, seen_mask, gammas)
+    for row, gamma in zip(table, gammas, strict=True):
+        pred_s = predict_scores(logits_seen, seen_mask, gamma).argmax(1)
+        pred_u = predict_scores(logits_unseen, seen_mask, gamma).argmax(1)
+        expected = gzsl_scores(labels_seen, pred_s, labels_unseen, pred_u, [0, 1, 2], [3, 4, 5])
+        assert row.tolist() == pytest.approx([expected["U"] / 100, expected["S"] / 100, expected["H"] / 100])

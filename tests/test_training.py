@@ -1,0 +1,230 @@
+"""End-to-end training on a small synthetic world, the GZSL classifier, and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acmr_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
+from acmr_core.config import ACMRConfig, TrainConfig, WarmUp
+from acmr_core.data import ZSLData, load_xlsa17
+from acmr_core.errors import BundleError, DataError
+from acmr_core.gzsl import fit_gzsl_classifier
+from acmr_core.synthetic import write_synthetic_xlsa17
+from acmr_core.training import TrainedModel, evaluate_on_data, scale_epochs, train_gzsl
+
+EPOCHS = 60
+
+
+def small_configs(feature_dim: int, attribute_dim: int, num_classes: int) -> tuple[ACMRConfig, TrainConfig]:
+    """Narrow MLPs and a short schedule; beta is small because 64-d features reconstruct with little loss."""
+    arch = ACMRConfig(
+        feature_dim=feature_dim,
+        attribute_dim=attribute_dim,
+        num_classes=num_classes,
+        visual_encoder_hidden=128,
+        visual_decoder_hidden=128,
+        semantic_encoder_hidden=64,
+        semantic_decoder_hidden=64,
+        iem_hidden=32,
+    )
+    train = TrainConfig(
+        epochs=EPOCHS,
+        lr_vae=1e-3,
+        lr_iem=2.5e-4,
+        lr_vsa=5e-3,
+        beta=WarmUp(0.1, 0, EPOCHS),
+        distance=WarmUp(1.0, 0, EPOCHS // 3),
+        classify=WarmUp(5.0, 0, EPOCHS // 3),
+        cls_seen_samples=100,
+        cls_unseen_samples=100,
+        cls_batch_size=64,
+        cls_max_epochs=30,
+        cls_reference_epochs=3,
+    )
+    return arch, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> ZSLData:
+    root = tmp_path_factory.mktemp("world")
+    write_synthetic_xlsa17(root, "TINY", feature_dim=64, images_per_class=40, xlsa17_dir=root / "none")
+    return load_xlsa17(root, "TINY")
+
+
+@pytest.fixture(scope="module")
+def trained(world: ZSLData) -> TrainedModel:
+    arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
+    return train_gzsl(
+        world.features[world.trainval],
+        world.labels[world.trainval],
+        world.attributes,
+        world.seen_classes,
+        world.unseen_classes,
+        arch=arch,
+        train=train,
+        device="cpu",
+        seed=0,
+        val_seen_classes=np.unique(world.labels[world.train]),
+        val_unseen_classes=np.unique(world.labels[world.val]),
+        class_names=world.class_names,
+        progress=False,
+    )
+
+
+@pytest.mark.slow
+def test_unseen_accuracy_far_above_chance(trained: TrainedModel, world: ZSLData) -> None:
+    metrics = evaluate_on_data(trained, world)
+    n_unseen, n_all = world.unseen_classes.size, world.attributes.shape[0]
+    assert metrics["zsl_top1"] > 2.5 * 100 / n_unseen  # 5 unseen classes: chance is 20 %
+    assert metrics["U"] > 4 * 100 / n_all  # GZSL: chance over all 20 classes is 5 %
+    assert metrics["S"] > 50.0 and metrics["H"] > 20.0
+    selection = trained.selection
+    assert selection["mode"] == "validation" and 1 <= trained.classifier_epochs <= 30
+    assert trained.gamma in trained.train.cls_gamma_grid
+    assert selection["val_images"]["unseen_test"] > 0
+
+
+def test_predictions_are_deterministic_and_accept_one_image(trained: TrainedModel, world: ZSLData) -> None:
+    one = world.features[world.test_unseen[:1]]
+    assert trained.predict(one).shape == (1,)
+    batch = world.features[world.test_unseen[:20]]
+    assert np.array_equal(trained.predict(batch), trained.predict(batch))
+    assert trained.latents(one).shape == (1, 64)
+
+
+def test_checkpoint_round_trip(trained: TrainedModel, world: ZSLData, tmp_path: Path) -> None:
+    save_trained(tmp_path / "m", trained)
+    loaded = load_trained(tmp_path / "m", "cpu")
+    images = world.features[world.test_seen]
+    assert torch.equal(loaded.scores(images), trained.scores(images))
+    assert loaded.gamma == trained.gamma and loaded.classifier_epochs == trained.classifier_epochs
+    assert loaded.class_names == world.class_names and loaded.selection["mode"] == "validation"
+    assert np.array_equal(loaded.unseen_classes, trained.unseen_classes)
+
+
+def _one_line_bundle_error(directory: Path) -> str:
+    with pytest.raises(BundleError) as error:
+        load_trained(directory)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_checkpoint_refuses_missing_corrupt_or_mismatched_parts(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    folder = save_trained(tmp_path / "m", trained)
+    weights = (folder / WEIGHTS_FILE).read_bytes()
+    config = json.loads((folder / CONFIG_FILE).read_text())
+
+    (folder / WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])
+    assert "corrupt or truncated" in _one_line_bundle_error(folder)
+    (folder / WEIGHTS_FILE).unlink()
+    assert "missing" in _one_line_bundle_error(folder)
+    (folder / WEIGHTS_FILE).write_bytes(weights)
+
+    (folder / CONFIG_FILE).write_text("{not json")
+    assert "not valid JSON" in _one_line_bundle_error(folder)
+    bigger = {**config, "arch": {**config["arch"], "visual_encoder_hidden": 129}}
+    (folder / CONFIG_FILE).write_text(json.dumps(bigger))
+    assert "do not match" in _one_line_bundle_error(folder)
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, "format_version": 99}))
+    assert "format version" in _one_line_bundle_error(folder)
+    assert "does not exist" in _one_line_bundle_error(tmp_path / "nothing")
+
+
+def test_classifier_refits_for_any_class_set(trained: TrainedModel, world: ZSLData) -> None:
+    # e.g. the app adding a user class: keep 3 seen classes, treat 2 others as attribute-only classes.
+    seen = world.seen_classes[:3]
+    extra = world.unseen_classes[:2]
+    rows = np.flatnonzero(np.isin(world.labels[world.trainval], seen))
+    features = trained.scaler.transform(world.features[world.trainval][rows])
+    classifier = fit_gzsl_classifier(
+        trained.model,
+        features,
+        world.labels[world.trainval][rows],
+        world.attributes,
+        extra,
+        seen_samples=30,
+        unseen_samples=30,
+        epochs=10,
+        device="cpu",
+        seed=1,
+    )
+    assert classifier.num_classes == world.attributes.shape[0]
+    with torch.no_grad():
+        z = trained.model.semantic_latent(torch.as_tensor(world.attributes[extra]))
+        predicted = classifier(z).argmax(1).numpy()
+    assert set(predicted) <= set(np.concatenate([seen, extra]).tolist())
+
+
+def test_reference_selection_runs_the_fixed_schedule(world: ZSLData) -> None:
+    arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
+    result = train_gzsl(
+        world.features[world.trainval],
+        world.labels[world.trainval],
+        world.attributes,
+        world.seen_classes,
+        world.unseen_classes,
+        arch=arch,
+        train=scale_epochs(train, 2),
+        device="cpu",
+        seed=0,
+        selection="reference",
+        progress=False,
+    )
+    assert result.selection["mode"] == "reference"
+    assert result.classifier_epochs == train.cls_reference_epochs and result.gamma == 0.0
+
+
+def test_train_gzsl_rejects_inconsistent_inputs(world: ZSLData) -> None:
+    arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
+    train = replace(train, epochs=1)
+    features, labels = world.features[world.trainval], world.labels[world.trainval]
+    with pytest.raises(DataError, match="not in the seen classes"):
+        train_gzsl(
+            features,
+            labels,
+            world.attributes,
+            world.seen_classes[1:],
+            world.unseen_classes,
+            arch=arch,
+            train=train,
+            device="cpu",
+            progress=False,
+        )
+    with pytest.raises(DataError, match="both seen and unseen"):
+        train_gzsl(
+            features,
+            labels,
+            world.attributes,
+            world.seen_classes,
+            world.seen_classes[:1],
+            arch=arch,
+            train=train,
+            device="cpu",
+            progress=False,
+        )
+    with pytest.raises(DataError, match="selection"):
+        train_gzsl(
+            features,
+            labels,
+            world.attributes,
+            world.seen_classes,
+            world.unseen_classes,
+            arch=arch,
+            train=train,
+            device="cpu",
+            selection="test",
+            progress=False,
+        )
+
+
+def test_scale_epochs_keeps_warmup_shape() -> None:
+    short = scale_epochs(TrainConfig(), 10)
+    assert short.epochs == 10 and short.beta.end_epoch == 9 and short.distance.start_epoch == 1
