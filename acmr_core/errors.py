@@ -1,8 +1,9 @@
 """User-facing errors.
 
 Anything raised as an :class:`ACMRError` is a problem with the user's input or environment (a missing file, a
-bad image, no network). Its message is one line that says what is wrong and, where possible, what to do. The
-CLI prints it on stderr and exits non-zero; the app shows it. Everything else is a bug and keeps its traceback.
+bad image, no network). Its message is one line that says what is wrong and, where possible, what to do.
+The CLI prints it on stderr and exits non-zero; the app shows it. Everything else is a bug and keeps its
+traceback.
 """
 
 

@@ -1,7 +1,7 @@
 """Device selection and seeding, shared by training, extraction and the app.
 
-torch is imported inside the functions: the CLI imports this module (for ``DEVICE_CHOICES``) while building its
-parser, and ``acmr --help`` must not pay for importing torch.
+torch is imported inside the functions: the CLI imports this module (for ``DEVICE_CHOICES``) while building
+its parser, and ``acmr --help`` must not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ACMRError(f"device '{name}' was requested but no CUDA GPU is available; use --device cpu or auto")
+            raise ACMRError(
+                f"device '{name}' was requested but no CUDA GPU is available; use --device cpu or auto"
+            )
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Idle OpenMP threads must sleep, not spin: the API tests run an app server beside the test process, and on a
+# 2-core machine spinning threads of two processes slowed a tiny training from 8 s to over 10 minutes.
+# Must be set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

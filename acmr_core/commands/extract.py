@@ -11,27 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
+from acmr_core.commands._args import non_negative_int, positive_int
 from acmr_core.errors import ACMRError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
-    return value
 
 
 def _default_workers() -> int:
@@ -59,18 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="resnet101", help="timm architecture (default resnet101)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random (default 0)")
     parser.add_argument(
-        "--batch-size", type=_positive, default=32, help="images per forward pass (default 32)"
+        "--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)"
     )
     parser.add_argument(
         "--workers",
-        type=_non_negative,
+        type=non_negative_int,
         default=_default_workers(),
         help=f"image-decoding worker processes (default {_default_workers()})",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument(
         "--threads",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="torch CPU threads for the forward pass (default: torch's; 1 is faster on a busy machine)",
     )
@@ -78,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--root", type=Path, default=None, help="folder the list file's paths are relative to"
     )
     parser.add_argument(
-        "--max-pixels", type=_positive, default=None, help="refuse larger images (default 64 MP)"
+        "--max-pixels", type=positive_int, default=None, help="refuse larger images (default 64 MP)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from acmr_core.commands._args import positive_int
 from acmr_core.errors import ACMRError
 
 DATASETS = ("CUB", "SUN", "AWA1", "AWA2")
@@ -24,16 +25,6 @@ def _seeds(text: str) -> list[int]:
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds needs at least one seed")
     return seeds
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)"
     )
-    parser.add_argument("--epochs", type=_positive, default=None, help="ACMR epochs (default: preset, 100)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="ACMR epochs (default: preset, 100)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--no-vsa", action="store_true", help="ablation: drop the VSA heads and their loss")
     parser.add_argument("--no-iem", action="store_true", help="ablation: drop the IEM gates")
