@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HOME=/home/acmr/.cache/huggingface \
-    ACMR_DATA_DIR=/home/acmr/.local/share/acmr \
+    ACMR_USER_CLASSES_DIR=/home/acmr/.local/share/acmr/user_classes \
     NUMBA_CACHE_DIR=/tmp/numba-cache
 
 RUN useradd --create-home --uid 1000 acmr

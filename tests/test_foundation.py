@@ -63,9 +63,7 @@ def _readme_quick_start_commands() -> list[str]:
     block = re.search(r"```(?:bash|sh)?\n(.*?)```", section, flags=re.DOTALL)
     assert block, "Quick start must hold a code block"
     return [
-        line.split("#", 1)[0].strip()
-        for line in block.group(1).splitlines()
-        if line.split("#", 1)[0].strip()
+        line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()
     ]
 
 
