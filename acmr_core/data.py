@@ -83,7 +83,7 @@ def _require(mat: dict[str, Any], key: str, path: Path) -> np.ndarray:
     return np.asarray(mat[key])
 
 
-def _cell_strings(cell: np.ndarray) -> list[str]:
+def mat_strings(cell: Any) -> list[str]:
     """Flatten a MATLAB cell array of strings (as scipy loads it) into a list of str."""
     out = []
     for item in np.asarray(cell, dtype=object).ravel():
@@ -121,7 +121,7 @@ def _read_attribute_names(folder: Path, n_attributes: int) -> list[str]:
     mat_path = folder / "attributes.mat"
     if mat_path.is_file():
         try:
-            names = _cell_strings(scipy.io.loadmat(str(mat_path))["attributes"])
+            names = mat_strings(scipy.io.loadmat(str(mat_path))["attributes"])
             if len(names) == n_attributes:
                 return names
         except Exception:  # optional metadata: fall back to generic names
@@ -211,7 +211,7 @@ def load_xlsa17(root: str | Path, dataset: str | None = None) -> ZSLData:
     labels = raw_labels - 1
 
     if "allclasses_names" in split_mat:
-        class_names = _cell_strings(split_mat["allclasses_names"])
+        class_names = mat_strings(split_mat["allclasses_names"])
         if len(class_names) != n_classes:
             raise DataError(f"{split_path}: {len(class_names)} class names for {n_classes} attribute columns")
     else:
@@ -233,7 +233,7 @@ def load_xlsa17(root: str | Path, dataset: str | None = None) -> ZSLData:
 
     image_files: list[str] = []
     if "image_files" in features_mat:
-        image_files = _cell_strings(features_mat["image_files"])
+        image_files = mat_strings(features_mat["image_files"])
         if len(image_files) != n_images:
             log.warning(
                 "%s: %d image_files for %d images; ignoring them", features_path, len(image_files), n_images

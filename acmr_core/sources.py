@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from acmr_core.data import mat_strings
 from acmr_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -181,18 +182,6 @@ def read_lines(path: Path) -> list[str]:
 def read_id_name_list(path: Path) -> list[str]:
     """``<id> <name>`` lines (classes.txt, attributes.txt, predicates.txt) → names in file order."""
     return [re.sub(r"^\d+\s+", "", line) for line in read_lines(path)]
-
-
-def mat_strings(value: Any) -> list[str]:
-    """Flatten a MATLAB cell array / char array as scipy loads it into a list of str."""
-    out = []
-    for item in np.asarray(value, dtype=object).ravel():
-        while isinstance(item, np.ndarray) and item.dtype == object and item.size == 1:
-            item = item.ravel()[0]
-        if isinstance(item, np.ndarray):
-            item = "".join(str(x) for x in item.ravel()) if item.size else ""
-        out.append(str(item).strip())
-    return out
 
 
 def load_mat(path: Path, what: str) -> dict[str, Any]:

@@ -83,11 +83,11 @@ def _indices(names: list[str], index: dict[str, int], path: Path) -> np.ndarray:
 
 def real_metadata(folder: Path) -> ClassMetadata:
     """Attributes, names and class splits of a real xlsa17 metadata folder."""
-    from acmr_core.data import _cell_strings  # the loader's MATLAB cell-string reader
+    from acmr_core.data import mat_strings  # the loader's MATLAB cell-string reader
 
     mat = scipy.io.loadmat(str(folder / "att_splits.mat"))
     attributes = np.asarray(mat["att"], dtype=np.float32).T
-    class_names = _cell_strings(mat["allclasses_names"])
+    class_names = mat_strings(mat["allclasses_names"])
     index = {name: i for i, name in enumerate(class_names)}
     seen = _indices(_names(folder / "trainvalclasses.txt"), index, folder / "trainvalclasses.txt")
     unseen = _indices(_names(folder / "testclasses.txt"), index, folder / "testclasses.txt")
