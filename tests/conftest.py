@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Idle OpenMP threads must sleep, not spin: the API tests run an app server beside the test process, and on a
 # 2-core machine spinning threads of two processes slowed a tiny training from 8 s to over 10 minutes.
@@ -30,3 +32,24 @@ def _offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     """Tests never reach the Hugging Face hub and never touch the user's caches."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for a module's ResNet-101 forwards: on a loaded 2-core machine, two threads waiting
+    on each other at every layer made a forward pass ~20x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def random_backbone() -> Any:
+    """The cached seed-0 random ResNet-101 (what the demo bundle uses); ``acmr extract --weights random`` run
+    in-process reuses the same model instead of building its own."""
+    from acmr_core.backbone import create_backbone
+
+    return create_backbone("random", device="cpu", seed=0, batch_size=2)

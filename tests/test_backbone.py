@@ -32,20 +32,12 @@ from acmr_core.errors import BackboneError
 SEED0_SHA256 = "0bf61ccb5529e1c301d9e8f40fc2d8c6769fc7e2b33625362e829c03445f361e"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # On this shared 2-core machine, intra-op parallelism under load makes a forward pass ~20× slower
-    # (threads wait on each other at every layer); one thread keeps these tests fast.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def backbone() -> Backbone:
-    # Cached: the extraction tests and the in-process CLI reuse this model instead of building their own.
-    return create_backbone("random", device="cpu", seed=0, batch_size=2)
+def backbone(random_backbone: Backbone) -> Backbone:
+    return random_backbone
 
 
 def striped(colour: tuple[int, int, int], size: tuple[int, int] = (96, 80)) -> Image.Image:

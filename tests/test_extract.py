@@ -5,16 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
-import torch
 from PIL import Image
 
-from acmr_core.backbone import Backbone, BackboneIdentity, create_backbone
+from acmr_core.backbone import Backbone, BackboneIdentity
 from acmr_core.cli import main
 from acmr_core.errors import BackboneError, DataError
 from acmr_core.extract import (
@@ -27,20 +25,12 @@ from acmr_core.extract import (
     write_res101_mat,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # See tests/test_backbone.py: one intra-op thread is ~20× faster on this loaded 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def backbone() -> Backbone:
-    # The cached seed-0 backbone: `acmr extract --weights random` in this process reuses the same model.
-    return create_backbone("random", device="cpu", seed=0, batch_size=2)
+def backbone(random_backbone: Backbone) -> Backbone:
+    return random_backbone
 
 
 @pytest.fixture
