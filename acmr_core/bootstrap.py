@@ -539,12 +539,6 @@ def _catalog(data: Any) -> Any:
     )
 
 
-def _sample_per_class(labels: np.ndarray, rows: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picked = [rng.permutation(rows[labels[rows] == c])[:per_class] for c in np.unique(labels[rows])]
-    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
-
-
 def _write_bundle(
     spec: DatasetSpec,
     data_root: Path,
@@ -556,7 +550,13 @@ def _write_bundle(
 ) -> None:
     """Assemble the bundle from the model that was trained and evaluated (no second training)."""
     from acmr_core.backbone import BackboneIdentity
-    from acmr_core.bundle import DEFAULT_PLOT_PER_CLASS, TrainingSet, assemble_bundle, save_bundle
+    from acmr_core.bundle import (
+        DEFAULT_PLOT_PER_CLASS,
+        TrainingSet,
+        assemble_bundle,
+        sample_per_class,
+        save_bundle,
+    )
     from acmr_core.checkpoint import load_trained
     from acmr_core.data import load_xlsa17
     from acmr_core.runtime import resolve_device
@@ -566,9 +566,8 @@ def _write_bundle(
     catalog = _catalog(data)
     trained.class_names = list(catalog.names)
     # The plot shows a sample of training images of every seen class and test images of every unseen class.
-    plotted = _sample_per_class(
-        data.labels, np.concatenate([data.trainval, data.test_unseen]), DEFAULT_PLOT_PER_CLASS, options.seed
-    )
+    candidates = np.concatenate([data.trainval, data.test_unseen])
+    plotted = sample_per_class(data.labels, DEFAULT_PLOT_PER_CLASS, options.seed, rows=candidates)
     image_ids = data.image_files or [f"image-{i}" for i in range(data.labels.size)]
     plotted_ids = tuple(image_ids[i] for i in plotted)
     bundle = assemble_bundle(

@@ -930,7 +930,7 @@ def build_bundle(
 
     # Latent cache: plotted images (by default a sample of every class's images), semantic latents, UMAP map.
     plot = as_training_set(plot_features, catalog) if plot_features is not None else training
-    plot_rows = _sample_per_class(plot.labels, plot_per_class, seed)
+    plot_rows = sample_per_class(plot.labels, plot_per_class, seed)
     ids = plot.image_ids or tuple(f"image-{i}" for i in range(plot.labels.size))
     plot_ids = tuple(ids[i] for i in plot_rows)
     record = {
@@ -1037,10 +1037,14 @@ def as_training_set(features: Any, catalog: ClassCatalog) -> TrainingSet:
     return TrainingSet(array[labelled], labels, ids)
 
 
-def _sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+def sample_per_class(
+    labels: np.ndarray, per_class: int, seed: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Sorted indices of at most ``per_class`` seeded random rows per class (among ``rows``, default all)."""
     rng = np.random.default_rng(seed)
-    rows = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
-    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+    rows = np.arange(labels.size) if rows is None else np.asarray(rows)
+    picked = [rng.permutation(rows[labels[rows] == c])[:per_class] for c in np.unique(labels[rows])]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
 # ============================================================================================ evaluate
