@@ -24,6 +24,7 @@ from acmr_core.errors import DataError
 
 REPARAMETERIZATIONS = ("reference", "standard")
 SELECTIONS = ("validation", "reference")
+PRECISIONS = ("fp32", "bf16")
 
 T = TypeVar("T")
 
@@ -129,6 +130,9 @@ class TrainConfig:
     cls_gamma_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     # Fraction of seen-class training images held out as "test seen" of the validation split.
     val_seen_holdout: float = 0.2
+    # ACMR training arithmetic: "fp32" (the reference's, default) or "bf16" (autocast matrix products, fp32
+    # weights and optimizer state; faster on GPUs and on CPUs with native bfloat16, see docs/training.md).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.beta = _warmup(self.beta, "beta warm-up")
@@ -139,6 +143,8 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
         if not 0.0 < self.val_seen_holdout < 1.0:
             raise ValueError(f"val_seen_holdout must be in (0, 1), got {self.val_seen_holdout}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -27,6 +27,7 @@ Faithfulness notes (reference: seeyourmind/ACMR, built on CADA-VAE):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -131,6 +132,14 @@ class ACMROutput:
     logvar_semantic: Tensor
     log_probs_visual: Tensor | None
     log_probs_semantic: Tensor | None
+
+    def float(self) -> ACMROutput:
+        """Every tensor as float32: the losses sum thousands of terms, which bfloat16 would round away."""
+        return ACMROutput(**{f.name: _as_float(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+def _as_float(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.float()
 
 
 class ACMR(nn.Module):

@@ -6,8 +6,10 @@ its parser, and ``acmr --help`` must not pay for importing torch.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,3 +48,32 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (CUDA Ampere+, AVX512-BF16/AMX CPUs)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def training_autocast(device: torch.device, precision: str) -> Any:
+    """Autocast for a training forward: bfloat16 matrix products for ``"bf16"``, nothing for ``"fp32"``.
+
+    Weights, gradients and optimizer state stay float32 either way (autocast casts on the fly), so a model
+    trained in bf16 saves and loads exactly like one trained in fp32.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ACMRError(f"unknown precision '{precision}'; expected fp32 or bf16")
+    import torch
+
+    if not has_native_bf16(device):
+        # Still correct, only emulated: say so instead of silently training slower than fp32.
+        log.warning("%s has no native bfloat16 arithmetic; bf16 training will be slower than fp32", device)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -43,7 +43,7 @@ from acmr_core.evaluation import aggregate_seeds, gzsl_scores, zsl_top1
 from acmr_core.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
 from acmr_core.losses import acmr_loss, loss_weights
 from acmr_core.model import ACMR
-from acmr_core.runtime import resolve_device, seed_everything
+from acmr_core.runtime import resolve_device, seed_everything, training_autocast
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def fit_acmr(
     optimizer = _optimizer(model, train, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     n = x_all.shape[0]
+    autocast = training_autocast(device, train.precision)
     model.train()
     bar = tqdm(range(train.epochs), desc=description, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -122,7 +123,9 @@ def fit_acmr(
             batch = order[start : start + train.batch_size]
             x, y = x_all[batch], y_all[batch]
             a = attributes[y]
-            loss, _ = acmr_loss(model(x, a), x, a, y, weights)
+            with autocast:
+                output = model(x, a)
+            loss, _ = acmr_loss(output.float(), x, a, y, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -492,6 +495,7 @@ def run_protocol(
     use_vsa: bool = True,
     use_iem: bool = True,
     reparameterization: str = "reference",
+    precision: str = "fp32",
     progress: bool = True,
     save_dir: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -511,6 +515,7 @@ def run_protocol(
     )
     if epochs is not None and epochs != train.epochs:
         train = scale_epochs(train, epochs)
+    train = replace(train, precision=precision)
     if selection == "validation" and not data.has_validation_split:
         raise DataError(
             f"{data.dataset}: no validation split (train_loc/val_loc or trainclasses1.txt/valclasses1.txt); "
@@ -576,6 +581,7 @@ def run_protocol(
         "classifier_epochs": [e["classifier_epochs"] for e in per_seed],
         "wall_seconds": time.perf_counter() - started,
         "device": str(device),
+        "precision": train.precision,
         "arch": arch.to_dict(),
         "train": train.to_dict(),
     }

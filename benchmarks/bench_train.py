@@ -7,7 +7,8 @@ number of ACMR epochs. Measured for each implementation:
   step, for-loop Adam) + its classifier stage (DataLoader batch 32, 49 epochs, test pass every epoch); H of
   its last epoch and of its best test epoch (the reference's test-set selection, for comparison only);
 * acmr_core: :func:`acmr_core.training.fit_acmr` (on-device batches, fused Adam, no per-step sync) + the fast
-  classifier (:func:`acmr_core.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs), uncalibrated H.
+  classifier (:func:`acmr_core.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs), uncalibrated H; once per
+  precision in ``--precisions`` (fp32 = the reference's arithmetic; bf16 = autocast matrix products).
 
 This is the cost of ONE training. ``acmr train``'s default validation protocol adds a second ACMR training on
 the validation split (~54 % of the images on CUB) before it; see docs/benchmarks/core.md.
@@ -61,21 +62,63 @@ def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> 
     }
     ref_hypers = {**_reference_hypers(short)}
     sub = steps * train.batch_size
-    ours, theirs = [], []
+    ours: dict[str, list[float]] = {precision: [] for precision in args.precisions}
+    theirs = []
     for _ in range(args.step_rounds):
-        started = time.perf_counter()
-        fit_acmr(x_train[:sub], y_train[:sub], attributes, arch, short, "cpu", args.seed, progress=False)
-        ours.append((time.perf_counter() - started) / steps * 1e3)
+        for precision in args.precisions:
+            started = time.perf_counter()
+            variant = replace(short, precision=precision)
+            fit_acmr(
+                x_train[:sub], y_train[:sub], attributes, arch, variant, "cpu", args.seed, progress=False
+            )
+            ours[precision].append((time.perf_counter() - started) / steps * 1e3)
         started = time.perf_counter()  # model construction is timed on both sides (fit_acmr builds its own)
         ref = ReferenceModel(arch.feature_dim, arch.attribute_dim, arch.num_classes, hidden)
         sub_x, sub_y = torch.as_tensor(x_train[:sub]), torch.as_tensor(y_train[:sub])
         train_vae(ref, sub_x, sub_y, torch.as_tensor(attributes), ref_hypers)
         theirs.append((time.perf_counter() - started) / steps * 1e3)
+    port = float(np.median(theirs))
+    result = {"steps_per_round": steps, "rounds": args.step_rounds, "reference_port": port}
+    for precision, times in ours.items():
+        result[f"acmr_core_{precision}"] = float(np.median(times))
+        result[f"ratio_{precision}"] = port / float(np.median(times))
+    return result
+
+
+def whole_training(train, arch, data, x_train, y_train, test, args) -> dict:
+    """One acmr_core training (ACMR + fast classifier, uncalibrated) timed, with its test U/S/H."""
+    x_seen, y_seen, x_unseen, y_unseen = test
+    started = time.perf_counter()
+    model = fit_acmr(x_train, y_train, data.attributes, arch, train, "cpu", args.seed, progress=True)
+    acmr_s = time.perf_counter() - started
+    started = time.perf_counter()
+    classifier = fit_gzsl_classifier(
+        model,
+        x_train,
+        y_train,
+        data.attributes,
+        data.unseen_classes,
+        seen_samples=train.cls_seen_samples,
+        unseen_samples=train.cls_unseen_samples,
+        epochs=train.cls_max_epochs,
+        lr=train.cls_lr,
+        beta1=train.cls_beta1,
+        batch_size=train.cls_batch_size,
+        device="cpu",
+        seed=args.seed,
+    )
+    with torch.no_grad():
+        pred_seen = classifier(model.visual_latent(torch.as_tensor(x_seen))).argmax(1).numpy()
+        pred_unseen = classifier(model.visual_latent(torch.as_tensor(x_unseen))).argmax(1).numpy()
+    classifier_s = time.perf_counter() - started
     return {
-        "steps_per_round": steps, "rounds": args.step_rounds,
-        "acmr_core": float(np.median(ours)), "reference_port": float(np.median(theirs)),
-        "ratio": float(np.median(theirs) / np.median(ours)),
-    }  # fmt: skip
+        "precision": train.precision,
+        "acmr_seconds": acmr_s,
+        "classifier_seconds": classifier_s,
+        "total_seconds": acmr_s + classifier_s,
+        "classifier_epochs": train.cls_max_epochs,
+        **gzsl_scores(y_seen, pred_seen, y_unseen, pred_unseen, data.seen_classes, data.unseen_classes),
+    }
 
 
 def main() -> int:
@@ -87,6 +130,12 @@ def main() -> int:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument(
         "--step-rounds", type=int, default=5, help="rounds of the interleaved per-step timing"
+    )
+    parser.add_argument(
+        "--precisions",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=["fp32", "bf16"],
+        help="acmr_core precisions to time, comma-separated (default fp32,bf16; the port is fp32)",
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -119,38 +168,18 @@ def main() -> int:
         record["per_step_ms"] = interleaved_step_timing(x_train, y_train, data.attributes, arch, train, args)
         print(json.dumps(record["per_step_ms"]), flush=True)
 
-    # --- acmr_core: one full training -----------------------------------------------------------------------
-    started = time.perf_counter()
-    model = fit_acmr(x_train, y_train, data.attributes, arch, train, "cpu", args.seed, progress=True)
-    acmr_s = time.perf_counter() - started
-    started = time.perf_counter()
-    classifier = fit_gzsl_classifier(
-        model,
-        x_train,
-        y_train,
-        data.attributes,
-        data.unseen_classes,
-        seen_samples=train.cls_seen_samples,
-        unseen_samples=train.cls_unseen_samples,
-        epochs=train.cls_max_epochs,
-        lr=train.cls_lr,
-        beta1=train.cls_beta1,
-        batch_size=train.cls_batch_size,
-        device="cpu",
-        seed=args.seed,
-    )
-    with torch.no_grad():
-        pred_seen = classifier(model.visual_latent(torch.as_tensor(x_seen))).argmax(1).numpy()
-        pred_unseen = classifier(model.visual_latent(torch.as_tensor(x_unseen))).argmax(1).numpy()
-    classifier_s = time.perf_counter() - started
-    record["acmr_core"] = {
-        "acmr_seconds": acmr_s,
-        "classifier_seconds": classifier_s,
-        "total_seconds": acmr_s + classifier_s,
-        "classifier_epochs": train.cls_max_epochs,
-        **gzsl_scores(y_seen, pred_seen, y_unseen, pred_unseen, data.seen_classes, data.unseen_classes),
-    }
-    print(json.dumps(record["acmr_core"]), flush=True)
+    # --- acmr_core: one full training per precision ------------------------------------------------------
+    for precision in args.precisions:
+        record[f"acmr_core_{precision}"] = whole_training(
+            replace(train, precision=precision),
+            arch,
+            data,
+            x_train,
+            y_train,
+            (x_seen, y_seen, x_unseen, y_unseen),
+            args,
+        )
+        print(json.dumps(record[f"acmr_core_{precision}"]), flush=True)
 
     # --- straight port of the reference: one full training -----------------------------------------------
     if not args.skip_reference:
@@ -187,11 +216,13 @@ def main() -> int:
             "last_epoch": {"S": 100 * last[0], "U": 100 * last[1], "H": 100 * last[2]},
             "best_test_epoch": {"S": 100 * best[0], "U": 100 * best[1], "H": 100 * best[2]},
         }
-        record["speedup_total"] = (
-            record["reference_port"]["total_seconds"] / record["acmr_core"]["total_seconds"]
-        )
-        record["speedup_acmr"] = ref_acmr_s / acmr_s
-        record["speedup_classifier"] = ref_cls_s / classifier_s
+        for precision in args.precisions:
+            ours = record[f"acmr_core_{precision}"]
+            record[f"speedup_{precision}"] = {
+                "total": record["reference_port"]["total_seconds"] / ours["total_seconds"],
+                "acmr": ref_acmr_s / ours["acmr_seconds"],
+                "classifier": ref_cls_s / ours["classifier_seconds"],
+            }
     text = json.dumps(record, indent=2)
     print(text)
     if args.out:

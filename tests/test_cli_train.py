@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from acmr_core.cli import main
 from acmr_core.synthetic import write_synthetic_xlsa17
@@ -56,6 +58,17 @@ def test_train_writes_metrics_and_models(train_out: Path, capsys: pytest.Capture
     for seed in (0, 1):
         assert (train_out / "models" / f"seed_{seed}" / "acmr.safetensors").is_file()
         assert (train_out / "models" / f"seed_{seed}" / "acmr.json").is_file()
+
+
+def test_train_in_bf16_records_it_and_saves_float32_weights(data_root: Path, tmp_path: Path) -> None:
+    args = ["train", "--dataset", "CUB", "--data-root", str(data_root), "--out", str(tmp_path)]
+    args += ["--seeds", "0", "--epochs", "2", "--device", "cpu", "--no-progress", "--precision", "bf16"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["train"]["precision"] == "bf16"
+    weights = load_file(tmp_path / "models" / "seed_0" / "acmr.safetensors")
+    floating = {tensor.dtype for tensor in weights.values() if tensor.is_floating_point()}
+    assert floating == {torch.float32}  # autocast never changes what is stored
 
 
 def test_evaluate_rescores_saved_models(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,8 +59,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ZSLData:
     return load_xlsa17(root, "TINY")
 
 
-@pytest.fixture(scope="module")
-def trained(world: ZSLData) -> TrainedModel:
+def train_on_world(world: ZSLData, adjust: Callable[[TrainConfig], TrainConfig] = lambda t: t, **kwargs: Any):
+    """``train_gzsl`` on the world's trainval images with the small configs (``adjust``-ed), split 1."""
     arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
     return train_gzsl(
         world.features[world.trainval],
@@ -67,14 +69,24 @@ def trained(world: ZSLData) -> TrainedModel:
         world.seen_classes,
         world.unseen_classes,
         arch=arch,
-        train=train,
+        train=adjust(train),
         device="cpu",
         seed=0,
-        val_seen_classes=np.unique(world.labels[world.train]),
-        val_unseen_classes=np.unique(world.labels[world.val]),
-        class_names=world.class_names,
         progress=False,
+        **kwargs,
     )
+
+
+def validation_classes(world: ZSLData) -> dict[str, np.ndarray]:
+    return {
+        "val_seen_classes": np.unique(world.labels[world.train]),
+        "val_unseen_classes": np.unique(world.labels[world.val]),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(world: ZSLData) -> TrainedModel:
+    return train_on_world(world, class_names=world.class_names, **validation_classes(world))
 
 
 @pytest.mark.slow
@@ -164,22 +176,9 @@ def test_classifier_refits_for_any_class_set(trained: TrainedModel, world: ZSLDa
 
 
 def test_reference_selection_runs_the_fixed_schedule(world: ZSLData) -> None:
-    arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
-    result = train_gzsl(
-        world.features[world.trainval],
-        world.labels[world.trainval],
-        world.attributes,
-        world.seen_classes,
-        world.unseen_classes,
-        arch=arch,
-        train=scale_epochs(train, 2),
-        device="cpu",
-        seed=0,
-        selection="reference",
-        progress=False,
-    )
+    result = train_on_world(world, lambda train: scale_epochs(train, 2), selection="reference")
     assert result.selection["mode"] == "reference"
-    assert result.classifier_epochs == train.cls_reference_epochs and result.gamma == 0.0
+    assert result.classifier_epochs == result.train.cls_reference_epochs == 3 and result.gamma == 0.0
 
 
 def test_train_gzsl_rejects_inconsistent_inputs(world: ZSLData) -> None:
@@ -228,3 +227,22 @@ def test_train_gzsl_rejects_inconsistent_inputs(world: ZSLData) -> None:
 def test_scale_epochs_keeps_warmup_shape() -> None:
     short = scale_epochs(TrainConfig(), 10)
     assert short.epochs == 10 and short.beta.end_epoch == 9 and short.distance.start_epoch == 1
+
+
+@pytest.mark.slow
+def test_bf16_training_learns_and_keeps_float32_weights(world: ZSLData) -> None:
+    trained = train_on_world(
+        world, lambda train: replace(train, precision="bf16"), **validation_classes(world)
+    )
+    assert {p.dtype for p in trained.model.parameters()} == {torch.float32}
+    metrics = evaluate_on_data(trained, world)
+    assert metrics["zsl_top1"] > 2.5 * 100 / world.unseen_classes.size
+    assert metrics["U"] > 4 * 100 / world.attributes.shape[0]
+
+
+def test_precision_is_validated_and_defaults_to_fp32_for_older_configs() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
+    older = TrainConfig().to_dict()
+    del older["precision"]  # configs saved before the precision option existed
+    assert TrainConfig.from_dict(older).precision == "fp32"
