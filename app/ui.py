@@ -78,7 +78,11 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         )
         with gr.Row():
             bundle_choice = gr.Dropdown(
-                registry.names(), value=registry.default_name, label="Model bundle", scale=1
+                registry.names(),
+                value=registry.default_name,
+                label="Model bundle",
+                scale=1,
+                elem_id="bundle-choice",
             )
             bundle_info = gr.Markdown(default.describe_markdown())
 
@@ -349,12 +353,14 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 service.latent_figure(),
             )
 
-        bundle_choice.input(
+        switch = bundle_choice.input(
             on_bundle,
             [bundle_choice],
             [bundle, bundle_info, gamma, editor, toggles, last_query, *list_outputs, latent_plot],
             api_visibility="private",
         )
+        # A bundle that cannot be opened leaves the session on the previous one: show that one again.
+        switch.failure(lambda current: current, [bundle], [bundle_choice], api_visibility="private")
 
         build_api(default)
     return demo

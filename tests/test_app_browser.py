@@ -1,13 +1,15 @@
 """End to end in a real browser: `python -m app` driven by Playwright with Debian's chromium.
 
 Uploads an example image, sees a prediction, adds a class with the attribute editor, checks that an HTML class
-name is shown as text (never run), and saves docs/screenshot.png (shown in the README).
+name is shown as text (never run), and saves docs/screenshot.png (shown in the README). Also: a listed bundle
+that cannot be opened shows an error and leaves the bundle choice on the one still in use.
 Skips where chromium is absent, except under CI (CI=true), where a missing browser is a failure.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
+BROKEN_BUNDLE = "broken-bundle"
 START_TIMEOUT_S = 120
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -64,9 +67,13 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bundle = require_demo_bundle()
     port = free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
+    # The listed bundles: the demo (given as --bundle) and one whose weights are missing.
+    checkpoints = tmp_path_factory.mktemp("checkpoints")
+    (checkpoints / BROKEN_BUNDLE).mkdir()
+    shutil.copy(bundle / "manifest.json", checkpoints / BROKEN_BUNDLE / "manifest.json")
     command = [
         sys.executable, "-m", "app", "--bundle", str(bundle), "--port", str(port),
-        "--user-classes", str(tmp_path_factory.mktemp("user_classes")),
+        "--checkpoints", str(checkpoints), "--user-classes", str(tmp_path_factory.mktemp("user_classes")),
     ]  # fmt: skip
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     with log_path.open("w") as log:
@@ -149,3 +156,21 @@ def test_upload_predict_define_and_screenshot(app_url: str) -> None:
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_a_broken_bundle_is_refused_and_the_choice_stays(app_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url)
+        choice = page.locator("#bundle-choice input").first
+        expect(choice).to_have_value(require_demo_bundle().name, timeout=60_000)
+        _choose(page, "bundle-choice", BROKEN_BUNDLE)
+        expect(page.get_by_text("is missing backbone.json").first).to_be_visible(timeout=30_000)
+        page.get_by_text(
+            "ACMR zero-shot studio"
+        ).first.click()  # the dropdown shows updates once it loses focus
+        expect(choice).to_have_value(require_demo_bundle().name, timeout=30_000)
+        browser.close()
