@@ -5,6 +5,7 @@ image), which returns a plain 8-bit RGB image or raises :class:`~acmr_core.error
 message. It handles:
 
 * EXIF orientation (phone photos are stored sideways with a rotation tag);
+* embedded ICC colour profiles (CMYK print JPEGs, wide-gamut phone photos): converted to sRGB;
 * every Pillow mode: grayscale, 1-bit, CMYK, palette (with or without transparency), RGBA / LA / PA
   (composited on white, which is what a viewer shows), 16-bit and 32-bit integer and float images (rescaled,
   not clipped), YCbCr / LAB / HSV;
@@ -16,6 +17,7 @@ message. It handles:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import warnings
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from acmr_core.errors import ImageError
 
@@ -94,7 +96,11 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int, name: str = "image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white, high bit depths rescaled."""
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white, high bit depths rescaled,
+    and RGB or CMYK pixels with an embedded colour profile converted to sRGB."""
+    managed = _embedded_profile_to_srgb(image)
+    if managed is not None:
+        return managed
     mode = image.mode
     if mode == "RGB":
         return image
@@ -181,6 +187,31 @@ def _upright(image: Image.Image) -> Image.Image:
     except Exception as error:
         log.warning("ignoring unreadable EXIF orientation (%s)", error)
         return image
+
+
+@functools.cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _embedded_profile_to_srgb(image: Image.Image) -> Image.Image | None:
+    """``image`` converted from its embedded ICC profile to sRGB, or None where there is nothing to do.
+
+    The backbone was trained on sRGB pixels. A CMYK JPEG's profile is the only faithful way to its colours
+    (Pillow's plain CMYK conversion ignores the ink model), and wide-gamut phone photos (Display P3, Adobe
+    RGB) read as sRGB come out dull. An unreadable profile falls back to the plain conversion.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "CMYK"):
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if image.mode == "RGB" and "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return None  # already sRGB: converting would only cost time
+        return ImageCms.profileToProfile(image, profile, _srgb_profile(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as error:
+        log.warning("ignoring an unusable embedded colour profile (%s)", error)
+        return None
 
 
 def _flatten_alpha(rgba: Image.Image) -> Image.Image:

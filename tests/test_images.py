@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageCms, ImageFile
 
 from acmr_core.errors import ImageError
 from acmr_core.images import DEFAULT_MAX_PIXELS, load_image, to_rgb
@@ -231,3 +231,43 @@ def test_real_compressed_bomb_is_refused_with_a_lower_limit(tmp_path: Path) -> N
 def test_open_pil_image_is_also_size_checked() -> None:
     with pytest.raises(ImageError, match="above the limit"):
         load_image(Image.new("L", (200, 200)), max_pixels=100)
+
+
+# ------------------------------------------------------------------------------------------ colour profiles
+
+
+def swapped_primaries_profile() -> bytes:
+    """A valid RGB ICC profile whose red and green primaries are swapped (built from Pillow's sRGB profile):
+    a pixel stored as pure red means green under it."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    entries = {}
+    for index in range(struct.unpack(">I", icc[128:132])[0]):
+        start = 132 + 12 * index
+        entries[bytes(icc[start : start + 4])] = start
+    red, green = entries[b"rXYZ"], entries[b"gXYZ"]
+    icc[red + 4 : red + 12], icc[green + 4 : green + 12] = (
+        icc[green + 4 : green + 12],
+        icc[red + 4 : red + 12],
+    )
+    for text in (b"sRGB", "sRGB".encode("utf-16-be")):  # renamed, so it is not taken for plain sRGB
+        icc = icc.replace(text, text.replace(b"s", b"x").replace(b"R", b"Q"))
+    return bytes(icc)
+
+
+def test_an_embedded_colour_profile_is_applied() -> None:
+    stored_red = Image.new("RGB", (8, 8), (220, 20, 20))
+    plain = assert_rgb(load_image(encode(stored_red, "PNG")), (8, 8))
+    managed = assert_rgb(
+        load_image(encode(stored_red, "PNG", icc_profile=swapped_primaries_profile())), (8, 8)
+    )
+    assert close_to(plain[0, 0], (220, 20, 20), tolerance=0)
+    assert managed[0, 0, 1] > 150 and managed[0, 0, 0] < 100  # shown as the profile means it: green
+
+
+def test_srgb_and_unusable_profiles_leave_the_pixels_alone(caplog: pytest.LogCaptureFixture) -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    colour = Image.new("RGB", (4, 4), (10, 120, 200))
+    for profile in (srgb, b"definitely not an ICC profile"):
+        pixels = assert_rgb(load_image(encode(colour, "PNG", icc_profile=profile)), (4, 4))
+        assert close_to(pixels[0, 0], (10, 120, 200), tolerance=0)
+    assert "colour profile" in caplog.text  # the broken one is reported, not fatal
