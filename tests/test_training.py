@@ -15,7 +15,7 @@ import torch
 from acmr_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
 from acmr_core.config import ACMRConfig, TrainConfig, WarmUp
 from acmr_core.data import ZSLData, load_xlsa17
-from acmr_core.errors import BundleError, DataError
+from acmr_core.errors import ACMRError, BundleError, DataError
 from acmr_core.gzsl import fit_gzsl_classifier
 from acmr_core.synthetic import write_synthetic_xlsa17
 from acmr_core.training import TrainedModel, evaluate_on_data, scale_epochs, train_gzsl
@@ -246,3 +246,20 @@ def test_precision_is_validated_and_defaults_to_fp32_for_older_configs() -> None
     older = TrainConfig().to_dict()
     del older["precision"]  # configs saved before the precision option existed
     assert TrainConfig.from_dict(older).precision == "fp32"
+
+
+def test_training_autocast_by_precision(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from acmr_core import runtime
+
+    cpu = torch.device("cpu")
+    with runtime.training_autocast(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(runtime, "has_native_bf16", lambda device: False)
+    with runtime.training_autocast(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 3) @ torch.ones(3, 2)).dtype == torch.bfloat16
+    assert "no native bfloat16" in caplog.text  # emulated bf16 is slower: the user is told
+    with pytest.raises(ACMRError, match="unknown precision"):
+        runtime.training_autocast(cpu, "fp8")
