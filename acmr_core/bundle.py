@@ -473,8 +473,8 @@ class Bundle:
         z = torch.cat(latents).detach()
         y = torch.cat(labels)
         return train_classifier(
-            z, y, attributes.shape[0], epochs=max(int(self.trained.classifier_epochs), 1), lr=train.cls_lr,
-            beta1=train.cls_beta1, batch_size=train.cls_batch_size, seed=seed,
+            z, y, attributes.shape[0], epochs=max(int(self.trained.classifier_epochs), 1), seed=seed,
+            **train.classifier_optimizer(),
         )  # fmt: skip
 
 

@@ -146,6 +146,17 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
 
+    def classifier_optimizer(self, reference: bool = False) -> dict[str, Any]:
+        """``lr``, ``beta1`` and ``batch_size`` of the GZSL classifier: the fast schedule (whose epochs the
+        validation protocol selects), or the reference's fixed one with ``reference=True``."""
+        if reference:
+            return {
+                "lr": self.cls_reference_lr,
+                "beta1": self.cls_reference_beta1,
+                "batch_size": self.cls_reference_batch_size,
+            }
+        return {"lr": self.cls_lr, "beta1": self.cls_beta1, "batch_size": self.cls_batch_size}
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["cls_gamma_grid"] = list(self.cls_gamma_grid)

@@ -279,12 +279,10 @@ def select_on_validation(
         seen_samples=train.cls_seen_samples,
         unseen_samples=train.cls_unseen_samples,
         epochs=train.cls_max_epochs,
-        lr=train.cls_lr,
-        beta1=train.cls_beta1,
-        batch_size=train.cls_batch_size,
         device=device,
         seed=seed,
         on_epoch_end=record,
+        **train.classifier_optimizer(),
     )
     table_np = table.cpu().numpy() * 100.0  # the single host sync of the selection
     # argmax over the flattened (epoch, gamma) grid: ties go to the earliest epoch, then the smallest gamma.
@@ -384,18 +382,14 @@ def train_gzsl(
         )
         chosen["split"] = split_source
         cls_epochs, gamma = chosen["classifier_epochs"], chosen["gamma"]
-        cls_kwargs = {"lr": train.cls_lr, "beta1": train.cls_beta1, "batch_size": train.cls_batch_size}
+        cls_kwargs = train.classifier_optimizer()
     else:
         chosen = {
             "mode": "reference",
             "note": "reference fixed classifier schedule, last epoch, no calibration",
         }
         cls_epochs, gamma = train.cls_reference_epochs, 0.0
-        cls_kwargs = {
-            "lr": train.cls_reference_lr,
-            "beta1": train.cls_reference_beta1,
-            "batch_size": train.cls_reference_batch_size,
-        }
+        cls_kwargs = train.classifier_optimizer(reference=True)
 
     scaler = FeatureScaler().fit(features)  # fitted on the training images only
     scaled = scaler.transform(features)

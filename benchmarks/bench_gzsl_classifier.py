@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_port import fit_reference_classifier
+from reference_port import fit_reference_classifier, hypers_from_config
 
 from acmr_core.checkpoint import load_trained
 from acmr_core.config import make_configs
@@ -102,11 +102,7 @@ def main() -> int:
     y_unseen = torch.as_tensor(data.labels[data.test_unseen])
     n_classes = data.attributes.shape[0]
 
-    hypers = {
-        "lr_cls": train.cls_reference_lr,
-        "cls_batch_size": train.cls_reference_batch_size,
-        "cls_epochs": args.reference_epochs,
-    }
+    hypers = {**hypers_from_config(train), "cls_epochs": args.reference_epochs}
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     best, history = fit_reference_classifier(z, y, (z_seen, y_seen), (z_unseen, y_unseen), hypers, n_classes)
@@ -118,10 +114,8 @@ def main() -> int:
         y,
         n_classes,
         epochs=epochs,
-        lr=train.cls_lr,
-        beta1=train.cls_beta1,
-        batch_size=train.cls_batch_size,
         seed=args.seed,
+        **train.classifier_optimizer(),
     )
     with torch.no_grad():
         logits_seen, logits_unseen = classifier(z_seen), classifier(z_unseen)

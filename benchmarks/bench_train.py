@@ -31,24 +31,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_port import ReferenceModel, classifier_stage, train_vae
+from reference_port import ReferenceModel, classifier_stage, hypers_from_config, train_vae
 
 from acmr_core.config import make_configs
 from acmr_core.data import FeatureScaler, load_xlsa17
 from acmr_core.evaluation import gzsl_scores
 from acmr_core.gzsl import fit_gzsl_classifier
 from acmr_core.training import fit_acmr, scale_epochs
-
-
-def _reference_hypers(train) -> dict:
-    warm = {name: getattr(train, name).to_dict() for name in ("beta", "distance", "classify")}
-    return {
-        "lr_gen_model": train.lr_vae, "lr_iem_model": train.lr_iem, "lr_aux_cls": train.lr_vsa,
-        "batch_size": train.batch_size, "epochs": train.epochs, "warmup": warm,
-        "img_seen_samples": train.cls_seen_samples, "att_unseen_samples": train.cls_unseen_samples,
-        "lr_cls": train.cls_reference_lr, "cls_batch_size": train.cls_reference_batch_size,
-        "cls_epochs": train.cls_reference_epochs,
-    }  # fmt: skip
 
 
 def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> dict:
@@ -60,7 +49,7 @@ def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> 
         "resnet_features": (arch.visual_encoder_hidden, arch.visual_decoder_hidden),
         "attributes": (arch.semantic_encoder_hidden, arch.semantic_decoder_hidden),
     }
-    ref_hypers = {**_reference_hypers(short)}
+    ref_hypers = hypers_from_config(short)
     sub = steps * train.batch_size
     ours: dict[str, list[float]] = {precision: [] for precision in args.precisions}
     theirs = []
@@ -101,11 +90,9 @@ def whole_training(train, arch, data, x_train, y_train, test, args) -> dict:
         seen_samples=train.cls_seen_samples,
         unseen_samples=train.cls_unseen_samples,
         epochs=train.cls_max_epochs,
-        lr=train.cls_lr,
-        beta1=train.cls_beta1,
-        batch_size=train.cls_batch_size,
         device="cpu",
         seed=args.seed,
+        **train.classifier_optimizer(),
     )
     with torch.no_grad():
         pred_seen = classifier(model.visual_latent(torch.as_tensor(x_seen))).argmax(1).numpy()
@@ -190,7 +177,7 @@ def main() -> int:
             "attributes": (arch.semantic_encoder_hidden, arch.semantic_decoder_hidden),
         }
         ref = ReferenceModel(arch.feature_dim, arch.attribute_dim, arch.num_classes, hidden)
-        hypers = _reference_hypers(train)
+        hypers = hypers_from_config(train)
         tx, ty = torch.as_tensor(x_train), torch.as_tensor(y_train)
         aux = torch.as_tensor(data.attributes)
         started = time.perf_counter()

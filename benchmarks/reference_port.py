@@ -115,6 +115,18 @@ class ReferenceModel(nn.Module):
         }
 
 
+def hypers_from_config(train) -> dict:
+    """The reference's hyper-parameter dict, filled from an :class:`acmr_core.config.TrainConfig`."""
+    warm = {name: getattr(train, name).to_dict() for name in ("beta", "distance", "classify")}
+    return {
+        "lr_gen_model": train.lr_vae, "lr_iem_model": train.lr_iem, "lr_aux_cls": train.lr_vsa,
+        "batch_size": train.batch_size, "epochs": train.epochs, "warmup": warm,
+        "img_seen_samples": train.cls_seen_samples, "att_unseen_samples": train.cls_unseen_samples,
+        "lr_cls": train.cls_reference_lr, "cls_batch_size": train.cls_reference_batch_size,
+        "cls_epochs": train.cls_reference_epochs,
+    }  # fmt: skip
+
+
 def _factor(warm: dict, epoch: int, device) -> torch.Tensor:
     f = (
         1.0

@@ -59,15 +59,23 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ZSLData:
     return load_xlsa17(root, "TINY")
 
 
-def train_on_world(world: ZSLData, adjust: Callable[[TrainConfig], TrainConfig] = lambda t: t, **kwargs: Any):
-    """``train_gzsl`` on the world's trainval images with the small configs (``adjust``-ed), split 1."""
+def train_on_world(
+    world: ZSLData,
+    adjust: Callable[[TrainConfig], TrainConfig] = lambda t: t,
+    *,
+    seen: np.ndarray | None = None,
+    unseen: np.ndarray | None = None,
+    **kwargs: Any,
+):
+    """``train_gzsl`` on the world's trainval images with the small configs (``adjust``-ed), and the world's
+    seen and unseen classes unless ``seen`` / ``unseen`` are given."""
     arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
     return train_gzsl(
         world.features[world.trainval],
         world.labels[world.trainval],
         world.attributes,
-        world.seen_classes,
-        world.unseen_classes,
+        world.seen_classes if seen is None else seen,
+        world.unseen_classes if unseen is None else unseen,
         arch=arch,
         train=adjust(train),
         device="cpu",
@@ -181,47 +189,20 @@ def test_reference_selection_runs_the_fixed_schedule(world: ZSLData) -> None:
     assert result.classifier_epochs == result.train.cls_reference_epochs == 3 and result.gamma == 0.0
 
 
-def test_train_gzsl_rejects_inconsistent_inputs(world: ZSLData) -> None:
-    arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
-    train = replace(train, epochs=1)
-    features, labels = world.features[world.trainval], world.labels[world.trainval]
-    with pytest.raises(DataError, match="not in the seen classes"):
-        train_gzsl(
-            features,
-            labels,
-            world.attributes,
-            world.seen_classes[1:],
-            world.unseen_classes,
-            arch=arch,
-            train=train,
-            device="cpu",
-            progress=False,
-        )
-    with pytest.raises(DataError, match="both seen and unseen"):
-        train_gzsl(
-            features,
-            labels,
-            world.attributes,
-            world.seen_classes,
-            world.seen_classes[:1],
-            arch=arch,
-            train=train,
-            device="cpu",
-            progress=False,
-        )
-    with pytest.raises(DataError, match="selection"):
-        train_gzsl(
-            features,
-            labels,
-            world.attributes,
-            world.seen_classes,
-            world.unseen_classes,
-            arch=arch,
-            train=train,
-            device="cpu",
-            selection="test",
-            progress=False,
-        )
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (lambda world: {"seen": world.seen_classes[1:]}, "not in the seen classes"),
+        (lambda world: {"unseen": world.seen_classes[:1]}, "both seen and unseen"),
+        (lambda world: {"selection": "test"}, "selection"),
+    ],
+    ids=["label-outside-seen", "seen-and-unseen", "unknown-selection"],
+)
+def test_train_gzsl_rejects_inconsistent_inputs(
+    world: ZSLData, inputs: Callable[[ZSLData], dict[str, Any]], message: str
+) -> None:
+    with pytest.raises(DataError, match=message):
+        train_on_world(world, lambda train: replace(train, epochs=1), **inputs(world))
 
 
 def test_scale_epochs_keeps_warmup_shape() -> None:
