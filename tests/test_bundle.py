@@ -89,7 +89,7 @@ def copy(built: Path, tmp_path: Path) -> Path:
     return target
 
 
-def _rehash(directory: Path) -> None:
+def rehash_manifest(directory: Path) -> None:
     """Make the manifest agree with edited parts (simulates a consistent but wrong bundle)."""
     manifest = json.loads((directory / MANIFEST).read_text())
     for part in PARTS:
@@ -205,7 +205,7 @@ def test_truncated_safetensors_is_refused(copy: Path) -> None:
 def test_truncated_safetensors_with_a_matching_manifest_is_still_refused(copy: Path) -> None:
     path = copy / "latent.safetensors"
     path.write_bytes(path.read_bytes()[:200])
-    _rehash(copy)
+    rehash_manifest(copy)
     _one_line_error(copy, "latent.safetensors is not a valid safetensors file")
 
 
@@ -230,7 +230,7 @@ def test_inconsistent_parts_are_refused(copy: Path) -> None:
     for entry in catalog["classes"]:
         entry["attributes"] = entry["attributes"][:-1]
     (copy / "catalog.json").write_text(json.dumps(catalog))
-    _rehash(copy)
+    rehash_manifest(copy)
     _one_line_error(copy, "inconsistent: model expects 17 attributes, catalog has 16")
 
 
@@ -238,7 +238,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(copy: Path) -> None:
     model = json.loads((copy / "model.json").read_text())
     model["arch"]["latent_dim"] = 32
     (copy / "model.json").write_text(json.dumps(model))
-    _rehash(copy)
+    rehash_manifest(copy)
     _one_line_error(copy, "model.safetensors does not fit its config")
 
 

@@ -4,7 +4,6 @@ command lines, including their one-line errors (exit 2)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import numpy as np
 import pytest
 
 from acmr_core import demo_world
-from acmr_core.bundle import MANIFEST, PARTS, evaluate_bundle, load_bundle, predict_images
+from acmr_core.bundle import evaluate_bundle, load_bundle, predict_images
 from acmr_core.cli import main
+from tests.test_bundle import rehash_manifest
 
 # Three seen classes and one unseen class that differ in colour and background (strong attributes).
 MINI_CLASSES = (
@@ -57,14 +57,6 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def _rehash(directory: Path) -> None:
-    manifest = json.loads((directory / MANIFEST).read_text())
-    for part in PARTS:
-        data = (directory / part).read_bytes()
-        manifest["files"][part] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    (directory / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_reduced_demo_bundle_loads_and_predicts(mini_bundle: Path, images: list[Path]) -> None:
@@ -139,7 +131,7 @@ def test_bundle_for_other_backbone_weights_is_refused(
     identity = json.loads((tampered / "backbone.json").read_text())
     identity["weights_sha256"] = "f" * 64  # trained on other weights than `random(seed=0)` gives
     (tampered / "backbone.json").write_text(json.dumps(identity))
-    _rehash(tampered)
+    rehash_manifest(tampered)
     code, _, err = _run(capsys, "predict", "--bundle", str(tampered), str(images[0]))
     assert code == 2 and err.count("\n") == 1 and "backbone mismatch" in err
 
