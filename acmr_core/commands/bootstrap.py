@@ -77,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from acmr_core.bootstrap import BootstrapOptions, bootstrap
+    from acmr_core.distributed import ReportedByRoot, distributed_session
     from acmr_core.errors import ACMRError
     from acmr_core.runtime import resolve_device
 
@@ -90,24 +91,30 @@ def run(args: argparse.Namespace) -> int:
         for name, *_ in URL_FLAGS
         if getattr(args, f"url_{name.replace('-', '_')}")
     }
-    result = bootstrap(
-        BootstrapOptions(
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            weights=args.weights,
-            device=args.device,
-            out=args.out,
-            checkpoints=args.checkpoints,
-            epochs=args.epochs,
-            seed=args.seed,
-            selection=args.selection,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            timeout=args.timeout,
-            urls=urls,
-            progress=not args.no_progress,
-        )
+    options = BootstrapOptions(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        weights=args.weights,
+        device=args.device,
+        out=args.out,
+        checkpoints=args.checkpoints,
+        epochs=args.epochs,
+        seed=args.seed,
+        selection=args.selection,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        timeout=args.timeout,
+        urls=urls,
+        progress=not args.no_progress,
     )
+    # Under torchrun every rank extracts its share of the features; rank 0 does everything else.
+    with distributed_session(args.device) as session:
+        try:
+            result = bootstrap(options, session)
+        except ReportedByRoot:
+            return 2
+    if result is None:  # not rank 0
+        return 0
     metrics = result.metrics
     print(
         f"{args.dataset}: U {metrics['U']:.2f}  S {metrics['S']:.2f}  H {metrics['H']:.2f}  "
