@@ -78,6 +78,7 @@ class BootstrapOptions:
     selection: str = "validation"
     batch_size: int = 32
     workers: int = 2
+    shard_images: int | None = None  # images per features shard; None: SHARD_IMAGES
     timeout: float = DEFAULT_TIMEOUT_S
     urls: dict[str, str] = field(default_factory=dict)  # source name -> URL or local path override
     progress: bool = True
@@ -397,7 +398,7 @@ def _extract_features(
     job = ShardJob(
         backbone.identity,
         image_list_sha256(plan.relative_paths, plan.labels, class_names),
-        ShardLayout.plan(len(plan.paths), options.batch_size, SHARD_IMAGES),
+        ShardLayout.plan(len(plan.paths), options.batch_size, options.shard_images or SHARD_IMAGES),
     )
     log.info(
         "extracting features of %d images with %s (%d shards)",

@@ -233,3 +233,34 @@ def test_layout_is_whole_batches_and_independent_of_the_process_count() -> None:
     assert ShardLayout.plan(10_000_000, 32).shard_images == 2048
     assert ShardLayout.plan(10, batch_size=4, shard_images=5).shard_images == 8
     assert [ShardLayout.plan(10, 4, 8).bounds(index) for index in range(2)] == [(0, 8), (8, 10)]
+
+
+def test_bootstrap_under_torchrun_shares_the_extraction_and_rank_0_writes_the_bundle(tmp_path: Path) -> None:
+    import json
+
+    from acmr_core.bootstrap import BootstrapOptions, _extract_features
+    from acmr_core.sources import ImagePlan
+    from tests.fixtures_archives import LoopbackServer, build_tiny_dataset
+
+    data_dir, checkpoints, log = tmp_path / "data", tmp_path / "checkpoints", tmp_path / "bootstrap.log"
+    tiny = build_tiny_dataset("cub", images_per_class=3)  # 8 classes, 24 images
+    with LoopbackServer().running() as server:
+        urls = {name: server.serve(f"cub/{tiny.filenames[name]}", b) for name, b in tiny.archives.items()}
+        argv = [
+            "bootstrap", "cub", "--weights", "random", "--epochs", "1", "--device", "cpu", "--workers", "0",
+            "--batch-size", "4", "--shard-size", "4", "--data-dir", str(data_dir), "--checkpoints",
+            str(checkpoints), "--no-progress", "--cub-url", urls["cub"], "--xlsa17-url", urls["xlsa17"],
+        ]  # fmt: skip
+        code, output = finish(torchrun(argv, log), log)
+    assert code == 0, output[-3000:]
+    assert "rank 0/2: finished its shards; 12 images" in output
+    assert "rank 1/2: finished its shards; 12 images" in output
+    assert "cub: U " in output and (checkpoints / "cub-random" / "manifest.json").is_file()
+
+    # The merged features are byte for byte those of a one-process extraction of the same plan.
+    work = data_dir / "work" / "cub-random"
+    merged = work / "features.safetensors"
+    plan = ImagePlan.from_json(json.loads((work / "plan.json").read_text()))
+    options = BootstrapOptions("cub", weights="random", device="cpu", batch_size=4, workers=0, shard_images=4)
+    single = _extract_features(plan, load_features(merged).class_names, options, tmp_path / "one", "0" * 64)
+    assert single is not None and Path(single["file"]).read_bytes() == merged.read_bytes()

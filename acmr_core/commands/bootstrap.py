@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from acmr_core.commands._args import positive_int
+
 # Kept in step with acmr_core.sources.SOURCES (not imported here so `acmr --help` stays instant).
 URL_FLAGS = (
     ("cub", "--cub-url", "ACMR_CUB_URL", "CUB_200_2011.tgz"),
@@ -60,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding workers"
     )
     parser.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=None,
+        help="images per features shard (default 2048): the unit of resuming, and of work per process "
+        "under torchrun (use about images / (4 x processes) there)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=20.0, help="seconds without an answer before giving up"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         selection=args.selection,
         batch_size=args.batch_size,
         workers=args.workers,
+        shard_images=args.shard_size,
         timeout=args.timeout,
         urls=urls,
         progress=not args.no_progress,
