@@ -154,7 +154,15 @@ def distributed_session(device: str = "auto") -> Iterator[Session]:
         torch.cuda.set_device(torch.device(session.device(device)))
     # CPU tensors (all control messages) go through gloo; NCCL is there for CUDA tensors.
     backend = "cpu:gloo,cuda:nccl" if on_gpu else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
+    try:
+        dist.init_process_group(backend=backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
+    except (RuntimeError, ValueError) as error:  # DistNetworkError and friends: say where, in one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ACMRError(
+            f"{session.describe()} cannot join the torchrun job at {os.environ.get('MASTER_ADDR')}:"
+            f"{os.environ.get('MASTER_PORT')} ({type(error).__name__}: {first_line}); check the rendezvous "
+            "endpoint and that the nodes reach each other"
+        ) from None
     log.info(
         "%s joined (local rank %d on %s, backend %s)",
         session.describe(),

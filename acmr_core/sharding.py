@@ -332,9 +332,9 @@ def extract_in_shards(
     except BaseException:
         bar.close(failed=True)
         raise
-    bar.close()
-    if mine:
+    if mine:  # before close(), which waits for the other ranks: this is this rank's own throughput
         _log_throughput(session, "finished its shards", images, started)
+    bar.close()
     return session.agreed(lambda: merge_shards(folder, job) if session.is_root else None)
 
 

@@ -110,6 +110,7 @@ def worker_of_rank(launcher: int, rank: int) -> int:
     raise LookupError(f"no worker with RANK={rank} under process {launcher}")
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_single_process_file_byte_for_byte(
     image_folder: Path, reference: bytes, tmp_path: Path
 ) -> None:
@@ -137,6 +138,7 @@ def test_sharding_does_not_change_a_bit_of_the_unsharded_extraction(
     assert save_features(tmp_path / "whole.safetensors", whole).read_bytes() == reference
 
 
+@pytest.mark.slow
 def test_a_killed_rank_loses_only_unfinished_shards_and_a_rerun_finishes_identically(
     image_folder: Path, reference: bytes, tmp_path: Path
 ) -> None:
@@ -235,6 +237,7 @@ def test_layout_is_whole_batches_and_independent_of_the_process_count() -> None:
     assert [ShardLayout.plan(10, 4, 8).bounds(index) for index in range(2)] == [(0, 8), (8, 10)]
 
 
+@pytest.mark.slow
 def test_bootstrap_under_torchrun_shares_the_extraction_and_rank_0_writes_the_bundle(tmp_path: Path) -> None:
     import json
 
