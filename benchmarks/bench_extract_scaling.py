@@ -15,7 +15,8 @@ Reported per configuration (medians over ``--repeats``):
 * **wall images/s**: images ÷ the whole command's wall time (start-up, model build, merge included);
 * **scaling efficiency**: extraction images/s with N processes ÷ (N × with one process).
 
-It also checks that every run wrote the same features file, byte for byte. Images are 500×375 JPEGs (CUB's
+It also checks that every run wrote the same features file, byte for byte (exit status 1 if not, on CPU; on
+GPUs it is reported only). Images are 500×375 JPEGs (CUB's
 typical size, :func:`benchmarks.bench_backbone.write_images`); weights are seeded random ResNet-101 (the same
 cost as pretrained ones, nothing downloaded).
 """
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"identical features files across all runs: {summary['identical_outputs']}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    return 0 if summary["identical_outputs"] else 1
+    # On CPU the files must be identical (tested); on GPUs autocast/cuDNN make that a report, not a failure.
+    return 0 if summary["identical_outputs"] or args.device != "cpu" else 1
 
 
 if __name__ == "__main__":
