@@ -16,10 +16,15 @@ unchanged and whose outputs still exist:
 
 Folders under ``--data-dir``: ``downloads/`` (archives), ``sources/<name>/`` (extracted, shared between runs),
 ``work/<dataset>-<weights>/`` (plan, features, dataset folder, training output, state).
+
+Under torchrun (``torchrun --nproc_per_node=N -m acmr_core bootstrap cub``) rank 0 runs every step and the
+other ranks join for the ``features`` step only: they wait for rank 0's plan, extract their share of the
+shards (:mod:`acmr_core.sharding`) and exit; rank 0 merges, trains and writes the bundle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from acmr_core.distributed import Session
 from acmr_core.download import DEFAULT_TIMEOUT_S, Fetched, extract_archive, fetch, local_source
 from acmr_core.errors import DataError, DownloadError
 from acmr_core.sources import (
@@ -51,7 +57,8 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-#: Images per features shard; an interrupted extraction resumes at the first unfinished shard.
+#: Images per features shard (rounded up to whole batches); an interrupted extraction resumes at the first
+#: unfinished shard, and under torchrun the shards are dealt to the ranks.
 SHARD_IMAGES = 2048
 STEPS = ("sources", "plan", "features", "dataset", "train", "bundle")
 
@@ -71,6 +78,7 @@ class BootstrapOptions:
     selection: str = "validation"
     batch_size: int = 32
     workers: int = 2
+    shard_images: int | None = None  # images per features shard; None: SHARD_IMAGES
     timeout: float = DEFAULT_TIMEOUT_S
     urls: dict[str, str] = field(default_factory=dict)  # source name -> URL or local path override
     progress: bool = True
@@ -234,38 +242,26 @@ def _source_roots(
 # The pipeline
 
 
-def bootstrap(options: BootstrapOptions) -> BootstrapResult:
-    """Run (or resume) the whole pipeline for ``options.dataset``; see the module docstring."""
+def bootstrap(options: BootstrapOptions, session: Session | None = None) -> BootstrapResult | None:
+    """Run (or resume) the whole pipeline for ``options.dataset``; see the module docstring.
+
+    In a distributed ``session`` (torchrun) every rank calls it; only rank 0 returns a result.
+    """
+    session = session or Session()
+    options = dataclasses.replace(options, device=session.device(options.device))
     spec = get_dataset(options.dataset)
     slug = weights_slug(options.weights)
     work = options.data_dir / "work" / f"{spec.key}-{slug}"
+    if not session.is_root:
+        _extract_features_as_helper(options, work, session)
+        return None
     cache = StepCache(work / "state")
     started = time.perf_counter()
 
-    if options.weights != "random" and not (cache.folder / "features.json").is_file():
-        # Hub or file weights can be missing; find out (in seconds) before downloading gigabytes of images.
-        _create_backbone(options)
-        cache.lap("backbone")
-
-    # 1. sources (download + extract are individually cached by acmr_core.download)
-    roots, urls, source_ids = _source_roots(spec, options)
-    meta = load_xlsa17_meta(roots["xlsa17"], spec, urls["xlsa17"])
-    layout = spec.locate(roots, urls)
-    cache.record("sources", {"dataset": spec.key}, {"sources": source_ids}, [])
-
-    # 2. plan
-    plan_path = work / "plan.json"
-    plan_inputs = {"dataset": spec.key, "sources": source_ids}
-    if cache.done("plan", plan_inputs) is None:
-        cache.invalidate_after("plan")
-        plan = plan_images(spec, layout, meta)
-        work.mkdir(parents=True, exist_ok=True)
-        plan_path.write_text(json.dumps(plan.to_json()))
-        cache.record(
-            "plan", plan_inputs, {"origin": plan.origin, "n_images": len(plan.relative_paths)}, [plan_path]
-        )
-    plan = ImagePlan.from_json(json.loads(plan_path.read_text()))
-    log.info("%s: %d images (%s)", spec.xlsa17, len(plan.relative_paths), plan.origin)
+    # 1.-2. sources and plan on rank 0; the other ranks wait for the plan (or hear about a failure)
+    urls, source_ids, meta, layout, plan_path, plan = session.agreed(
+        lambda: _sources_and_plan(spec, options, work, cache)
+    )
 
     # 3. features
     features_inputs = {
@@ -274,11 +270,13 @@ def bootstrap(options: BootstrapOptions) -> BootstrapResult:
         "backbone_seed": options.seed,
     }
     features_outputs = cache.done("features", features_inputs)
+    inputs_sha256 = _json_hash(features_inputs)
+    order = {"plan": plan.to_json(), "classes": meta.class_names, "sha": inputs_sha256}
+    session.broadcast(None if features_outputs else order)  # what the other ranks extract, if anything
     if features_outputs is None:
         cache.invalidate_after("features")
-        features_outputs = _extract_features(
-            plan, meta.class_names, options, work, _json_hash(features_inputs)
-        )
+        features_outputs = _extract_features(plan, meta.class_names, options, work, inputs_sha256, session)
+        assert features_outputs is not None  # rank 0 always merges
         cache.record("features", features_inputs, features_outputs, [Path(features_outputs["file"])])
     if features_outputs.get("dropped"):
         plan = plan.drop(np.asarray(features_outputs["dropped"], dtype=np.int64))
@@ -328,6 +326,37 @@ def bootstrap(options: BootstrapOptions) -> BootstrapResult:
     )
 
 
+def _sources_and_plan(
+    spec: DatasetSpec, options: BootstrapOptions, work: Path, cache: StepCache
+) -> tuple[dict[str, str], dict[str, Any], Any, Any, Path, ImagePlan]:
+    """Steps 1 and 2: ``(urls, source ids, xlsa17 meta, layout, plan file, plan)``."""
+    if options.weights != "random" and not (cache.folder / "features.json").is_file():
+        # Hub or file weights can be missing; find out (in seconds) before downloading gigabytes of images.
+        _create_backbone(options)
+        cache.lap("backbone")
+
+    # 1. sources (download + extract are individually cached by acmr_core.download)
+    roots, urls, source_ids = _source_roots(spec, options)
+    meta = load_xlsa17_meta(roots["xlsa17"], spec, urls["xlsa17"])
+    layout = spec.locate(roots, urls)
+    cache.record("sources", {"dataset": spec.key}, {"sources": source_ids}, [])
+
+    # 2. plan
+    plan_path = work / "plan.json"
+    plan_inputs = {"dataset": spec.key, "sources": source_ids}
+    if cache.done("plan", plan_inputs) is None:
+        cache.invalidate_after("plan")
+        plan = plan_images(spec, layout, meta)
+        work.mkdir(parents=True, exist_ok=True)
+        plan_path.write_text(json.dumps(plan.to_json()))
+        cache.record(
+            "plan", plan_inputs, {"origin": plan.origin, "n_images": len(plan.relative_paths)}, [plan_path]
+        )
+    plan = ImagePlan.from_json(json.loads(plan_path.read_text()))
+    log.info("%s: %d images (%s)", spec.xlsa17, len(plan.relative_paths), plan.origin)
+    return urls, source_ids, meta, layout, plan_path, plan
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Steps 3, 5, 6 (they call the other modules)
 
@@ -342,48 +371,53 @@ def _create_backbone(options: BootstrapOptions) -> Any:
 
 
 def _extract_features(
-    plan: ImagePlan, class_names: list[str], options: BootstrapOptions, work: Path, inputs_sha256: str
-) -> dict[str, Any]:
+    plan: ImagePlan,
+    class_names: list[str],
+    options: BootstrapOptions,
+    work: Path,
+    inputs_sha256: str,
+    session: Session | None = None,
+) -> dict[str, Any] | None:
     """Features of every planned image, in plan order, written as one acmr features file.
 
     Extraction is the long step (tens of minutes on a CPU), so it runs in shards of :data:`SHARD_IMAGES`
-    images, each saved as it completes: an interrupted run resumes at the first missing shard.
+    images, each saved as it completes: an interrupted run resumes at the first missing shard. In a
+    distributed ``session`` the shards are shared out between the ranks; rank 0 merges and returns the
+    outputs, the other ranks ``None``.
     """
     from acmr_core.extract import FeatureSet, save_features
+    from acmr_core.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
 
-    backbone = _create_backbone(options)
+    session = session or Session()
+    backbone = session.agreed(lambda: _create_backbone(options))
     shards = work / f"features.shards-{inputs_sha256[:16]}"
-    for stale in work.glob("features.shards-*"):
-        if stale != shards:
-            shutil.rmtree(stale, ignore_errors=True)  # made for other inputs: never mixed in
-    shards.mkdir(parents=True, exist_ok=True)
-    starts = range(0, len(plan.paths), SHARD_IMAGES)
+    if session.is_root:
+        for stale in work.glob("features.shards-*"):
+            if stale != shards:
+                shutil.rmtree(stale, ignore_errors=True)  # made for other inputs: never mixed in
+    job = ShardJob(
+        backbone.identity,
+        image_list_sha256(plan.relative_paths, plan.labels, class_names),
+        ShardLayout.plan(len(plan.paths), options.batch_size, options.shard_images or SHARD_IMAGES),
+    )
     log.info(
         "extracting features of %d images with %s (%d shards)",
-        len(plan.paths), backbone.identity.describe(), len(starts),
+        len(plan.paths), backbone.identity.describe(), job.layout.count,
     )  # fmt: skip
-    chunks, kept, failures = [], [], []
-    for number, start in enumerate(starts):
-        features, shard_kept, shard_failures = _extract_shard(
-            backbone,
-            plan,
-            start,
-            shards / f"{number:05d}.safetensors",
-            options,
-            f"{number + 1}/{len(starts)}",
-        )
-        chunks.append(features)
-        kept.extend(start + shard_kept)
-        failures.extend((start + index, reason) for index, reason in shard_failures)
-    if not kept:
+    merged = extract_in_shards(
+        backbone, plan.paths, job, shards, session, workers=options.workers, progress=options.progress
+    )
+    if merged is None:
+        return None
+    features, kept, failures = merged
+    if not len(kept):
         raise DataError(f"none of the {len(plan.paths)} images under {plan.images_root} could be read")
     if failures:
         log.warning("%d of %d images could not be read; they leave the split", len(failures), len(plan.paths))
-    kept_array = np.asarray(kept, dtype=np.int64)
     feature_set = FeatureSet(
-        features=np.concatenate(chunks),
-        labels=plan.labels[kept_array],
-        image_paths=[plan.relative_paths[index] for index in kept_array],
+        features=features,
+        labels=plan.labels[kept],
+        image_paths=[plan.relative_paths[index] for index in kept],
         class_names=list(class_names),
         identity=backbone.identity,
         skipped=[{"path": plan.relative_paths[index], "reason": reason} for index, reason in failures],
@@ -398,34 +432,16 @@ def _extract_features(
     }
 
 
-def _extract_shard(
-    backbone: Any, plan: ImagePlan, start: int, path: Path, options: BootstrapOptions, label: str
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    """One shard's (features, kept indices, failures), indices relative to ``start``; reused when on disk."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file, save_file
-
-    from acmr_core.extract import extract_paths
-
-    if path.is_file():
-        try:
-            tensors = load_file(str(path))
-            with path.with_suffix(".json").open() as handle:
-                failures = [(int(index), str(reason)) for index, reason in json.load(handle)]
-            log.info("features shard %s: done earlier, reused", label)
-            return tensors["features"], tensors["kept"], failures
-        except (SafetensorError, OSError, ValueError, KeyError, TypeError):
-            log.warning("features shard %s is damaged; extracting it again", label)
-    paths = plan.paths[start : start + SHARD_IMAGES]
-    log.info("features shard %s: %d images", label, len(paths))
-    features, kept, failures = extract_paths(
-        backbone, paths, batch_size=options.batch_size, workers=options.workers, progress=options.progress
-    )
-    path.with_suffix(".json").write_text(json.dumps(failures))
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"features": np.ascontiguousarray(features), "kept": kept.astype(np.int64)}, str(tmp))
-    tmp.replace(path)  # the shard counts as done only once complete
-    return features, kept.astype(np.int64), failures
+def _extract_features_as_helper(options: BootstrapOptions, work: Path, session: Session) -> None:
+    """A rank other than 0: wait for rank 0's sources and plan, then extract its share of the shards."""
+    session.agree()  # pairs with rank 0's steps 1-2 (which may take as long as the download)
+    order = session.broadcast(None)
+    if order is None:
+        log.info("%s: the features are up to date; nothing to do here", session.describe())
+        return
+    plan = ImagePlan.from_json(order["plan"])
+    _extract_features(plan, list(order["classes"]), options, work, order["sha"], session)
+    log.info("%s: its shards are done; rank 0 trains and writes the bundle", session.describe())
 
 
 def _load_feature_matrix(path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -199,11 +200,14 @@ def extract_paths(
     workers: int = 0,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Features of the images at ``paths``.
 
     Returns ``(features, kept_indices, failures)``: ``features[i]`` belongs to ``paths[kept_indices[i]]``;
     ``failures`` lists ``(index, one-line reason)`` of the images that could not be read (each is logged).
+    Images are batched in order (``paths[0:b]``, ``paths[b:2b]``…), which is what lets a sharded run give the
+    same floats (:mod:`acmr_core.sharding`). ``on_batch(n)`` is told how many images each batch settled.
     """
     dataset = _ImageDataset(paths, backbone.transform, max_pixels)
     loader = DataLoader(
@@ -227,6 +231,8 @@ def extract_paths(
                 _warn_skipped(len(failures), paths[index], reason)
                 failures.append((index, reason))
             bar.update(len(indices) + len(batch_failures))
+            if on_batch is not None:
+                on_batch(len(indices) + len(batch_failures))
     return features[: len(kept)], np.asarray(kept, dtype=np.int64), failures
 
 
@@ -249,6 +255,17 @@ def extract_features(
     features, kept, failures = extract_paths(
         backbone, images.absolute_paths(), batch_size, workers, progress, max_pixels
     )
+    return feature_set_of(images, backbone.identity, features, kept, failures)
+
+
+def feature_set_of(
+    images: ImageList,
+    identity: BackboneIdentity,
+    features: np.ndarray,
+    kept: np.ndarray,
+    failures: Sequence[tuple[int, str]],
+) -> FeatureSet:
+    """The :class:`FeatureSet` of an extraction over ``images`` (``kept``/``failures`` index its paths)."""
     if len(kept) == 0:
         raise DataError(f"none of the {len(images.paths)} images under {images.root} could be read")
     return FeatureSet(
@@ -256,7 +273,7 @@ def extract_features(
         labels=images.labels[kept],
         image_paths=[images.paths[index] for index in kept],
         class_names=list(images.class_names),
-        identity=backbone.identity,
+        identity=identity,
         skipped=[{"path": images.paths[index], "reason": reason} for index, reason in failures],
     )
 
@@ -277,8 +294,25 @@ def save_features(path: str | Path, feature_set: FeatureSet) -> Path:
         "skipped": json.dumps(feature_set.skipped),
     }
     data = save({"features": feature_set.features, "labels": feature_set.labels}, metadata=metadata)
-    _atomic_write(path, data)
+    atomic_write(path, canonical_safetensors(data))
     return path
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` with its header keys sorted, so that the same tensors and metadata always give the same bytes.
+
+    safetensors writes the header metadata in the order of a Rust hash map, which is seeded per process: two
+    processes saving identical features would otherwise write different files. Only the JSON header is
+    rewritten (offsets are explicit in it); it stays padded to 8 bytes, as safetensors writes it.
+    """
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    ordered = {key: header[key] for key in sorted(header)}
+    if "__metadata__" in ordered:
+        ordered["__metadata__"] = dict(sorted(ordered["__metadata__"].items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
 
 
 def load_features(path: str | Path, expected: BackboneIdentity | None = None) -> FeatureSet:
@@ -336,11 +370,11 @@ def write_res101_mat(path: str | Path, feature_set: FeatureSet) -> Path:
     }
     path = Path(path)
     # The temporary-file wrapper delegates attributes, which scipy's `dir()` check misses: pass the real file.
-    _atomic_write(path, lambda handle: savemat(handle.file, content, do_compression=False))
+    atomic_write(path, lambda handle: savemat(handle.file, content, do_compression=False))
     return path
 
 
-def _atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
+def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(

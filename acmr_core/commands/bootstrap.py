@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from acmr_core.commands._args import positive_int
+
 # Kept in step with acmr_core.sources.SOURCES (not imported here so `acmr --help` stays instant).
 URL_FLAGS = (
     ("cub", "--cub-url", "ACMR_CUB_URL", "CUB_200_2011.tgz"),
@@ -60,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding workers"
     )
     parser.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=None,
+        help="images per features shard (default 2048): the unit of resuming, and of work per process "
+        "under torchrun (use about images / (4 x processes) there)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=20.0, help="seconds without an answer before giving up"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -77,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from acmr_core.bootstrap import BootstrapOptions, bootstrap
+    from acmr_core.distributed import ReportedByRoot, distributed_session
     from acmr_core.errors import ACMRError
     from acmr_core.runtime import resolve_device
 
@@ -90,24 +100,31 @@ def run(args: argparse.Namespace) -> int:
         for name, *_ in URL_FLAGS
         if getattr(args, f"url_{name.replace('-', '_')}")
     }
-    result = bootstrap(
-        BootstrapOptions(
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            weights=args.weights,
-            device=args.device,
-            out=args.out,
-            checkpoints=args.checkpoints,
-            epochs=args.epochs,
-            seed=args.seed,
-            selection=args.selection,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            timeout=args.timeout,
-            urls=urls,
-            progress=not args.no_progress,
-        )
+    options = BootstrapOptions(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        weights=args.weights,
+        device=args.device,
+        out=args.out,
+        checkpoints=args.checkpoints,
+        epochs=args.epochs,
+        seed=args.seed,
+        selection=args.selection,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        shard_images=args.shard_size,
+        timeout=args.timeout,
+        urls=urls,
+        progress=not args.no_progress,
     )
+    # Under torchrun every rank extracts its share of the features; rank 0 does everything else.
+    with distributed_session(args.device) as session:
+        try:
+            result = bootstrap(options, session)
+        except ReportedByRoot:
+            return 2
+    if result is None:  # not rank 0
+        return 0
     metrics = result.metrics
     print(
         f"{args.dataset}: U {metrics['U']:.2f}  S {metrics['S']:.2f}  H {metrics['H']:.2f}  "
