@@ -4,24 +4,24 @@ People describe a class in words ("a small red bird with black wings and a hooke
 attribute names (``colour: red``, ``has_wing_color::black``, ``furry``, ``sailing/ boating``). This module
 bridges the two without a language model:
 
-1. **A vocabulary from the names.** Each attribute name is parsed into a *part* (what it is about: ``wing``,
-   ``bill``, ``background``; none for the whole object) and a *value phrase* (``black``, ``hooked``,
-   ``small``). Group words that only say which facet it is (colour, pattern, shape, size…) are dropped; a
-   ``primary``/``main`` group is the whole object.
-2. **General English on both sides.** Text and names go through the same normalisation: lower case, plurals and
+1. **A vocabulary from the names.** Each attribute name is parsed into a *part* (what it is about:
+   ``wing``, ``bill``, ``background``; none for the whole object) and a *value phrase* (``black``,
+   ``hooked``, ``small``). Group words that only say which facet it is (colour, pattern, shape, size…) are
+   dropped; a ``primary``/``main`` group is the whole object.
+2. **General English on both sides.** Text and names go through the same normalisation: lower case, plurals,
    ``-ing``/``-ed`` forms, and a curated thesaurus of general words mapped to shared concepts (``violet`` →
    purple, ``spotty``/``speckled``/``dots`` → spotted, ``big`` → large, ``trio`` → three, ``beak`` → bill…).
-   Some concepts have fallbacks tried only when the group has no better value (``black`` → dark, ``tiny`` →
-   small, ``solitary`` → one).
+   Some concepts have fallbacks, tried only when the group has no better value (``black`` → dark, ``tiny``
+   → small, ``solitary`` → one).
 3. **Part-aware reading.** A value binds to the part it describes: the part after it (``black wings``,
    ``red and white wings``, ``black spotted wings``) or before it (``the wings are black``,
-   ``has_wing_color::black``). A value bound to nothing, or to the whole (``a red bird``), sets a group without
-   a part; failing that, a group of the one part that has that value (``on dark`` → background, ``crested``
-   → head pattern).
+   ``has_wing_color::black``). A value bound to nothing, or to the whole (``a red bird``), sets a group
+   without a part; failing that, a group of the one part that has that value (``on dark`` → background,
+   ``crested`` → head pattern).
 
 Only what the text mentions is set (1, or 0.5 when hedged: "slightly striped"); negated values ("no stripes",
-"not striped") are not set. Nothing recognised raises :class:`~acmr_core.errors.UserClassError`, as does a text
-longer than :data:`MAX_DESCRIPTION_CHARS`.
+"not striped") are not set. Nothing recognised raises :class:`~acmr_core.errors.UserClassError`, as does a
+text longer than :data:`MAX_DESCRIPTION_CHARS`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,19 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from acmr_core.bundle import GROUP_SEPARATORS, attribute_group
 from acmr_core.errors import UserClassError
 
+#: Most example images read for one class (each is a backbone forward: about half a second on a CPU).
+MAX_EXAMPLE_IMAGES = 10
 #: Longest description accepted (a few paragraphs); longer texts are refused, not silently cut.
 MAX_DESCRIPTION_CHARS = 2000
 SET_VALUE = 1.0
 HEDGED_VALUE = 0.5
 
-# ---- the thesaurus: general English, concept -> words (the concept's own name is one of them) ---------------
+# ---- the thesaurus: general English, concept -> words (the concept's own name is one of them) ------------
 
 _COLOURS = {
     "red": "red crimson scarlet ruby maroon cherry vermilion carmine burgundy reddish",
@@ -58,7 +62,7 @@ _COLOURS = {
     "white": "white snowy ivory whitish",
     "black": "black jet ebony inky blackish",
     "iridescent": "iridescent shimmering opalescent metallic",
-    "multicolored": "multicolored multicoloured multicolor multicolour colorful colourful variegated motley rainbow",
+    "multicolored": "multicolored multicoloured multicolor multicolour colorful colourful variegated motley",
 }
 _LIGHTNESS = {
     "dark": "dark darkened dim shadowy gloomy unlit",
@@ -104,7 +108,7 @@ _PARTS = {
 #: Words for the whole object: a value bound to one of them describes the object, not a part of it.
 WHOLE = "(whole)"
 _WHOLE_WORDS = "body bird animal creature plumage feather object thing item figure shape"
-#: Concept -> concepts tried, in order, when the group a value binds to has no attribute for the concept itself.
+#: Concept -> concepts tried, in order, when the group a value binds to has no attribute for the concept.
 FALLBACKS: dict[str, tuple[str, ...]] = {
     "black": ("dark",),
     "white": ("light",),
@@ -160,28 +164,33 @@ _DATASET_SPELLINGS = {
 }
 _IRREGULAR_PLURALS = {"teeth": "tooth", "feet": "foot", "geese": "goose", "mice": "mouse", "people": "person"}
 
-# ---- word classes used by the reader ------------------------------------------------------------------------
+
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# ---- word classes used by the reader ---------------------------------------------------------------------
 
 _ARTICLES = frozenset({"a", "an", "the", "its", "their", "his", "her", "some", "any"})
 _NEGATORS = frozenset({"no", "not", "without", "never", "non", "nor", "neither", "lacking", "lacks"})
 _HEDGES = frozenset({"slightly", "somewhat", "partly", "partially", "faintly", "mildly", "semi"})
 _INTENSIFIERS = frozenset({"very", "really", "extremely", "quite", "rather", "fairly", "pretty", "so", "too"})
 #: Words saying which facet a value is (skipped when binding: "light-coloured background", "wing colour red").
-_FACET_WORDS = frozenset(
-    "colour color coloured colored hue shade tone toned pattern patterned shape shaped size sized count number "
-    "length like".split()
+_FACET_WORDS = _word_set(
+    "colour color coloured colored hue shade tone toned pattern patterned shape shaped size sized count "
+    "number length like"
 )
 #: Words between a part and its value after it ("the wings are black", "wings: black").
-_LINKERS = frozenset(
-    "is are was were be been being that which look looks appear appears seem seems mostly mainly all entirely "
-    "completely largely : -".split()
+_LINKERS = _word_set(
+    "is are was were be been being that which look looks appear appears seem seems mostly mainly all "
+    "entirely completely largely : -"
 )
 _CONJUNCTIONS = frozenset({"and", "or", "&", "/", ","})
 _BREAKS = frozenset({".", ";", "!", "?", "(", ")", "but", "while", "whereas"})
 _PRONOUN_BEFORE_ONE = frozenset({"each", "every", "which", "this", "that", "another", "other", "no"})
-_PREPOSITIONS = frozenset(
+_PREPOSITIONS = _word_set(
     "on in at of with against over from by for to into onto inside near above below behind beside has have "
-    "having it they them this these those there".split()
+    "having it they them this these those there"
 )
 # Words dropped from attribute names when building value phrases ("about_the_same_as_head" -> "same").
 _NAME_STOPWORDS = frozenset(
@@ -431,15 +440,13 @@ class _Reader:
         ]
 
     def is_value(self, token: Token) -> bool:
-        return (
-            token.concept is not None
-            and token.concept not in {WHOLE, *_PARTS}
-            or any(term.phrase[0] & token.keys for term in self.vocabulary.terms)
+        return (token.concept is not None and token.concept not in {WHOLE, *_PARTS}) or any(
+            term.phrase[0] & token.keys for term in self.vocabulary.terms
         )
 
     # -- binding a value to a part
     def bind_forward(self, end: int) -> tuple[bool, str | None, bool]:
-        """(found, part, through a list) for the noun after a value: ``black wings``, ``red and white wings``."""
+        """(found, part, through a list) of the noun after a value: ``black wings``, ``red, white wings``."""
         tokens, position, unknown_budget, through_list = self.tokens, end, 1, False
         previous_adjective = tokens[end - 1].adjective
         while position < len(tokens) and position < end + 8:
@@ -557,8 +564,9 @@ class _Reader:
         unknown = tuple(
             dict.fromkeys(
                 token.text
-                for token, used in zip(tokens, self.used, strict=True)
+                for position, (token, used) in enumerate(zip(tokens, self.used, strict=True))
                 if not used
+                and self.part_at(position) is None
                 and token.text.isalpha()
                 and len(token.text) > 2
                 and token.concept is None
@@ -618,7 +626,7 @@ class _Reader:
 
 
 def read_description(text: object, attribute_names: Sequence[str]) -> Reading:
-    """Read ``text`` against ``attribute_names``; refuses non-text, over-long and unrecognised descriptions."""
+    """Read ``text`` against ``attribute_names``; refuses non-text, over-long and unrecognised texts."""
     if not isinstance(text, str):
         raise UserClassError(f"a description must be text, got {type(text).__name__}")
     if len(text) > MAX_DESCRIPTION_CHARS:
@@ -644,3 +652,38 @@ def _examples(attribute_names: Sequence[str], count: int = 3) -> str:
         seen_groups.setdefault(attribute_group(name), name)
     chosen = list(seen_groups.values())[:count] or list(attribute_names[:count])
     return ", ".join(repr(name) for name in chosen)
+
+
+# ---- attributes from example images ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageReadings:
+    """What the model reads in example images of a class: one row per image (values in [0, 1]), averaged."""
+
+    attribute_names: tuple[str, ...]
+    labels: tuple[str, ...]  # one per image read
+    values: np.ndarray  # (images, attributes), each row the semantic decoder's reading of one image
+    refused: tuple[tuple[str, str], ...] = ()  # (image, why) for the images that could not be read
+
+    @property
+    def average(self) -> dict[str, float]:
+        mean = self.values.mean(axis=0)
+        return {name: round(float(value), 4) for name, value in zip(self.attribute_names, mean, strict=True)}
+
+    def rows(self, count: int | None = None) -> tuple[list[str], list[list[object]]]:
+        """(header, rows) of the strongest average attributes with each image's reading and the spread
+        (largest minus smallest reading: where the images disagree)."""
+        mean = self.values.mean(axis=0)
+        order = np.argsort(-mean, kind="stable")[: count or len(mean)]
+        header = ["attribute", "average", "spread", *self.labels]
+        rows = [
+            [
+                self.attribute_names[index],
+                round(float(mean[index]), 2),
+                round(float(np.ptp(self.values[:, index])), 2),
+                *(round(float(value), 2) for value in self.values[:, index]),
+            ]
+            for index in order
+        ]
+        return header, rows
