@@ -530,7 +530,7 @@ class _Reader:
                 break
             if word in _NEGATORS:
                 negated = True
-            if word in _HEDGES and position >= start - 2:
+            if word in _HEDGES and position == start - 1:  # "slightly striped", not the noun after
                 value = HEDGED_VALUE
         return negated, value
 

@@ -13,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "describe",
         help="turn a free description into attribute values of a bundle (to define a class)",
         description=(
-            "Read a free description (e.g. 'a small red bird with black wings and a hooked bill') against the "
-            "attribute names of a bundle and print the attributes it sets, values in [0, 1]. Only what the "
+            "Read a free description (e.g. 'a small red bird with black wings') against the attribute "
+            "names of a bundle and print the attributes it sets, values in [0, 1]. Only what the "
             "text mentions is set; nothing is added to the bundle (use the app or /define_class for that)."
         ),
     )
