@@ -34,41 +34,12 @@ XLSA17 = Path(os.environ.get("ACMR_XLSA17", REPO_ROOT.parent / "shared" / "data"
 DEMO_BUNDLE = REPO_ROOT / "checkpoints" / "demo-world"
 
 
-def group_scores(cases: Sequence[dict], names: Sequence[str]) -> dict[str, float]:
-    """Mentioned groups read right and unmentioned groups wrongly set (counts and shares)."""
-    from acmr_core.bundle import attribute_group
-    from acmr_core.describe import read_description
-    from acmr_core.errors import UserClassError
+def group_scores(cases: Sequence[dict], names: Sequence[str]) -> dict[str, int]:
+    from dataclasses import asdict
 
-    groups = sorted({attribute_group(name) for name in names})
-    right = mentioned = wrong = unmentioned = 0
-    for case in cases:
-        try:
-            values = read_description(case["text"], names).values
-        except UserClassError:
-            values = {}
-        for group in groups:
-            got = {name for name, value in values.items() if value >= 0.5 and attribute_group(name) == group}
-            wanted = {
-                name
-                for name in names
-                if attribute_group(name) == group and value_of(name) in case["groups"].get(group, [])
-            }
-            if group in case["groups"]:
-                mentioned, right = mentioned + 1, right + (got == wanted)
-            else:
-                unmentioned, wrong = unmentioned + 1, wrong + bool(got)
-    return {
-        "descriptions": len(cases),
-        "mentioned": mentioned,
-        "right": right,
-        "unmentioned": unmentioned,
-        "wrongly_set": wrong,
-    }
+    from acmr_core.describe import score_descriptions
 
-
-def value_of(name: str) -> str:
-    return name.split("::", 1)[1] if "::" in name else name.split(": ", 1)[1]
+    return asdict(score_descriptions(cases, names))
 
 
 def median_ms(samples: Sequence[float]) -> float:
