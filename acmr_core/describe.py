@@ -298,7 +298,15 @@ class Vocabulary:
     attribute_names: tuple[str, ...]
     terms: tuple[Term, ...]
     parts: tuple[tuple[tuple[frozenset[str], ...], str], ...]  # (part phrase, label), longest first
-    max_phrase: int = field(default=1)
+    by_first_key: dict[str, tuple[Term, ...]] = field(default_factory=dict, compare=False)
+
+    def starting_with(self, token: Token) -> list[Term]:
+        """Terms whose phrase can start with ``token`` (an index: CUB has over 300 terms)."""
+        found: dict[int, Term] = {}
+        for key in token.keys:
+            for term in self.by_first_key.get(key, ()):
+                found[id(term)] = term
+        return list(found.values())
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> Vocabulary:
@@ -361,8 +369,12 @@ def _vocabulary(names: tuple[str, ...]) -> Vocabulary:
         for phrase in _value_phrases(value, part[0] if part else None):
             terms.append(Term(name, part[0] if part else None, part[1] if part else "", phrase))
     ordered_parts = tuple(sorted(parts.items(), key=lambda item: -len(item[0])))
-    longest = max((len(term.phrase) for term in terms), default=1)
-    return Vocabulary(names, tuple(terms), ordered_parts, longest)
+    by_first_key: dict[str, list[Term]] = {}
+    for term in terms:
+        for key in term.phrase[0]:
+            by_first_key.setdefault(key, []).append(term)
+    index = {key: tuple(found) for key, found in by_first_key.items()}
+    return Vocabulary(names, tuple(terms), ordered_parts, index)
 
 
 # ---- reading a description ---------------------------------------------------------------------------------
@@ -429,21 +441,24 @@ class _Reader:
 
     def terms_at(self, position: int) -> list[Term]:
         """Terms whose whole phrase starts at ``position``, longest phrase first."""
-        found = [term for term in self.vocabulary.terms if _phrase_at(self.tokens, position, term.phrase)]
+        found = [
+            term
+            for term in self.vocabulary.starting_with(self.tokens[position])
+            if _phrase_at(self.tokens, position, term.phrase)
+        ]
         return sorted(found, key=lambda term: -len(term.phrase))
 
     def fallback_terms(self, token: Token) -> list[Term]:
         return [
             term
             for concept in token.fallbacks
-            for term in self.vocabulary.terms
-            if len(term.phrase) == 1 and concept in term.phrase[0]
+            for term in self.vocabulary.by_first_key.get(concept, ())
+            if len(term.phrase) == 1
         ]
 
     def is_value(self, token: Token) -> bool:
-        return (token.concept is not None and token.concept not in {WHOLE, *_PARTS}) or any(
-            term.phrase[0] & token.keys for term in self.vocabulary.terms
-        )
+        known_value = token.concept is not None and token.concept not in {WHOLE, *_PARTS}
+        return known_value or bool(self.vocabulary.starting_with(token))
 
     # -- binding a value to a part
     def bind_forward(self, end: int) -> tuple[bool, str | None, bool]:
@@ -501,7 +516,7 @@ class _Reader:
         return False, None
 
     def single_part_owner(self, token: Token) -> str | None:
-        labels = {term.part_label for term in self.vocabulary.terms if term.phrase[0] & token.keys}
+        labels = {term.part_label for term in self.vocabulary.starting_with(token)}
         if len(labels) == 1 and "" not in labels and not token.adjective:
             return next(iter(labels))
         return None
