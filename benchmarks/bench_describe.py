@@ -150,7 +150,7 @@ def main() -> int:
     cub_names = [line.split(" ", 1)[1].strip() for line in cub_lines if line.strip()]
     accuracy = {
         "demo world (written before the matcher)": group_scores(data["demo"], demo_names),
-        "demo world, held out 1 (scored once before two fixes)": group_scores(
+        "demo world, held out 1 (scored, then used for three fixes)": group_scores(
             data["demo_held_out"], demo_names
         ),
         "demo world, held out 2 (never used to change the matcher)": group_scores(
