@@ -127,7 +127,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     placeholder="e.g. red dotted ball",
                     elem_id="class-name",
                 )
-                describe = describe_panel(examples)  # issue 15: fill the editor from words or images
+                describe = describe_panel(example_gallery(examples_dir))  # issue 15: words or images
                 with gr.Row():
                     start_from = gr.Dropdown(default.class_names(), label="Start from class", scale=3)
                     copy_button = gr.Button("Copy its attributes", scale=1)
