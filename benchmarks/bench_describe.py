@@ -157,6 +157,7 @@ def main() -> int:
             data["demo_held_out_2"], demo_names
         ),
         "CUB, 312 attributes": group_scores(data["cub"], cub_names),
+        "CUB, held out (never used to change the matcher)": group_scores(data["cub_held_out"], cub_names),
     }
     every_demo = data["demo"] + data["demo_held_out"] + data["demo_held_out_2"]
     text = {
