@@ -99,6 +99,14 @@ class DescribePanel:
             api_visibility="private",
         )
 
+        # Another bundle has other attributes: what was read for the previous one no longer applies.
+        bundle.change(
+            lambda _: ("", gr.update(value=None, visible=False)),
+            [bundle],
+            [self.status, self.readings],
+            api_visibility="private",
+        )
+
         if self.gallery is not None:
             examples = self.examples
 
