@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "extract",
     "bundle",
     "predict",
+    "describe",
     "build_demo",
     "serve",
     "bootstrap",

@@ -37,7 +37,8 @@ import plotly.graph_objects as go
 import torch
 
 from acmr_core.bundle import attribute_group
-from acmr_core.errors import ACMRError, BundleError, UserClassError
+from acmr_core.describe import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
+from acmr_core.errors import ACMRError, BundleError, ImageError, UserClassError
 from acmr_core.latent_space import alignment_scores, place_points
 from acmr_core.plots import KINDS, LatentScene, QueryPoint, latent_figure
 from acmr_core.user_classes import (
@@ -339,6 +340,50 @@ class StudioService:
     def define_class_json(self, name: str, attributes_json: str) -> dict[str, Any]:
         """:meth:`define_class` with the attributes as a JSON object (the HTTP API's form)."""
         return self.define_class(name, parse_attributes_json(attributes_json))
+
+    # ---- describing a class (issue 15): words or example images -> editor values; nothing is added ------
+
+    def attributes_from_text(self, text: object) -> Reading:
+        """Read a free description against this bundle's attributes: only what it mentions is set."""
+        return read_description(text, self.attribute_names)
+
+    def attributes_from_images(self, images: Sequence[Any]) -> ImageReadings:
+        """What the model reads in 1-10 example images (semantic decoder on each image's latent), averaged.
+
+        A bad image is refused with its own message and the others are still read; only when none can be read
+        is an :class:`ImageError` raised (listing why for each).
+        """
+        from acmr_core.images import describe_source, load_image
+
+        images = [image for image in images or [] if image is not None]
+        if not images:
+            raise ImageError(f"no images given; choose 1 to {MAX_EXAMPLE_IMAGES} images of the new class")
+        if len(images) > MAX_EXAMPLE_IMAGES:
+            raise ImageError(f"{len(images)} images given; use at most {MAX_EXAMPLE_IMAGES}")
+        features, labels, refused = [], [], []
+        for image in images:
+            try:
+                # One at a time: never more than one decoded photo (up to 64 MP) in memory.
+                features.append(self.backbone.features([load_image(image)])[0])
+                labels.append(describe_source(image))
+            except ImageError as error:
+                refused.append((describe_source(image), str(error)))
+        if not features:
+            raise ImageError("no image could be read: " + "; ".join(message for _, message in refused))
+        return ImageReadings(
+            tuple(self.attribute_names),
+            tuple(labels),
+            self._decode_attributes(np.stack(features)),
+            tuple(refused),
+        )
+
+    @torch.inference_mode()
+    def _decode_attributes(self, features: np.ndarray) -> np.ndarray:
+        """(images, attributes) in [0, 1]: ACMR's semantic decoder applied to each image's visual latent."""
+        scaled = self.bundle.scaler.transform(np.asarray(features, dtype=np.float32))
+        latent = self.model.visual_latent(torch.as_tensor(scaled, device=self.device))
+        decoded = self.model.decode_semantic(latent).float().cpu().numpy()
+        return np.clip(decoded / self._scale, 0.0, 1.0)
 
     def rename_class(self, old: str, new: str) -> dict[str, Any]:
         with self._write_lock:

@@ -23,6 +23,7 @@ from acmr_core.errors import ACMRError
 from acmr_core.plots import KINDS, QueryPoint
 from acmr_core.service import Prediction, ServiceRegistry, StudioService
 from app import EXAMPLES_DIR
+from app.describe import add_describe_api, describe_panel
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Two predictions at once keep both CPU cores busy; class edits are serialised by the service anyway.
@@ -126,6 +127,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     placeholder="e.g. red dotted ball",
                     elem_id="class-name",
                 )
+                describe = describe_panel(example_gallery(examples_dir))  # issue 15: words or images
                 with gr.Row():
                     start_from = gr.Dropdown(default.class_names(), label="Start from class", scale=3)
                     copy_button = gr.Button("Copy its attributes", scale=1)
@@ -269,6 +271,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             return service_for(bundle_name).apply_toggles(frame, selected or [])
 
         toggles.input(on_toggle, [toggles, editor, bundle], [editor], api_visibility="private")
+        describe.wire(service_for, bundle, editor, toggles)
 
         @user_errors
         def on_rename(old: str | None, new: str, bundle_name: str) -> tuple:
@@ -414,6 +417,7 @@ def build_api(service: StudioService) -> None:
     triggers[2].click(delete_class, api_name, api_json, api_name="delete_class", concurrency_id="classes")
     triggers[3].click(latent_space, None, api_plot, api_name="latent_space")
     triggers[4].click(catalog, None, api_json, api_name="catalog")
+    add_describe_api(service, user_errors)
 
 
 def example_gallery(folder: Path) -> list[str]:
