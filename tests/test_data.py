@@ -139,6 +139,32 @@ def test_corrupt_missing_key_and_shape_errors(tmp_path: Path, tiny_root: Path) -
     assert "1-based" in _one_line(error)
 
 
+def test_train_and_val_locs_that_share_a_class_are_refused(tmp_path: Path, tiny_root: Path) -> None:
+    folder = tmp_path / "X"
+    shutil.copytree(tiny_root / "TINY", folder)
+    mat = scipy.io.loadmat(str(folder / "att_splits.mat"))
+    # One image of a validation-train class (an image that is also in trainval) moved into val_loc too.
+    trainval = set(mat["trainval_loc"].ravel().tolist())
+    shared = next(loc for loc in mat["train_loc"].ravel() if loc in trainval)
+    mat["val_loc"] = np.concatenate([mat["val_loc"].ravel(), [shared]]).reshape(-1, 1)
+    scipy.io.savemat(str(folder / "att_splits.mat"), {k: v for k, v in mat.items() if not k.startswith("__")})
+    with pytest.raises(DataError) as error:
+        load_xlsa17(tmp_path, "X")
+    assert "train_loc and val_loc share classes" in _one_line(error)
+
+
+def test_data_without_any_validation_split_has_none(tmp_path: Path, tiny_root: Path) -> None:
+    folder = tmp_path / "X"
+    shutil.copytree(tiny_root / "TINY", folder)
+    mat = scipy.io.loadmat(str(folder / "att_splits.mat"))
+    kept = {k: v for k, v in mat.items() if not k.startswith("__") and k not in ("train_loc", "val_loc")}
+    scipy.io.savemat(str(folder / "att_splits.mat"), kept)
+    for name in ("trainclasses1.txt", "valclasses1.txt"):
+        (folder / name).unlink(missing_ok=True)
+    data = load_xlsa17(tmp_path, "X")
+    assert not data.has_validation_split and data.val_split_source == ""
+
+
 def test_locs_out_of_range(tmp_path: Path, tiny_root: Path) -> None:
     folder = tmp_path / "X"
     shutil.copytree(tiny_root / "TINY", folder)
