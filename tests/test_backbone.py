@@ -27,9 +27,19 @@ from acmr_core.backbone import (
 )
 from acmr_core.errors import BackboneError
 
-# The seed-0 random weights are what the shipped demo bundle was built with; their hash must be the same on
-# every machine, or that bundle would be refused there. A change here means "existing bundles break".
-SEED0_SHA256 = "0bf61ccb5529e1c301d9e8f40fc2d8c6769fc7e2b33625362e829c03445f361e"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_BACKBONE = REPO_ROOT / "checkpoints" / "demo-world" / "backbone.json"
+
+
+def shipped_seed0_identity() -> dict:
+    """The backbone identity the shipped demo bundle records: the seed-0 random weights it was built with.
+
+    Their hash must be the same on every machine, or that bundle would be refused there; it is read from the
+    bundle (never repeated here), so a rebuilt bundle needs no test edit, and a changed hash fails.
+    """
+    identity = json.loads(DEMO_BACKBONE.read_text())
+    assert identity["weight_source"] == "random(seed=0)", f"{DEMO_BACKBONE} is not the seed-0 random backbone"
+    return identity
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,12 +109,13 @@ def test_transform_comes_from_the_timm_data_config(backbone: Backbone) -> None:
 
 
 def test_random_weights_are_reproducible(backbone: Backbone) -> None:
-    assert backbone.identity.weights_sha256 == SEED0_SHA256
-    assert backbone.identity.weight_source == "random(seed=0)"
+    shipped = shipped_seed0_identity()
+    assert backbone.identity.weights_sha256 == shipped["weights_sha256"]
+    assert backbone.identity.weight_source == shipped["weight_source"]
     rebuilt = create_backbone("random", device="cpu", seed=0, use_cache=False)
     assert rebuilt.identity == backbone.identity
     other_seed = seeded_random_state_dict(rebuilt.model, seed=1)
-    assert state_dict_sha256(other_seed) != SEED0_SHA256
+    assert state_dict_sha256(other_seed) != shipped["weights_sha256"]
 
 
 def test_random_weights_keep_timm_init_statistics(backbone: Backbone) -> None:

@@ -50,7 +50,11 @@ def test_calibrated_stacking_shifts_seen_scores() -> None:
 
 def test_selection_table_matches_sklearn_metrics() -> None:
     rng = np.random.default_rng(0)
-    logits_seen, logits_unseen = torch.randn(40, 6), torch.randn(30, 6)
+    generator = torch.Generator().manual_seed(0)
+    logits_seen, logits_unseen = (
+        torch.randn(40, 6, generator=generator),
+        torch.randn(30, 6, generator=generator),
+    )
     labels_seen = torch.as_tensor(rng.integers(0, 3, 40))
     labels_unseen = torch.as_tensor(rng.integers(3, 6, 30))
     seen_mask = torch.tensor([1.0, 1, 1, 0, 0, 0])
