@@ -51,10 +51,36 @@ def example_images() -> list[Path]:
     return images
 
 
+PORT_ATTEMPTS = 5
+
+
 def free_port() -> int:
+    """A port the kernel just handed out as free (bound to port 0, read back, released).
+
+    Gradio cannot serve on port 0 itself (it builds its URL from the requested port and checks it, so
+    ``launch(server_port=0)`` fails), so a server here takes a port from this and, should another process have
+    taken it meanwhile, starts again on a new one (:func:`launch_on_a_free_port`).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def launch_on_a_free_port(demo) -> int:
+    """Launch ``demo`` on a free loopback port and return it (retried if the port was taken meanwhile)."""
+    from app import launch
+
+    for _ in range(PORT_ATTEMPTS - 1):
+        port = free_port()
+        try:
+            launch(demo, port=port)
+            return port
+        except OSError as error:  # Gradio: "Cannot find empty port in range: N-N"
+            if "empty port" not in str(error):
+                raise
+    port = free_port()
+    launch(demo, port=port)
+    return port
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -125,7 +151,7 @@ def odd_valid_images(folder: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app on a free loopback port (in this process), torn down after the module."""
-    from app import create_app, launch
+    from app import create_app
 
     require_demo_bundle()
     demo = create_app(
@@ -134,8 +160,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         user_classes_dir=tmp_path_factory.mktemp("user_classes"),
         examples_dir=EXAMPLES_DIR,
     )
-    port = free_port()
-    launch(demo, port=port)
+    port = launch_on_a_free_port(demo)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app_api import HTML_NAME, REPO_ROOT, example_images, free_port, require_demo_bundle
+from tests.test_app_api import (
+    HTML_NAME,
+    PORT_ATTEMPTS,
+    REPO_ROOT,
+    example_images,
+    free_port,
+    require_demo_bundle,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,15 +54,16 @@ def _require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
 
 
-def _wait_until_served(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait_until_served(url: str, process: subprocess.Popen) -> bool:
+    """True once ``url`` answers; False if the app exited first (e.g. its port was taken)."""
+    deadline = time.monotonic() + START_TIMEOUT_S  # a hang guard for start-up, not a speed check
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"python -m app exited early with code {process.returncode}")
+            return False
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return
+                    return True
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"python -m app did not answer on {url} within {START_TIMEOUT_S} s")
@@ -63,32 +71,43 @@ def _wait_until_served(url: str, process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m app` in a subprocess on a free loopback port, user classes in a temporary folder."""
+    """`python -m app` in a subprocess on a free loopback port, user classes in a temporary folder.
+
+    Gradio cannot serve on port 0 (see tests.test_app_api.free_port): should the port be taken between the
+    pick and the app binding it, the app exits and is started again on a new port.
+    """
     _require_chromium()
     bundle = require_demo_bundle()
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    log_dir = tmp_path_factory.mktemp("app")
     # The listed bundles: the demo (given as --bundle) and one whose weights are missing.
     checkpoints = tmp_path_factory.mktemp("checkpoints")
     (checkpoints / BROKEN_BUNDLE).mkdir()
     shutil.copy(bundle / "manifest.json", checkpoints / BROKEN_BUNDLE / "manifest.json")
-    command = [
-        sys.executable, "-m", "app", "--bundle", str(bundle), "--port", str(port),
-        "--checkpoints", str(checkpoints), "--user-classes", str(tmp_path_factory.mktemp("user_classes")),
-    ]  # fmt: skip
+    user_classes = tmp_path_factory.mktemp("user_classes")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        command = [
+            sys.executable, "-m", "app", "--bundle", str(bundle), "--port", str(port),
+            "--checkpoints", str(checkpoints), "--user-classes", str(user_classes),
+        ]  # fmt: skip
+        log_path = log_dir / f"app-{attempt}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}/"
         try:
-            _wait_until_served(url, process)
-            yield url
+            if _wait_until_served(url, process):
+                yield url
+                return
+            if "empty port" not in log_path.read_text():
+                raise AssertionError(f"python -m app exited early with code {process.returncode}")
         finally:
             process.terminate()
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+    raise AssertionError(f"python -m app found no free port in {PORT_ATTEMPTS} attempts")
 
 
 def _choose(page, elem_id: str, option: str) -> None:
