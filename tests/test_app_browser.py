@@ -200,3 +200,69 @@ def test_a_broken_bundle_is_refused_and_the_choice_stays(app_url: str) -> None:
         ).first.click()  # the dropdown shows updates once it loses focus
         expect(choice).to_have_value(require_demo_bundle().name, timeout=30_000)
         browser.close()
+
+
+def _choose_labelled(page, label: str, option: str) -> None:
+    """Pick ``option`` in the (searchable) Gradio dropdown labelled ``label``."""
+    box = page.get_by_label(label, exact=True).first
+    box.click()
+    box.fill(option)
+    box.press("Enter")
+    box.press("Escape")
+
+
+def test_copy_rename_export_and_import_handlers(app_url: str, tmp_path: Path) -> None:
+    import json
+
+    from gradio_client import Client
+    from playwright.sync_api import expect, sync_playwright
+
+    catalog = Client(app_url, verbose=False).predict(api_name="/catalog")
+    source = catalog["classes"][0]
+    applies = [name for name, value in source["attributes"].items() if value >= 0.5]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500}, accept_downloads=True)
+        page.goto(app_url)
+        expect(page.get_by_text("ACMR zero-shot studio").first).to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Define a class").click()
+        status = page.locator("#define-status")
+
+        # Copy: a model class's attributes fill the "applies" list.
+        _choose_labelled(page, "Start from class", source["name"])
+        page.get_by_role("button", name="Copy its attributes").click()
+        toggles = page.locator("#attribute-toggles")
+        for attribute in applies:
+            expect(toggles).to_contain_text(attribute, timeout=30_000)
+
+        # Rename a class of ours.
+        page.locator("#class-name textarea, #class-name input").first.fill("to rename")
+        page.get_by_role("button", name="Add class").click()
+        expect(status).to_contain_text("Added to rename", timeout=30_000)
+        _choose(page, "chosen-class", "to rename")
+        page.get_by_label("New name", exact=True).fill("renamed")
+        page.get_by_role("button", name="Rename").click()
+        expect(status).to_contain_text("Renamed to renamed", timeout=30_000)
+        expect(page.locator("#your-classes")).to_contain_text("renamed")
+
+        # Export: the downloaded file lists the renamed class with the copied attributes.
+        page.get_by_role("button", name="Export JSON").click()
+        link = page.locator("a[href$='-user-classes.json']").first
+        expect(link).to_be_visible(timeout=30_000)
+        with page.expect_download() as download:
+            link.click()
+        exported = json.loads(Path(download.value.path()).read_text())
+        [entry] = [item for item in exported["classes"] if item["name"] == "renamed"]
+        assert sorted(name for name, value in entry["attributes"].items() if value >= 0.5) == sorted(applies)
+
+        # Import the same classes under new names: they join the list.
+        for item in exported["classes"]:
+            item["name"] = f"imported {item['name']}"
+        upload = tmp_path / "classes.json"
+        upload.write_text(json.dumps(exported))
+        with page.expect_file_chooser() as chooser:
+            page.get_by_role("button", name="Import JSON").click()
+        chooser.value.set_files(str(upload))
+        expect(status).to_contain_text(f"Imported {len(exported['classes'])} class(es)", timeout=30_000)
+        expect(page.locator("#your-classes")).to_contain_text("imported renamed")
+        browser.close()

@@ -207,6 +207,49 @@ def test_local_weight_files_load_with_the_same_identity(
     backbone.identity.ensure_matches(loaded.identity)
 
 
+def _prefill_hf_cache(hub_cache: Path, repo_id: str, weights: Path) -> Path:
+    """Put ``weights`` into a Hugging Face cache laid out as ``huggingface_hub`` leaves a download: the file
+    as a blob named by its SHA-256, a snapshot folder per commit linking to it, ``refs/main`` naming it."""
+    import hashlib
+
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    commit = hashlib.sha1(digest.encode()).hexdigest()  # any 40-hex revision id
+    (repo / "blobs").mkdir(parents=True)
+    os.link(weights, repo / "blobs" / digest)  # same file system (pytest's base temp): no 170 MB copy
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(Path("..", "..", "blobs", digest))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot / "model.safetensors"
+
+
+def test_hub_weights_load_from_a_prefilled_cache_offline(
+    backbone: Backbone,
+    weight_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sleeps: list[float],
+) -> None:
+    """HF_HUB_OFFLINE=1 and weights already in the cache (as a machine with internet left them): they load,
+    with no network at all, and give the backbone of exactly those weights."""
+    from tests.fixtures_archives import install_loopback_only_guard
+
+    install_loopback_only_guard(monkeypatch)  # any connection off this machine fails at once
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    repo_id = "timm/resnet101.tv_in1k"
+    _prefill_hf_cache(tmp_path / "hf_home" / "hub", repo_id, weight_files["safetensors"])
+    loaded = create_backbone(DEFAULT_WEIGHTS_TAG, device="cpu", use_cache=False)
+    assert loaded.identity.weight_source == f"hub:{repo_id}"
+    assert loaded.identity.weights_sha256 == backbone.identity.weights_sha256  # the cached file's weights
+    backbone.identity.ensure_matches(loaded.identity)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(64, 80, 3), dtype=np.uint8))
+    assert np.array_equal(loaded.features([image]), backbone.features([image]))
+    assert sleeps == []
+
+
 def test_incomplete_weight_file_is_refused(weight_files: dict[str, Path]) -> None:
     with pytest.raises(BackboneError, match=r"Missing key\(s\).*layer2\.1\.conv1\.weight"):
         create_backbone(str(weight_files["incomplete"]), device="cpu", use_cache=False)

@@ -463,6 +463,37 @@ def test_extraction_resumes_at_the_first_unfinished_shard(
     np.testing.assert_allclose(load_features(Path(reference["file"])).features, features.features)
 
 
+def test_a_damaged_feature_shard_is_extracted_again(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import acmr_core.bootstrap as bootstrap_module
+    from acmr_core.extract import load_features
+
+    served = serve_tiny(server, "sun")
+    plan, meta, _ = plan_for(served, tmp_path)
+    monkeypatch.setattr(bootstrap_module, "SHARD_IMAGES", 8)  # 32 images -> 4 shards of 2 batches
+    options = options_for(served, tmp_path, batch_size=4)
+    work = tmp_path / "work"
+    interrupted = _CountingModel(fail_on_call=5)  # dies in the 3rd shard, after two complete shards
+    monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
+    shard = work / ("features.shards-" + "a" * 16) / "00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])  # damaged on disk (a full disk, a crash while copying)
+
+    resumed = _CountingModel()
+    monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(resumed))
+    with caplog.at_level("WARNING", logger="acmr_core.bootstrap"):
+        outputs = bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
+    assert "features shard 2/4 is damaged; extracting it again" in caplog.text
+    assert resumed.calls == 6  # the damaged 2nd shard again (2 batches), then the last two shards (4)
+    features = load_features(Path(outputs["file"]))
+    fresh = _CountingModel()
+    monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(fresh))
+    reference = bootstrap_module._extract_features(plan, meta.class_names, options, tmp_path / "w2", "b" * 64)
+    np.testing.assert_array_equal(load_features(Path(reference["file"])).features, features.features)
+
+
 def test_an_unreadable_image_is_dropped_and_recorded(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
