@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -426,23 +427,32 @@ def _tiny_backbone(model: _CountingModel):
     return Backbone(model, identity, transform, torch.device("cpu"), batch_size=4)  # type: ignore[arg-type]
 
 
+def _interrupted_extraction(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Any, Any, Path, Path]:
+    """A tiny extraction (32 images, 4 shards of 2 batches) stopped by Ctrl-C in its 3rd shard: (plan, class
+    metadata, options, work folder, shard folder)."""
+    import acmr_core.bootstrap as bootstrap_module
+
+    served = serve_tiny(server, "sun")
+    plan, meta, _ = plan_for(served, tmp_path)
+    monkeypatch.setattr(bootstrap_module, "SHARD_IMAGES", 8)
+    options = options_for(served, tmp_path, batch_size=4)
+    work = tmp_path / "work"
+    interrupted = _CountingModel(fail_on_call=5)  # dies in the 3rd shard
+    monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
+    return plan, meta, options, work, work / ("features.shards-" + "a" * 16)
+
+
 def test_extraction_resumes_at_the_first_unfinished_shard(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import acmr_core.bootstrap as bootstrap_module
     from acmr_core.extract import load_features
 
-    served = serve_tiny(server, "sun")
-    plan, meta, _ = plan_for(served, tmp_path)
-    monkeypatch.setattr(bootstrap_module, "SHARD_IMAGES", 8)  # 32 images -> 4 shards of 2 batches
-    options = options_for(served, tmp_path, batch_size=4)
-    work = tmp_path / "work"
-
-    interrupted = _CountingModel(fail_on_call=5)  # dies in the 3rd shard
-    monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(interrupted))
-    with pytest.raises(KeyboardInterrupt):
-        bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
-    shard_dir = work / ("features.shards-" + "a" * 16)
+    plan, meta, options, work, shard_dir = _interrupted_extraction(server, tmp_path, monkeypatch)
     assert sorted(p.name for p in shard_dir.glob("*.safetensors")) == [
         "00000.safetensors",
         "00001.safetensors",
@@ -469,16 +479,8 @@ def test_a_damaged_feature_shard_is_extracted_again(
     import acmr_core.bootstrap as bootstrap_module
     from acmr_core.extract import load_features
 
-    served = serve_tiny(server, "sun")
-    plan, meta, _ = plan_for(served, tmp_path)
-    monkeypatch.setattr(bootstrap_module, "SHARD_IMAGES", 8)  # 32 images -> 4 shards of 2 batches
-    options = options_for(served, tmp_path, batch_size=4)
-    work = tmp_path / "work"
-    interrupted = _CountingModel(fail_on_call=5)  # dies in the 3rd shard, after two complete shards
-    monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(interrupted))
-    with pytest.raises(KeyboardInterrupt):
-        bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
-    shard = work / ("features.shards-" + "a" * 16) / "00001.safetensors"
+    plan, meta, options, work, shard_dir = _interrupted_extraction(server, tmp_path, monkeypatch)
+    shard = shard_dir / "00001.safetensors"  # the second of the two shards completed before Ctrl-C
     shard.write_bytes(shard.read_bytes()[:100])  # damaged on disk (a full disk, a crash while copying)
 
     resumed = _CountingModel()
