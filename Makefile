@@ -18,7 +18,7 @@ RUNTIME_STAMP := $(VENV)/.stamp-runtime-$(DEPS_HASH)
 DEV_STAMP := $(VENV)/.stamp-dev-$(DEV_HASH)
 PROJECT_STAMP := $(VENV)/.stamp-project-$(PROJECT_HASH)
 
-.PHONY: run test install install-dev lint format bench demo clean
+.PHONY: run test install install-dev lint format bench demo screenshot clean
 
 run: install
 	$(BIN)/acmr serve --host $(HOST) --port $(PORT)
@@ -62,6 +62,12 @@ bench: install-dev
 
 demo: install
 	$(BIN)/acmr build-demo
+
+# The README's picture: the browser test's screenshot, written to docs/ (a plain test run writes it to a
+# temporary folder and leaves the checkout untouched).
+screenshot: install-dev
+	ACMR_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(BIN)/python -m pytest -q \
+		tests/test_app_browser.py -k test_upload_predict_define_and_screenshot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

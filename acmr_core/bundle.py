@@ -732,8 +732,9 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     model = ACMR(arch)
     _load_state(model, _load_tensors(directory, "model.safetensors"), f"bundle {name}: model.safetensors")
     classifier_meta = _load_json(directory, "classifier.json")
-    if not isinstance(classifier_meta, dict) or not isinstance(classifier_meta.get("gamma"), (int, float)):
-        raise BundleError(f"bundle {name}: classifier.json lacks a numeric 'gamma'")
+    gamma = classifier_meta.get("gamma") if isinstance(classifier_meta, dict) else None
+    if not isinstance(gamma, (int, float)) or not np.isfinite(gamma):  # NaN parses as JSON, and scores NaN
+        raise BundleError(f"bundle {name}: classifier.json lacks a numeric 'gamma' (a finite number)")
     classifier = GZSLClassifier(arch.latent_dim, catalog.num_classes)
     _load_state(
         classifier,

@@ -53,3 +53,38 @@ def random_backbone() -> Any:
     from acmr_core.backbone import create_backbone
 
     return create_backbone("random", device="cpu", seed=0, batch_size=2)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every ``time.sleep`` requested while the test runs (any thread), in seconds.
+
+    "Fails fast" is checked as "waited on no retry back-off" (huggingface_hub alone sleeps ~25 s between
+    attempts): a bound on what the code asked for holds on a loaded machine; a wall-clock limit does not.
+    """
+    import time
+
+    requested: list[float] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        requested.append(float(seconds))
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording_sleep)
+    return requested
+
+
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the generator is open: bound (so no other
+    process can take it) but not listening. No pick-release-reuse race."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    yield from refusing_port()

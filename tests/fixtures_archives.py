@@ -29,6 +29,14 @@ from PIL import Image
 # Network guard
 
 
+def _is_ip_address(host: object) -> bool:
+    try:
+        ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
 def _is_loopback_host(host: object) -> bool:
     if not isinstance(host, str):
         return False
@@ -59,7 +67,10 @@ def install_loopback_only_guard(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect_ex(self, address)
 
     def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
-        if host is not None and not _is_loopback_host(host if not isinstance(host, bytes) else host.decode()):
+        name = host.decode() if isinstance(host, bytes) else host
+        if _is_ip_address(name):  # a numeric address needs no lookup: connecting to it is what fails
+            return real_getaddrinfo(host, *args, **kwargs)
+        if host is not None and not _is_loopback_host(name):
             raise socket.gaierror(socket.EAI_NONAME, f"test guard: no DNS outside loopback ({host})")
         return real_getaddrinfo(host, *args, **kwargs)
 

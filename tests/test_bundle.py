@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -226,12 +227,61 @@ def test_corrupt_manifest_and_missing_folder_are_refused(copy: Path, tmp_path: P
 
 def test_inconsistent_parts_are_refused(copy: Path) -> None:
     catalog = json.loads((copy / "catalog.json").read_text())
+    n_attributes = len(catalog["attributes"])
     catalog["attributes"] = catalog["attributes"][:-1]
     for entry in catalog["classes"]:
         entry["attributes"] = entry["attributes"][:-1]
     (copy / "catalog.json").write_text(json.dumps(catalog))
     rehash_manifest(copy)
-    _one_line_error(copy, "inconsistent: model expects 17 attributes, catalog has 16")
+    expected = f"inconsistent: model expects {n_attributes} attributes, catalog has {n_attributes - 1}"
+    _one_line_error(copy, expected)
+
+
+def _set(path: tuple, value: object) -> Callable[[dict], None]:
+    def edit(document: dict) -> None:
+        *parents, last = path
+        for key in parents:
+            document = document[key]
+        document[last] = value
+
+    return edit
+
+
+def _first_class_renamed_like_the_second(catalog: dict) -> None:
+    catalog["classes"][0]["name"] = catalog["classes"][1]["name"]
+
+
+def _every_class_seen(catalog: dict) -> None:
+    for entry in catalog["classes"]:
+        entry["seen"] = True
+
+
+@pytest.mark.parametrize(
+    ("part", "edit", "message"),
+    [
+        ("catalog.json", _set(("classes", 0, "seen"), "yes"), "needs 'seen': true or false"),
+        ("catalog.json", _set(("classes", 0, "attributes", 0), "high"), "non-numeric attribute value"),
+        ("catalog.json", _set(("classes", 0, "attributes", 0), float("nan")), "NaN or infinite"),
+        ("catalog.json", _first_class_renamed_like_the_second, "duplicate class name"),
+        ("catalog.json", _every_class_seen, "at least one seen and one unseen class"),
+        ("catalog.json", _set(("classes",), {"a": 1}), "needs an 'attributes' list and a 'classes' list"),
+        ("classifier.json", _set(("gamma",), "x"), "lacks a numeric 'gamma'"),
+        ("classifier.json", _set(("gamma",), float("nan")), "lacks a numeric 'gamma'"),
+        ("latent.json", _set(("image_ids",), ["one"]), "lists 1 image ids for"),
+        ("backbone.json", _set(("feature_dim",), 512), "expects .*-d features, backbone gives 512"),
+        ("model.json", _set(("arch", "latent_dim"), -1), "latent_dim must be positive"),
+        ("model.json", _set(("train",), "x"), "training config must be a JSON object"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and " " not in value else None,
+)
+def test_valid_json_with_matching_hashes_but_invalid_content_is_refused(
+    copy: Path, part: str, edit: Callable[[dict], None], message: str
+) -> None:
+    document = json.loads((copy / part).read_text())
+    edit(document)
+    (copy / part).write_text(json.dumps(document))  # NaN is written as JSON's NaN, which json.loads accepts
+    rehash_manifest(copy)
+    _one_line_error(copy, message)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(copy: Path) -> None:

@@ -14,14 +14,19 @@ from acmr_core import demo_world
 from acmr_core.bundle import evaluate_bundle, load_bundle, predict_images
 from acmr_core.cli import main
 from tests.test_bundle import rehash_manifest
+from tests.test_evaluation import recomputed_metrics
 
-# Three seen classes and one unseen class that differ in colour and background (strong attributes).
+# Three seen classes and two unseen classes that differ in colour and background (strong attributes); two
+# unseen classes, so that ZSL (choosing among the unseen classes) is not right by construction.
 MINI_CLASSES = (
     "large red plain circle on dark",
     "large yellow plain circle on light",
     "three large green striped triangles on dark",
     "large blue striped circle on light",  # unseen
+    "small green dotted triangle on dark",  # unseen
 )
+N_SEEN = 3
+EVAL_PER_CLASS = 2
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +34,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def mini_world() -> demo_world.DemoWorld:
     world = demo_world.default_world().subset(MINI_CLASSES)
-    assert world.seen_mask.tolist() == [True, True, True, False]
+    assert world.seen_mask.tolist() == [True] * N_SEEN + [False] * (len(MINI_CLASSES) - N_SEEN)
     return world
 
 
@@ -65,13 +70,13 @@ def test_reduced_demo_bundle_loads_and_predicts(mini_bundle: Path, images: list[
     assert bundle.provenance["demo_world"]["used_seeds"] == [demo_world.TRAIN_SEED, demo_world.GALLERY_SEED]
     assert bundle.provenance["projection"] == "umap"
     assert "shape" in bundle.caveat  # the random-weight backbone's weakness, for the app to show
-    results = predict_images(bundle, images, top_k=4, device="cpu")
+    results = predict_images(bundle, images, top_k=len(MINI_CLASSES), device="cpu")
     assert [r["image"] for r in results] == [str(p) for p in images]
     for result in results:
         assert sorted(e["class"] for e in result["top_k"]) == sorted(MINI_CLASSES)
         assert sum(e["probability"] for e in result["top_k"]) == pytest.approx(1.0, abs=1e-4)
     # Deterministic: predicting again gives exactly the same numbers.
-    assert predict_images(bundle, images, top_k=4, device="cpu") == results
+    assert predict_images(bundle, images, top_k=len(MINI_CLASSES), device="cpu") == results
 
 
 def test_predict_json_output(
@@ -87,7 +92,7 @@ def test_predict_json_output(
         top = result["top_k"]
         assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
         kinds = {e["class"]: e["kind"] for e in top}
-        assert all(kinds[name] == ("unseen" if name == MINI_CLASSES[3] else "seen") for name in kinds)
+        assert all(kinds[name] == ("unseen" if name in MINI_CLASSES[N_SEEN:] else "seen") for name in kinds)
 
 
 def test_predict_text_output(
@@ -136,14 +141,68 @@ def test_bundle_for_other_backbone_weights_is_refused(
     assert code == 2 and err.count("\n") == 1 and "backbone mismatch" in err
 
 
-def test_evaluate_renders_fresh_held_out_images(mini_bundle: Path) -> None:
+@pytest.fixture(scope="module")
+def held_out(mini_bundle: Path, mini_world: demo_world.DemoWorld) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of the renders `acmr evaluate --bundle` scores by default (its evaluation seed)."""
+    backbone = load_bundle(mini_bundle, device="cpu").create_backbone(device="cpu")
+    features, labels, _ = demo_world.extract_renders(
+        mini_world, backbone, demo_world.DEFAULT_EVAL_SEED, EVAL_PER_CLASS, progress=False
+    )
+    return features, labels
+
+
+def _expected_metrics(bundle, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    seen = bundle.catalog.seen_mask[labels]
+    return recomputed_metrics(bundle.trained, features[seen], labels[seen], features[~seen], labels[~seen])
+
+
+def test_evaluate_renders_fresh_held_out_images(mini_bundle: Path, held_out: tuple) -> None:
     bundle = load_bundle(mini_bundle, device="cpu")
-    result = evaluate_bundle(bundle, per_class=2, device="cpu", progress=False)
+    result = evaluate_bundle(bundle, per_class=EVAL_PER_CLASS, device="cpu", progress=False)
     assert result["render_seed"] == demo_world.DEFAULT_EVAL_SEED
-    assert result["images"] == {"seen": 6, "unseen": 2}
-    for key in ("U", "S", "H", "zsl_top1"):
-        assert 0.0 <= result[key] <= 100.0
-    assert result["zsl_top1"] == 100.0  # a single unseen class: ZSL among unseen classes is trivially right
+    n_unseen = len(MINI_CLASSES) - N_SEEN
+    assert result["images"] == {"seen": N_SEEN * EVAL_PER_CLASS, "unseen": n_unseen * EVAL_PER_CLASS}
+    assert result["chance_zsl"] == pytest.approx(100.0 / n_unseen)
+    # The scores are the bundle's own predictions on those renders, recomputed independently.
+    expected = _expected_metrics(bundle, *held_out)
+    assert {key: result[key] for key in expected} == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_a_bundle_on_a_features_file_text_and_json(
+    capsys: pytest.CaptureFixture[str], mini_bundle: Path, mini_world, held_out: tuple, tmp_path: Path
+) -> None:
+    from acmr_core.extract import FeatureSet, save_features
+
+    bundle = load_bundle(mini_bundle, device="cpu")
+    features, labels = held_out
+    feature_file = save_features(
+        tmp_path / "held_out.safetensors",
+        FeatureSet(
+            features=features,
+            labels=labels,
+            image_paths=[f"{mini_world.class_names[c]}/{i}.png" for i, c in enumerate(labels)],
+            class_names=list(mini_world.class_names),
+            identity=bundle.identity,
+        ),
+    )
+    args = ("evaluate", "--bundle", str(mini_bundle), "--features", str(feature_file), "--device", "cpu")
+    code, out, err = _run(capsys, *args, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["source"] == "features" and "render_seed" not in result
+    assert result["images"] == {"seen": int(bundle.catalog.seen_mask[labels].sum()),
+                                "unseen": int((~bundle.catalog.seen_mask[labels]).sum())}  # fmt: skip
+    expected = _expected_metrics(bundle, features, labels)
+    assert {key: result[key] for key in expected} == pytest.approx(expected, abs=1e-4)
+
+    code, out, err = _run(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"{mini_bundle.name}: GZSL U {result['U']:.1f}  S {result['S']:.1f}  H {result['H']:.1f}  "
+        f"ZSL top-1 {result['zsl_top1']:.1f}  (chance: GZSL {result['chance_gzsl']:.1f}, "
+        f"ZSL {result['chance_zsl']:.1f}; {result['images']['seen']} seen + {result['images']['unseen']} "
+        "unseen images, features)"
+    ]
 
 
 def test_evaluate_refuses_a_training_seed(capsys: pytest.CaptureFixture[str], mini_bundle: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +140,44 @@ def test_corrupt_missing_key_and_shape_errors(tmp_path: Path, tiny_root: Path) -
     assert "1-based" in _one_line(error)
 
 
-def test_locs_out_of_range(tmp_path: Path, tiny_root: Path) -> None:
+def _with_edited_splits(tmp_path: Path, tiny_root: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of the tiny dataset as ``tmp_path/X`` whose att_splits.mat went through ``edit``."""
     folder = tmp_path / "X"
     shutil.copytree(tiny_root / "TINY", folder)
-    mat = scipy.io.loadmat(str(folder / "att_splits.mat"))
-    mat["test_seen_loc"] = np.array([[100000]])
-    scipy.io.savemat(str(folder / "att_splits.mat"), {k: v for k, v in mat.items() if not k.startswith("__")})
+    mat = {
+        k: v for k, v in scipy.io.loadmat(str(folder / "att_splits.mat")).items() if not k.startswith("__")
+    }
+    edit(mat)
+    scipy.io.savemat(str(folder / "att_splits.mat"), mat)
+    return folder
+
+
+def test_train_and_val_locs_that_share_a_class_are_refused(tmp_path: Path, tiny_root: Path) -> None:
+    def share_one_image(mat: dict) -> None:
+        # One image of a validation-train class (an image that is also in trainval) put into val_loc too.
+        trainval = set(mat["trainval_loc"].ravel().tolist())
+        shared = next(loc for loc in mat["train_loc"].ravel() if loc in trainval)
+        mat["val_loc"] = np.concatenate([mat["val_loc"].ravel(), [shared]]).reshape(-1, 1)
+
+    _with_edited_splits(tmp_path, tiny_root, share_one_image)
+    with pytest.raises(DataError) as error:
+        load_xlsa17(tmp_path, "X")
+    assert "train_loc and val_loc share classes" in _one_line(error)
+
+
+def test_data_without_any_validation_split_has_none(tmp_path: Path, tiny_root: Path) -> None:
+    def drop_validation_locs(mat: dict) -> None:
+        del mat["train_loc"], mat["val_loc"]
+
+    folder = _with_edited_splits(tmp_path, tiny_root, drop_validation_locs)
+    for name in ("trainclasses1.txt", "valclasses1.txt"):
+        (folder / name).unlink(missing_ok=True)
+    data = load_xlsa17(tmp_path, "X")
+    assert not data.has_validation_split and data.val_split_source == ""
+
+
+def test_locs_out_of_range(tmp_path: Path, tiny_root: Path) -> None:
+    _with_edited_splits(tmp_path, tiny_root, lambda mat: mat.update(test_seen_loc=np.array([[100000]])))
     with pytest.raises(DataError) as error:
         load_xlsa17(tmp_path, "X")
     assert "test_seen_loc" in _one_line(error)

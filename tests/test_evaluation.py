@@ -50,7 +50,11 @@ def test_calibrated_stacking_shifts_seen_scores() -> None:
 
 def test_selection_table_matches_sklearn_metrics() -> None:
     rng = np.random.default_rng(0)
-    logits_seen, logits_unseen = torch.randn(40, 6), torch.randn(30, 6)
+    generator = torch.Generator().manual_seed(0)
+    logits_seen, logits_unseen = (
+        torch.randn(40, 6, generator=generator),
+        torch.randn(30, 6, generator=generator),
+    )
     labels_seen = torch.as_tensor(rng.integers(0, 3, 40))
     labels_unseen = torch.as_tensor(rng.integers(3, 6, 30))
     seen_mask = torch.tensor([1.0, 1, 1, 0, 0, 0])
@@ -61,3 +65,27 @@ def test_selection_table_matches_sklearn_metrics() -> None:
         pred_u = predict_scores(logits_unseen, seen_mask, gamma).argmax(1)
         expected = gzsl_scores(labels_seen, pred_s, labels_unseen, pred_u, [0, 1, 2], [3, 4, 5])
         assert row.tolist() == pytest.approx([expected["U"] / 100, expected["S"] / 100, expected["H"] / 100])
+
+
+def recomputed_metrics(
+    trained, seen_x: np.ndarray, seen_y: np.ndarray, unseen_x: np.ndarray, unseen_y: np.ndarray
+) -> dict[str, float]:
+    """U, S, H and ZSL top-1 (percent) of a trained model, recomputed with scikit-learn from its predictions
+    (per-class accuracy = macro recall over the classes present), for end-to-end tests to compare with."""
+    from sklearn.metrics import recall_score
+
+    def per_class(truth: np.ndarray, predicted: np.ndarray) -> float:
+        return 100.0 * recall_score(
+            truth, predicted, labels=np.unique(truth), average="macro", zero_division=0
+        )
+
+    s = per_class(seen_y, trained.predict(seen_x))
+    u = per_class(unseen_y, trained.predict(unseen_x))
+    unseen = np.asarray(trained.unseen_classes)
+    among_unseen = unseen[trained.scores(unseen_x).cpu().numpy()[:, unseen].argmax(1)]
+    return {
+        "U": u,
+        "S": s,
+        "H": 2 * u * s / (u + s) if u + s else 0.0,
+        "zsl_top1": per_class(unseen_y, among_unseen),
+    }

@@ -43,7 +43,10 @@ def image_folder(tmp_path: Path) -> Path:
     Image.new("RGBA", (40, 40), (180, 40, 40, 255)).save(root / "apple" / "a2.png")
     Image.new("L", (50, 60), 220).save(root / "banana" / "b1.jpg")
     buffer = io.BytesIO()
-    Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, "JPEG")
+    noise = np.random.default_rng(0).integers(
+        0, 256, size=(64, 64, 3), dtype=np.uint8
+    )  # seeded, unlike PIL's
+    Image.fromarray(noise).save(buffer, "JPEG")
     (root / "apple" / "corrupt.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     (root / "banana" / "README.txt").write_text("not an image, ignored by extension")
     return root

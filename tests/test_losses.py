@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from acmr_core.config import TrainConfig, WarmUp, get_preset
+from acmr_core.config import TrainConfig, WarmUp, get_preset, make_configs
 from acmr_core.errors import DataError
 from acmr_core.losses import (
     LossWeights,
@@ -57,18 +57,23 @@ def test_warmups_follow_the_reference_rule() -> None:
     assert warm.value(0) == 0.0 and warm.value(7) == 0.0
     assert warm.value(12) == pytest.approx(8.21 * 5 / 15)
     assert warm.value(22) == pytest.approx(8.21) and warm.value(99) == pytest.approx(8.21)
+    # The loss weights of a preset follow the same rule, from the preset's own warm-ups (read, not repeated).
     _, cub = get_preset("CUB")
-    weights = loss_weights(cub, 21)
-    assert weights.classify == pytest.approx(310.5) and weights.beta == pytest.approx(2.555 * 21 / 93)
-    _, awa1 = get_preset("awa1")
-    assert awa1.beta.factor == pytest.approx(7 / 3) and awa1.classify.end_epoch == 16
+    epoch = cub.classify.end_epoch  # classify fully warmed up, beta part-way
+    weights = loss_weights(cub, epoch)
+    assert weights.classify == pytest.approx(cub.classify.factor)
+    assert weights.beta == pytest.approx(cub.beta.factor * epoch / cub.beta.end_epoch)
+    assert get_preset("awa1") == get_preset("AWA1")  # names are case-insensitive
 
 
 def test_presets_and_config_round_trip() -> None:
     arch, train = get_preset("SUN")
-    assert arch["visual_decoder_hidden"] == 1660 and train.cls_unseen_samples == 410
     assert TrainConfig.from_dict(train.to_dict()) == train
-    assert get_preset("demo")[0]["num_classes"] == 20
+    assert train != get_preset("CUB")[1]  # each dataset has its own schedule
+    # make_configs applies the preset's architecture on top of the data's dimensions.
+    made_arch, made_train = make_configs("sun", feature_dim=64, attribute_dim=7, num_classes=9)
+    assert made_train == train and made_arch.visual_decoder_hidden == arch["visual_decoder_hidden"]
+    assert (made_arch.feature_dim, made_arch.attribute_dim, made_arch.num_classes) == (64, 7, 9)
     with pytest.raises(DataError, match="unknown preset"):
         get_preset("nope")
     with pytest.raises(DataError, match="unknown keys"):

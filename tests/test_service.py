@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from acmr_core import demo_world
 from acmr_core.errors import ACMRError, ImageError, UserClassError
 from acmr_core.plots import LatentScene, QueryPoint, latent_figure
 
@@ -269,34 +270,118 @@ def test_editor_table_round_trip_and_bad_cells(service) -> None:
         service.frame_to_attributes(bad)
 
 
-def test_concurrent_predictions_see_consistent_snapshots(service, example_features) -> None:
-    features = list(example_features.values())[:2]
-    failures: list[str] = []
-    stop = threading.Event()
+def _ranked_everything(service, features: np.ndarray) -> list:
+    return service.predict_features(features, top_k=1000).ranked
 
-    def keep_predicting() -> None:
-        while not stop.is_set():
-            for row in features:
-                ranked = service.predict_features(row, top_k=1000).ranked
-                names = {item.name for item in ranked}
-                total = sum(item.probability for item in ranked)
-                if abs(total - 1.0) > 1e-3 or len(names) != len(ranked):
-                    failures.append(f"inconsistent prediction: {len(ranked)} classes, total {total}")
 
-    readers = [threading.Thread(target=keep_predicting) for _ in range(3)]
-    for reader in readers:
+def test_predictions_during_a_write_see_the_old_snapshot_whole(
+    service, example_features, monkeypatch
+) -> None:
+    """Readers are not blocked by a class edit in progress and see the classes from before it, consistently.
+
+    The re-fit (the slow middle of every edit, run under the write lock) starts a reader thread and waits for
+    its prediction, so a reader and a writer are provably in flight at once.
+    """
+    features = next(iter(example_features.values()))
+    before = _ranked_everything(service, features)
+    refit = service.bundle.refit_classifier
+    seen_mid_write: list[list] = []
+
+    def refit_while_a_reader_predicts(*args, **kwargs):
+        reader = threading.Thread(target=lambda: seen_mid_write.append(_ranked_everything(service, features)))
         reader.start()
-    try:
-        for index in range(3):
-            service.define_class(f"concurrent {index}", {service.attribute_names[index]: 1.0})
-        service.delete_class("concurrent 1")
-    finally:
-        stop.set()
-        for reader in readers:
-            reader.join()
-    assert not failures
-    assert service.user_class_names() == ["concurrent 0", "concurrent 2"]
-    assert [item.name for item in service.store.list()] == ["concurrent 0", "concurrent 2"]
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "a prediction waited for the class edit: readers must not block"
+        return refit(*args, **kwargs)
+
+    monkeypatch.setattr(service.bundle, "refit_classifier", refit_while_a_reader_predicts)
+    service.define_class("concurrent", {service.attribute_names[0]: 1.0})
+    assert seen_mid_write == [before]  # the old snapshot, every class and probability as before the edit
+    after = _ranked_everything(service, features)
+    assert [item.name for item in after if item.kind == "user"] == ["concurrent"]
+    assert sum(item.probability for item in after) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_concurrent_class_edits_are_serialised(service, monkeypatch) -> None:
+    """Two edits started together: the second's re-fit never starts while the first's runs (the write lock);
+    both classes land in the store and the classifier in the same order."""
+    refit = service.bundle.refit_classifier
+    entered = threading.Condition()
+    refits: list[int] = []  # how many re-fits were running when each one started
+    running = [0]
+    barrier = threading.Barrier(2)
+
+    def counting_refit(*args, **kwargs):
+        with entered:
+            running[0] += 1
+            refits.append(running[0])
+            entered.notify_all()
+            # Wait (at most 1 s) for the other writer to reach its re-fit too: only the write lock stops it.
+            entered.wait_for(lambda: len(refits) == 2, timeout=1.0)
+        try:
+            return refit(*args, **kwargs)
+        finally:
+            with entered:
+                running[0] -= 1
+
+    monkeypatch.setattr(service.bundle, "refit_classifier", counting_refit)
+    errors: list[BaseException] = []
+
+    def define(index: int) -> None:
+        barrier.wait(timeout=60)  # both writers in flight at once
+        try:
+            service.define_class(f"writer {index}", {service.attribute_names[index]: 1.0})
+        except BaseException as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=define, args=(index,)) for index in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=300)
+    assert not errors and len(refits) == 2
+    assert max(refits) == 1, "two class edits re-fitted at once: the write lock is not held"
+    names = sorted(service.user_class_names())
+    assert names == ["writer 0", "writer 1"]
+    assert sorted(item.name for item in service.store.list()) == names
+    assert service._space.classifier.num_classes == len(service.class_names())
+
+
+def _state(service, features: np.ndarray) -> tuple:
+    """Everything a failed edit must leave alone: classes, the store file's contents and a prediction."""
+    return (
+        service.class_names(),
+        [(item.name, item.values) for item in service.store.list()],
+        _ranked_everything(service, features),
+    )
+
+
+def test_a_failing_refit_leaves_store_and_predictions_unchanged(
+    service, example_features, monkeypatch
+) -> None:
+    features = next(iter(example_features.values()))
+    service.define_class("kept", {service.attribute_names[0]: 1.0})
+    service.define_class("also kept", {service.attribute_names[1]: 1.0})
+    exported = json.loads(service.export_classes())
+    for entry in exported["classes"]:
+        entry["name"] = f"imported {entry['name']}"
+    before = _state(service, features)
+
+    def failing_refit(*args, **kwargs):
+        raise RuntimeError("re-fit failed (out of memory)")
+
+    monkeypatch.setattr(service.bundle, "refit_classifier", failing_refit)
+    with pytest.raises(RuntimeError, match="re-fit failed"):
+        service.define_class("new", {service.attribute_names[2]: 1.0})
+    assert _state(service, features) == before
+    with pytest.raises(RuntimeError, match="re-fit failed"):
+        service.delete_class("kept")
+    assert _state(service, features) == before
+    with pytest.raises(RuntimeError, match="re-fit failed"):
+        service.import_classes(json.dumps(exported))
+    assert _state(service, features) == before  # the imported classes were taken out of the store again
+    monkeypatch.undo()
+    assert service.import_classes(json.dumps(exported)) == [entry["name"] for entry in exported["classes"]]
 
 
 def test_header_describes_the_bundle_and_its_caveat(service) -> None:
@@ -304,9 +389,10 @@ def test_header_describes_the_bundle_and_its_caveat(service) -> None:
     text = service.describe_markdown()
     assert "1 user-defined classes" in text
     assert service.backbone.identity.weights_sha256[:12] in text
-    caveat = service.bundle.provenance.get("caveat")
-    if caveat:  # the demo bundle says what its random-weight backbone reads poorly
-        assert caveat in text
+    # The demo bundle's backbone has random weights: it must say what such a backbone reads poorly.
+    assert service.backbone.identity.weight_source.startswith("random")
+    caveat = service.bundle.caveat
+    assert caveat == demo_world.SHAPE_CAVEAT and caveat in text
     assert "<b>" not in text
 
 

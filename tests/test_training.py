@@ -12,13 +12,23 @@ import numpy as np
 import pytest
 import torch
 
+from acmr_core import training
 from acmr_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
 from acmr_core.config import ACMRConfig, TrainConfig, WarmUp
 from acmr_core.data import ZSLData, load_xlsa17
 from acmr_core.errors import ACMRError, BundleError, DataError
 from acmr_core.gzsl import fit_gzsl_classifier
 from acmr_core.synthetic import write_synthetic_xlsa17
-from acmr_core.training import TrainedModel, evaluate_on_data, scale_epochs, train_gzsl
+from acmr_core.training import (
+    TrainedModel,
+    evaluate_on_data,
+    run_protocol,
+    scale_epochs,
+    select_on_validation,
+    train_gzsl,
+)
+
+real_selection_table = training.gzsl_selection_table
 
 EPOCHS = 60
 
@@ -93,8 +103,25 @@ def validation_classes(world: ZSLData) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def trained(world: ZSLData) -> TrainedModel:
-    return train_on_world(world, class_names=world.class_names, **validation_classes(world))
+def trained_and_table(world: ZSLData) -> tuple[TrainedModel, np.ndarray]:
+    """The model trained with validation selection, and the (epoch, gamma, U/S/H) table it was selected on
+    (in percent), recorded as the real ``gzsl_selection_table`` computes it."""
+    tables: list[torch.Tensor] = []
+
+    def recording_table(*args: Any, **kwargs: Any) -> torch.Tensor:
+        table = real_selection_table(*args, **kwargs)
+        tables.append(table.clone())
+        return table
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "gzsl_selection_table", recording_table)
+        model = train_on_world(world, class_names=world.class_names, **validation_classes(world))
+    return model, torch.stack(tables).cpu().numpy() * 100.0
+
+
+@pytest.fixture(scope="module")
+def trained(trained_and_table: tuple[TrainedModel, np.ndarray]) -> TrainedModel:
+    return trained_and_table[0]
 
 
 @pytest.mark.slow
@@ -104,10 +131,25 @@ def test_unseen_accuracy_far_above_chance(trained: TrainedModel, world: ZSLData)
     assert metrics["zsl_top1"] > 2.5 * 100 / n_unseen  # 5 unseen classes: chance is 20 %
     assert metrics["U"] > 4 * 100 / n_all  # GZSL: chance over all 20 classes is 5 %
     assert metrics["S"] > 50.0 and metrics["H"] > 20.0
+    assert trained.selection["val_images"]["unseen_test"] > 0
+
+
+def test_validation_selects_the_best_h_epoch_and_gamma(
+    trained_and_table: tuple[TrainedModel, np.ndarray],
+) -> None:
+    trained, table = trained_and_table
+    grid = trained.train.cls_gamma_grid
+    assert table.shape == (trained.train.cls_max_epochs, len(grid), 3)  # one row per classifier epoch
+    # The first (epoch, gamma) cell with the highest validation H, in epoch-major order.
+    epoch, gamma = np.unravel_index(int(np.argmax(table[:, :, 2])), table.shape[:2])
     selection = trained.selection
-    assert selection["mode"] == "validation" and 1 <= trained.classifier_epochs <= 30
-    assert trained.gamma in trained.train.cls_gamma_grid
-    assert selection["val_images"]["unseen_test"] > 0
+    assert selection["mode"] == "validation"
+    assert (selection["classifier_epochs"], selection["gamma"]) == (epoch + 1, grid[gamma])
+    assert (trained.classifier_epochs, trained.gamma) == (epoch + 1, grid[gamma])  # the final model uses them
+    u, s, h = table[epoch, gamma]
+    assert (selection["val_U"], selection["val_S"], selection["val_H"]) == pytest.approx((u, s, h))
+    assert h == pytest.approx(2 * u * s / (u + s))
+    assert selection["val_H_uncalibrated_best"] == pytest.approx(table[:, grid.index(0.0), 2].max())
 
 
 def test_predictions_are_deterministic_and_accept_one_image(trained: TrainedModel, world: ZSLData) -> None:
@@ -212,8 +254,11 @@ def test_scale_epochs_keeps_warmup_shape() -> None:
 
 @pytest.mark.slow
 def test_bf16_training_learns_and_keeps_float32_weights(world: ZSLData) -> None:
+    # Half the float32 schedule: bfloat16 is emulated (slow) on most CPUs, and learning is what is checked.
     trained = train_on_world(
-        world, lambda train: replace(train, precision="bf16"), **validation_classes(world)
+        world,
+        lambda train: scale_epochs(replace(train, precision="bf16"), EPOCHS // 2),
+        **validation_classes(world),
     )
     assert {p.dtype for p in trained.model.parameters()} == {torch.float32}
     metrics = evaluate_on_data(trained, world)
@@ -244,3 +289,83 @@ def test_training_autocast_by_precision(
     assert "no native bfloat16" in caplog.text  # emulated bf16 is slower: the user is told
     with pytest.raises(ACMRError, match="unknown precision"):
         runtime.training_autocast(cpu, "fp8")
+
+
+# ---- the validation protocol: choice, tie-break, never a test image -------------------------------------
+
+# Scripted validation H (percent) per classifier epoch (rows) and calibration gamma (columns).
+TIED_TABLE = [
+    [10.0, 20.0, 30.0],
+    [40.0, 50.0, 50.0],  # the best H, reached at gamma 0.5 and 1.0 ...
+    [50.0, 45.0, 20.0],  # ... and again at a later epoch
+    [30.0, 30.0, 30.0],
+]
+UNIQUE_TABLE = [[10.0, 20.0, 30.0], [40.0, 50.0, 50.0], [50.0, 45.0, 20.0], [30.0, 30.0, 90.0]]
+
+
+@pytest.mark.parametrize(
+    ("h_table", "expected_epoch", "expected_gamma"),
+    [(TIED_TABLE, 2, 0.5), (UNIQUE_TABLE, 4, 1.0)],
+    ids=["tie-earliest-epoch-then-smallest-gamma", "unique-best"],
+)
+def test_select_on_validation_on_a_scripted_table(
+    world: ZSLData, monkeypatch: pytest.MonkeyPatch, h_table: list, expected_epoch: int, expected_gamma: float
+) -> None:
+    h = torch.tensor(h_table) / 100.0
+    u, s = h + 0.01 * torch.arange(h.numel()).view(h.shape) / 100.0, h  # U tells the cells apart
+    epochs_scored: list[int] = []
+
+    def scripted_table(*args: Any, **kwargs: Any) -> torch.Tensor:
+        real_selection_table(*args, **kwargs)  # the real computation still runs on the real latents
+        epoch = len(epochs_scored)
+        epochs_scored.append(epoch)
+        return torch.stack((u[epoch], s[epoch], h[epoch]), dim=1)
+
+    monkeypatch.setattr(training, "gzsl_selection_table", scripted_table)
+    arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
+    train = replace(scale_epochs(train, 1), cls_max_epochs=len(h_table), cls_gamma_grid=(0.0, 0.5, 1.0))
+    classes = validation_classes(world)
+    chosen = select_on_validation(
+        world.features[world.trainval], world.labels[world.trainval], world.attributes,
+        classes["val_seen_classes"], classes["val_unseen_classes"], arch, train, torch.device("cpu"), 0,
+        progress=False,
+    )  # fmt: skip
+    assert epochs_scored == list(range(len(h_table)))  # scored after every classifier epoch
+    assert (chosen["classifier_epochs"], chosen["gamma"]) == (expected_epoch, expected_gamma)
+    row, column = expected_epoch - 1, train.cls_gamma_grid.index(expected_gamma)
+    assert chosen["val_H"] == pytest.approx(h_table[row][column])
+    assert chosen["val_U"] == pytest.approx(100.0 * float(u[row, column]))
+    assert chosen["val_H_uncalibrated_best"] == pytest.approx(max(line[0] for line in h_table))
+
+
+def _with_noise_test_features(world: ZSLData, seed: int) -> ZSLData:
+    """The world with every test image's features replaced by seeded noise on the features' own scale."""
+    features = world.features.copy()
+    test_rows = np.concatenate([world.test_seen, world.test_unseen])
+    rng = np.random.default_rng(seed)
+    scale = features[world.trainval].std(axis=0)
+    features[test_rows] = np.abs(rng.normal(size=(test_rows.size, features.shape[1])) * 3 * scale)
+    return replace(world, features=features)
+
+
+@pytest.mark.slow
+def test_the_protocol_never_looks_at_test_images(world: ZSLData) -> None:
+    """Two runs whose test images are different noise select and train exactly the same."""
+    runs = [
+        run_protocol(_with_noise_test_features(world, seed), [0], preset="DEMO", epochs=2, device="cpu",
+                     progress=False)
+        for seed in (1, 2)
+    ]  # fmt: skip
+    first, second = (run["per_seed"][0] for run in runs)
+    for entry in (first, second):
+        entry["selection"].pop("train_seconds")
+    assert first["selection"] == second["selection"] and first["selection"]["mode"] == "validation"
+    assert first["classifier_epochs"] == second["classifier_epochs"]
+    # The noise did reach the evaluation: the test scores differ, so the equal selections are not a fluke.
+    assert (first["U"], first["S"]) != (second["U"], second["S"])
+
+
+def test_the_protocol_refuses_data_without_a_validation_split(world: ZSLData) -> None:
+    no_split = replace(world, train=np.zeros(0, np.int64), val=np.zeros(0, np.int64), val_split_source="")
+    with pytest.raises(DataError, match="no validation split"):
+        run_protocol(no_split, [0], preset="DEMO", epochs=1, device="cpu", progress=False)

@@ -168,22 +168,30 @@ def test_bad_import_files_are_refused(store: UserClassStore, text: str, message:
 
 
 def test_concurrent_adds_all_land_and_duplicates_lose(store: UserClassStore) -> None:
-    errors: list[str] = []
+    """30 threads released together by a barrier (so the adds are in flight at once on the shared connection):
+    each name lands once, every other add of it is refused cleanly, and no add fails any other way."""
+    refused: list[str] = []
+    unexpected: list[BaseException] = []
+    start_together = threading.Barrier(30)
 
     def add(index: int) -> None:
+        start_together.wait(timeout=60)
         try:
             store.add(f"class {index % 10}", {"red": (index % 10) / 10 + 0.05})
         except UserClassError as error:
-            errors.append(str(error))
+            refused.append(str(error))
+        except BaseException as error:  # e.g. sqlite3 errors from two transactions on one connection
+            unexpected.append(error)
 
     threads = [threading.Thread(target=add, args=(index,)) for index in range(30)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not unexpected, unexpected[:3]
     assert sorted(item.name for item in store.list()) == [f"class {index}" for index in range(10)]
-    assert len(errors) == 20
-    assert all("already exists" in message for message in errors)
+    assert len(refused) == 20
+    assert all("already exists" in message for message in refused)
 
 
 def test_a_class_is_on_disk_when_add_returns(tmp_path: Path) -> None:
