@@ -99,14 +99,11 @@ def latent_figure(
         )
     figure.update_layout(
         height=height,
-        margin={"l": 10, "r": 10, "t": 10, "b": 40},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0.0, "font": {"size": 12}},
-        xaxis={
-            "showticklabels": False,
-            "zeroline": False,
-            "showgrid": False,
-            "title": {"text": "near = similar; the axes themselves have no meaning", "font": {"size": 12}},
-        },
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        # Below the map: above it, the legend would sit under the app's plot label.
+        legend={"orientation": "h", "yanchor": "top", "y": -0.02, "x": 0.0, "font": {"size": 12}},
+        # The map's axes have no units or meaning (UMAP keeps neighbourhoods, not directions): no ticks.
+        xaxis={"showticklabels": False, "title": None, "zeroline": False, "showgrid": False},
         yaxis={
             "showticklabels": False,
             "title": None,
