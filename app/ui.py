@@ -646,11 +646,11 @@ def alignment_markdown(service: StudioService) -> str:
     figure = f"{summary.fraction:.0%}" if summary.classes_with_images else "–"
     return (
         f"### Alignment: {figure}\n{html.escape(summary.sentence(), quote=False)}\n\n"
-        "**Reading the map.** Each dot is a photo, each diamond a class's description, placed so that "
-        "similar things are near (the axes themselves mean nothing). A short line from a diamond to the centre of its photos means "
-        "description and photos agree. Colours: blue = learned from photos (seen), orange = known only "
-        "from a description (unseen), green ★ = yours. Hover a point for its class; pick one in "
-        "*Highlight a class*."
+        "**Reading the map.** Each dot is a photo, each diamond a class's description, placed so "
+        "that similar things are near (the axes themselves mean nothing). A short line from a diamond "
+        "to the centre of its photos means description and photos agree. Colours: blue = learned from "
+        "photos (seen), orange = known only from a description (unseen), green ★ = yours. Hover a point "
+        "for its class; pick one in *Highlight a class*."
     )
 
 
