@@ -33,7 +33,7 @@ MAX_NAME_LENGTH = 80
 #: Most user classes one bundle's store holds. Every add or delete re-fits the GZSL classifier over all
 #: classes, and so does start-up when user classes exist; its cost grows with the class count, so the total
 #: is capped where one add or delete stays within 2 s (measured: docs/benchmarks/app.md).
-MAX_USER_CLASSES = 200
+MAX_USER_CLASSES = 40
 #: One import file can hold at most this many (and never more than the store has room for).
 MAX_IMPORT_CLASSES = MAX_USER_CLASSES
 #: Attribute values below this count as 0: 1e-320 is a valid float but means "absent" to a person, and would

@@ -64,8 +64,8 @@ APP_CSS = """
 #predict-status .prose, #define-status .prose { font-size: 15px; }
 .refusal { color: #b00020; font-weight: 600; }
 #examples .caption-label { font-size: 11px; white-space: normal; line-height: 1.2; }
-/* Long class names wrap instead of pushing the tables (and the page) wider than a phone. */
-#alignment-table td, #your-classes td { white-space: normal; word-break: break-word; }
+/* Long class names wrap at spaces instead of pushing the tables (and the page) wider than a phone. */
+#alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
 .gradio-container { max-width: 100vw; }
 """
 
@@ -148,7 +148,8 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 min_width=160,
                 elem_id="bundle-choice",
             )
-            bundle_summary = gr.Markdown(default.summary_markdown(), elem_id="bundle-summary")
+            # min_width: on a phone the line goes below the choice instead of into a narrow column.
+            bundle_summary = gr.Markdown(default.summary_markdown(), min_width=300, elem_id="bundle-summary")
         with gr.Accordion("About this model and how it works", open=False):
             gr.Markdown(ABOUT)
             bundle_info = gr.Markdown(default.describe_markdown())
@@ -278,7 +279,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 "description? distance = from the description's point to the centre of its photos",
                 interactive=False,
                 wrap=True,
-                column_widths=["34%", "10%", "16%", "10%", "30%"],
+                column_widths=["32%", "12%", "17%", "11%", "28%"],
                 elem_id="alignment-table",
             )
 
