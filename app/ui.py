@@ -43,6 +43,7 @@ ABOUT = (
     "descriptions (lists of attributes) into one shared space. A class it never saw a photo of (*unseen*) "
     "is still recognised when a photo lands near that class's description; so is a class you define."
 )
+PREDICT_HINT = "*The answer appears here: upload an image or click an example.*"
 GAMMA_HELP = (
     "The model learned some classes from photos (seen) and knows others only from their description "
     "(unseen); left alone it favours the seen ones. Higher values favour unseen classes, lower values seen "
@@ -67,6 +68,8 @@ APP_CSS = """
 /* Long class names wrap at spaces instead of pushing the tables (and the page) wider than a phone. */
 #alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
 .gradio-container { max-width: 100vw; }
+/* On a phone the alignment table keeps readable columns and scrolls inside its own box. */
+@media (max-width: 640px) { #alignment-table table { min-width: 600px; } }
 """
 
 
@@ -149,7 +152,8 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 elem_id="bundle-choice",
             )
             # min_width: on a phone the line goes below the choice instead of into a narrow column.
-            bundle_summary = gr.Markdown(default.summary_markdown(), min_width=300, elem_id="bundle-summary")
+            with gr.Column(scale=3, min_width=300):
+                bundle_summary = gr.Markdown(default.summary_markdown(), elem_id="bundle-summary")
         with gr.Accordion("About this model and how it works", open=False):
             gr.Markdown(ABOUT)
             bundle_info = gr.Markdown(default.describe_markdown())
@@ -166,12 +170,16 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                         height=320,
                         elem_id="query-image",
                     )
+                    gr.Markdown(
+                        "**Examples**, one per class: click one. *seen*: the model was trained on photos "
+                        "of that class; *unseen*: it never saw one.",
+                        visible=bool(example_items),
+                    )
                     examples = gr.Gallery(
                         example_items,
-                        label="Examples, one per demo class (click one): "
-                        "seen = learned from photos, unseen = never seen in training",
-                        columns=4,
-                        height=360,
+                        show_label=False,
+                        columns=3,
+                        height=420,
                         allow_preview=False,
                         buttons=[],
                         interactive=False,
@@ -185,7 +193,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                         )  # fmt: skip
                         top_k = gr.Slider(1, 10, value=5, step=1, label="Classes to show")
                 with gr.Column(scale=1, elem_id="predict-results"):
-                    predict_status = gr.Markdown(elem_id="predict-status")
+                    predict_status = gr.Markdown(PREDICT_HINT, elem_id="predict-status")
                     ranked = gr.Label(label="Top classes (seen / unseen / your class)", elem_id="top-classes")
                     sees_summary = gr.Markdown(elem_id="sees-summary")
                     sees_table = gr.Dataframe(
@@ -685,5 +693,5 @@ def sees_markdown(prediction: Prediction) -> str:
     return (
         f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
         f"**Agreement** between what the image reads and that class's attributes: "
-        f"{prediction.agreement:.2f} (cosine, 1 = identical)."
+        f"{prediction.agreement:.2f} (1 = the same, 0 = nothing in common)."
     )
