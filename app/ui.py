@@ -68,8 +68,6 @@ APP_CSS = """
 /* Long class names wrap at spaces instead of pushing the tables (and the page) wider than a phone. */
 #alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
 .gradio-container { max-width: 100vw; }
-/* On a phone the alignment table keeps readable columns and scrolls inside its own box. */
-@media (max-width: 640px) { #alignment-table table { min-width: 600px; } }
 """
 
 
@@ -287,7 +285,6 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 "description? distance = from the description's point to the centre of its photos",
                 interactive=False,
                 wrap=True,
-                column_widths=["32%", "12%", "17%", "11%", "28%"],
                 elem_id="alignment-table",
             )
 
