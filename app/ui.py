@@ -214,22 +214,22 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     )
                     add_button = gr.Button("Add class", variant="primary", scale=1, min_width=120)
                 define_status = gr.Markdown(elem_id="define-status")
+                with gr.Row(equal_height=True):
+                    start_from = gr.Dropdown(
+                        default.class_names(),
+                        value=None,
+                        label="Start from an existing class (optional)",
+                        scale=3,
+                        elem_id="start-from",
+                    )
+                    copy_button = gr.Button("Copy its attributes", scale=1, min_width=100)
+                    clear_button = gr.Button("Clear", scale=1, min_width=80)
                 toggles = gr.Dropdown(
                     default.attribute_names,
                     multiselect=True,
                     label="Attributes that apply (type to search)",
                     elem_id="attribute-toggles",
                 )
-                with gr.Row(equal_height=True):
-                    start_from = gr.Dropdown(
-                        default.class_names(),
-                        value=None,
-                        label="Or start from an existing class (optional)",
-                        scale=3,
-                        elem_id="start-from",
-                    )
-                    copy_button = gr.Button("Copy its attributes", scale=1, min_width=100)
-                    clear_button = gr.Button("Clear", scale=1, min_width=80)
                 editor = gr.Dataframe(
                     default.attribute_frame(),
                     label="All attributes, 0–1 (edit a value for partial strength; the search box filters)",

@@ -195,6 +195,11 @@ def _open(playwright, app_url: str, viewport: dict[str, int]):
 
 def _tab(page, name: str) -> None:
     """Open a tab, also on a phone where Gradio folds the last tabs into its "More tabs" menu."""
+    from playwright.sync_api import expect
+
+    # Gradio lays the tab bar out after the page renders: wait for it before asking what is visible.
+    expect(page.get_by_role("tab", name="Predict").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(500)
     tab = page.get_by_role("tab", name=name)
     if tab.count() and tab.first.is_visible():
         tab.first.click()
@@ -274,7 +279,8 @@ def test_user_classes_follow_the_store_across_reloads_and_tabs(app_url: str) -> 
 
         # A reload (a new page load) lists the class everywhere.
         page.reload()
-        expect(page.locator("#bundle-summary")).to_contain_text("plus 1 of yours", timeout=60_000)
+        yours = [entry for entry in client.predict(api_name="/catalog")["classes"] if entry["kind"] == "user"]
+        expect(page.locator("#bundle-summary")).to_contain_text(f"plus {len(yours)} of yours", timeout=60_000)
         _tab(page, "Define a class")
         expect(page.locator("#your-classes")).to_contain_text("almost twin", timeout=30_000)
 
