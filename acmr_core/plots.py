@@ -92,7 +92,7 @@ def latent_figure(
                 mode="markers+text",
                 name="your image",
                 text=["your image"],
-                textposition="top center",
+                textposition="bottom center",  # class labels sit above their points: no overlap
                 marker={"symbol": "x", "size": 18, "color": "black", "line": {"width": 2, "color": "white"}},
                 hovertemplate=f"your image<br>predicted: {_escape(query.label)}<extra></extra>",
             )
