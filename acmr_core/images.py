@@ -12,6 +12,10 @@ message. It handles:
 * animated images (GIF, APNG, WebP): the first frame;
 * decompression bombs: the pixel count is read from the header and checked *before* any pixel is decoded,
   so a 20000×20000 PNG of a few hundred bytes is refused in microseconds without allocating it;
+* extreme aspect ratios, also from the header: the backbone's eval transform scales the *short* side up or
+  down to ~256 pixels, so a 64000×1 strip would become 16 million × 256 pixels (17.7 GB measured). With the
+  ratio capped at :data:`MAX_ASPECT_RATIO`, any resize to a short side ``s`` yields at most
+  ``s² × MAX_ASPECT_RATIO`` pixels (:func:`resized_pixels`), whatever the file;
 * empty, truncated and non-image files.
 """
 
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 #: Largest image accepted by default, in pixels (width × height). 64 MP covers every common camera (an
 #: 8000×8000 image) while keeping a decoded RGB image under 200 MB.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+#: Largest accepted ratio of the long side to the short side. Panoramas are 2:1 to 8:1; beyond 20:1 the
+#: backbone's centre crop would keep under 5 % of the picture anyway. Bounds the resized size (see above).
+MAX_ASPECT_RATIO = 20
 
 #: File extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset(
@@ -84,7 +92,8 @@ def describe_source(source: ImageSource | IO[bytes]) -> str:
 
 
 def check_pixel_count(size: tuple[int, int], max_pixels: int, name: str = "image") -> None:
-    """Refuse an image whose ``width × height`` exceeds ``max_pixels``."""
+    """Refuse an image whose ``width × height`` exceeds ``max_pixels`` or whose sides differ more than
+    :data:`MAX_ASPECT_RATIO` times (checked on the header's size, before any decoding or resizing)."""
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name}: image has no pixels ({width}×{height}); use another image")
@@ -93,6 +102,20 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int, name: str = "image
             f"{name}: image is {width}×{height} = {width * height / 1e6:.1f} MP, above the limit of "
             f"{max_pixels / 1e6:.0f} MP (refused as a possible decompression bomb); downscale it first"
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(
+            f"{name}: image is {width}×{height}, a strip more than {MAX_ASPECT_RATIO} times longer than wide "
+            "(scaling it for the model would cost gigabytes); crop it to the subject first"
+        )
+
+
+def resized_pixels(size: tuple[int, int], short_side: int) -> int:
+    """Pixels after scaling ``size`` so that its short side is ``short_side`` (what a timm eval resize does).
+
+    For an image :func:`check_pixel_count` accepted this is at most ``short_side² × MAX_ASPECT_RATIO``.
+    """
+    width, height = size
+    return short_side * round(short_side * max(width, height) / min(width, height))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

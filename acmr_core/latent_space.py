@@ -206,3 +206,32 @@ def alignment_scores(
         else:
             scores.append(ClassAlignment(class_index, float("nan"), nearest, False, 0))
     return scores
+
+
+@dataclass(frozen=True)
+class AlignmentSummary:
+    """One overall alignment figure: of the classes with images, how many have their own images nearest."""
+
+    classes_with_images: int
+    own_nearest: int
+
+    @property
+    def fraction(self) -> float:
+        return self.own_nearest / self.classes_with_images if self.classes_with_images else float("nan")
+
+    def sentence(self) -> str:
+        """The figure and its meaning in plain words (no jargon: shown to newcomers)."""
+        if not self.classes_with_images:
+            return "No class has images in the map, so alignment cannot be measured."
+        return (
+            f"{self.own_nearest} of {self.classes_with_images} classes ({self.fraction:.0%}): "
+            "the point computed from a class's description lies closer to that class's own photos "
+            "than to any other class's. "
+            "The higher, the better the model can recognise a class from its description alone."
+        )
+
+
+def summarise_alignment(scores: list[ClassAlignment]) -> AlignmentSummary:
+    """Top-1 alignment over the classes that have images (a user class has none, so it is not counted)."""
+    with_images = [item for item in scores if item.own_rank]
+    return AlignmentSummary(len(with_images), sum(item.own_is_nearest for item in with_images))

@@ -39,7 +39,7 @@ import torch
 from acmr_core.bundle import attribute_group
 from acmr_core.describe import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
 from acmr_core.errors import ACMRError, BundleError, ImageError, UserClassError
-from acmr_core.latent_space import alignment_scores, place_points
+from acmr_core.latent_space import AlignmentSummary, alignment_scores, place_points, summarise_alignment
 from acmr_core.plots import KINDS, LatentScene, QueryPoint, latent_figure
 from acmr_core.user_classes import (
     UserClass,
@@ -56,6 +56,8 @@ DEFAULT_BUNDLE = "demo-world"
 #: Where user classes are stored (one SQLite file per bundle) unless ACMR_USER_CLASSES_DIR says otherwise.
 DEFAULT_USER_CLASSES_DIR = Path("user_classes")
 STRONGEST_ATTRIBUTES = 8
+#: Two classes whose attributes (0–1) differ by more than this in at most one attribute are near-duplicates.
+NEAR_DUPLICATE_DIFFERENCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class StudioService:
         self._projection = bundle.projection
         self._write_lock = threading.Lock()
         self._default_figure: tuple[ClassSpace, go.Figure] | None = None
-        self._alignment: tuple[ClassSpace, pd.DataFrame] | None = None
+        self._alignment: tuple[ClassSpace, pd.DataFrame, AlignmentSummary] | None = None
         self._space = self._build_space(tuple(store.list()))
 
     # ---- construction ------------------------------------------------------------------------------------
@@ -329,6 +331,7 @@ class StudioService:
         values = validate_values(attributes, self.attribute_names)
         with self._write_lock:
             self._check_name_free(cleaned)
+            self.store.check_room(1)  # before the re-fit: a refusal costs nothing
             candidate = UserClass(cleaned, values, time.time())
             space = self._build_space((*self._space.user_classes, candidate))  # fit first: nothing half-done
             stored = self.store.add(
@@ -471,6 +474,15 @@ class StudioService:
         row = space.unit_attributes[space.position(name)]
         return dict(zip(self.attribute_names, row.tolist(), strict=True))
 
+    def near_duplicates(self, name: str) -> list[str]:
+        """Other classes whose attributes differ from ``name``'s in at most one attribute (confusable)."""
+        space = self._space
+        own = space.position(name)
+        differing = (
+            np.abs(space.unit_attributes - space.unit_attributes[own]) > NEAR_DUPLICATE_DIFFERENCE
+        ).sum(axis=1)
+        return [space.names[i] for i in np.flatnonzero(differing <= 1) if i != own]
+
     def attribute_frame(self, values: Mapping[str, float] | None = None) -> pd.DataFrame:
         """The attribute editor's table: group, attribute, value in [0, 1]."""
         values = values or {}
@@ -529,6 +541,17 @@ class StudioService:
             rows.append([item.name, summary])
         return pd.DataFrame(rows, columns=["name", "strongest attributes"])
 
+    def summary_markdown(self) -> str:
+        """One plain-words line for the page header: what the model can name (names escaped)."""
+        space = self._space
+        counts = {kind: space.kinds.count(kind) for kind in KINDS}
+        yours = f", plus **{counts['user']}** of yours" if counts["user"] else ""
+        total = counts["seen"] + counts["unseen"]
+        return (
+            f"Model **{html.escape(self.bundle_name)}** names **{total}** classes: {counts['seen']} learned "
+            f"from photos and {counts['unseen']} known only from a description{yours}."
+        )
+
     def describe_markdown(self) -> str:
         """A short description of the bundle for the app's header (names escaped)."""
         space = self._space
@@ -560,43 +583,52 @@ class StudioService:
         classes: Collection[str] | None = None,
         kinds: Collection[str] = KINDS,
         query: QueryPoint | None = None,
+        highlight: str | None = None,
     ) -> go.Figure:
         """The latent-space plot; the unfiltered figure is built once per class snapshot and reused."""
         space = self._space
-        unfiltered = not classes and set(kinds) == set(KINDS) and query is None
+        unfiltered = not classes and set(kinds) == set(KINDS) and query is None and not highlight
         cached = self._default_figure
         if unfiltered and cached is not None and cached[0] is space:
             return cached[1]
-        figure = latent_figure(self.latent_scene(space), classes=classes, kinds=kinds, query=query)
+        figure = latent_figure(
+            self.latent_scene(space), classes=classes, kinds=kinds, query=query, highlight=highlight
+        )
         if unfiltered:
             self._default_figure = (space, figure)
         return figure
 
     def alignment_frame(self) -> pd.DataFrame:
-        """Per-class alignment table (user classes have no images: only their nearest image centroid)."""
-        space = self._space
+        """Per-class alignment table (user classes have no images: only their nearest images are given)."""
+        return self._alignment_of(self._space)[0]
+
+    def alignment_summary(self) -> AlignmentSummary:
+        """The overall alignment figure over the classes with images (see :class:`AlignmentSummary`)."""
+        return self._alignment_of(self._space)[1]
+
+    def _alignment_of(self, space: ClassSpace) -> tuple[pd.DataFrame, AlignmentSummary]:
         cached = self._alignment
         if cached is not None and cached[0] is space:
-            return cached[1]
+            return cached[1], cached[2]
         scores = alignment_scores(self._image_latents, self._image_class, space.semantic_latents)
         frame = pd.DataFrame(
             {
                 "class": [space.names[item.class_index] for item in scores],
                 "kind": [space.kinds[item.class_index] for item in scores],
-                # A class without images (a user class) has no distance or rank: "–" keeps the columns tidy.
-                "distance to own images": [
-                    round(item.distance, 3) if item.own_rank else "–" for item in scores
-                ],
                 "own images nearest": [
-                    ("yes" if item.own_is_nearest else "no") if item.own_rank else "(no images)"
+                    ("yes" if item.own_is_nearest else f"no (rank {item.own_rank})")
+                    if item.own_rank
+                    else "(no images)"
                     for item in scores
                 ],
-                "rank of own images": [item.own_rank or "–" for item in scores],
-                "nearest image centroid": [space.names[item.nearest_class] for item in scores],
+                # A class without images (a user class) has no distance: "–" keeps the column tidy.
+                "distance": [round(item.distance, 2) if item.own_rank else "–" for item in scores],
+                "nearest images": [space.names[item.nearest_class] for item in scores],
             }
         )
-        self._alignment = (space, frame)
-        return frame
+        summary = summarise_alignment(scores)
+        self._alignment = (space, frame, summary)
+        return frame, summary
 
 
 def open_store(folder: str | Path, bundle_name: str, attribute_names: Sequence[str]) -> UserClassStore:

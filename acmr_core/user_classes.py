@@ -30,7 +30,15 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 EXPORT_FORMAT = "acmr-user-classes"
 MAX_NAME_LENGTH = 80
-MAX_IMPORT_CLASSES = 1000
+#: Most user classes one bundle's store holds. Every add or delete re-fits the GZSL classifier over all
+#: classes, and so does start-up when user classes exist; its cost grows with the class count, so the total
+#: is capped where one add or delete stays within 2 s (measured: docs/benchmarks/app.md).
+MAX_USER_CLASSES = 40
+#: One import file can hold at most this many (and never more than the store has room for).
+MAX_IMPORT_CLASSES = MAX_USER_CLASSES
+#: Attribute values below this count as 0: 1e-320 is a valid float but means "absent" to a person, and would
+#: otherwise pass the "at least one attribute above 0" rule and then display as 0.
+VALUE_EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ def validate_values(attributes: Mapping[str, object], attribute_names: Sequence[
     """Map ``{attribute name: value}`` to a full value vector; missing attributes are 0.
 
     Refuses unknown names, non-numbers, NaN/inf and values outside [0, 1], and a class with no attribute set.
+    Values below :data:`VALUE_EPSILON` are stored as 0.
     """
     if not isinstance(attributes, Mapping):
         raise UserClassError(
@@ -94,9 +103,12 @@ def validate_values(attributes: Mapping[str, object], attribute_names: Sequence[
             raise UserClassError(
                 f"attribute {name!r} is {value:g}, outside [0, 1]; use a number between 0 and 1"
             )
-        values[index[name]] = value
+        values[index[name]] = value if value >= VALUE_EPSILON else 0.0
     if not any(values):
-        raise UserClassError("every attribute is 0; set at least one attribute above 0 to describe the class")
+        raise UserClassError(
+            f"every attribute is 0 (values below {VALUE_EPSILON:g} count as 0); "
+            "set at least one attribute above 0 to describe the class"
+        )
     return tuple(values)
 
 
@@ -110,6 +122,10 @@ def parse_attributes_json(text: object) -> dict[str, object]:
         raise UserClassError(
             f"attributes are not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
             'send an object like {"red": 1, "striped": 0.5}'
+        ) from None
+    except RecursionError:  # e.g. [[[[…]]]] thousands deep: Python's parser gives up
+        raise UserClassError(
+            'attributes are nested too deeply to be attribute values; send a flat object like {"red": 1}'
         ) from None
     if not isinstance(parsed, dict):
         raise UserClassError(
@@ -225,6 +241,7 @@ class UserClassStore:
         cleaned = validate_name(name)
         values = validate_values(attributes, self.attribute_names)
         self._check_free(cleaned, reserved_names)
+        self.check_room(1)
         user_class = UserClass(cleaned, values, time.time())
         try:
             with self._transaction() as cursor:
@@ -267,6 +284,16 @@ class UserClassStore:
             raise UserClassError(f"there is no user class named {name[:MAX_NAME_LENGTH]!r}")
         return found
 
+    def check_room(self, adding: int) -> None:
+        """Refuse to grow past :data:`MAX_USER_CLASSES` (the bound on every add, delete and start-up)."""
+        stored = len(self)
+        if stored + adding > MAX_USER_CLASSES:
+            room = max(MAX_USER_CLASSES - stored, 0)
+            raise UserClassError(
+                f"this model already has {stored} user classes and holds at most {MAX_USER_CLASSES} "
+                f"(room for {room} more); delete some of yours first"
+            )
+
     def _check_free(self, name: str, reserved_names: Sequence[str]) -> None:
         folded = _fold(name)
         if any(_fold(reserved) == folded for reserved in reserved_names):
@@ -293,6 +320,8 @@ class UserClassStore:
         """Add every class of an export; all or nothing: one bad or clashing class refuses the whole file."""
         try:
             document = json.loads(text)
+        except RecursionError:
+            raise UserClassError("the import file is nested too deeply; choose an exported file") from None
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
             raise UserClassError(
                 f"the import file is not valid JSON ({error}); choose an exported file"
@@ -304,6 +333,7 @@ class UserClassStore:
             raise UserClassError("the import file has no 'classes' list; choose an exported file")
         if len(entries) > MAX_IMPORT_CLASSES:
             raise UserClassError(f"the import file has {len(entries)} classes; at most {MAX_IMPORT_CLASSES}")
+        self.check_room(len(entries))
         prepared: list[UserClass] = []
         seen: set[str] = set()
         now = time.time()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +26,40 @@ DEFAULT_CONCURRENCY = 4
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 # Larger uploads are refused by Gradio before reaching the app (photos are a few MB; 64 MP is the pixel cap).
 MAX_UPLOAD = "50mb"
+#: Each serving process keeps its temporary files (Gradio's upload cache, exports) in SCRATCH_ROOT/<pid>:
+#: removed at exit, and a folder left by a killed process is removed at the next start.
+SCRATCH_ROOT = Path(tempfile.gettempdir()) / "acmr-studio"
+#: Gradio's cache cleaning: every 30 min, files this app cached more than an hour ago are deleted.
+DELETE_CACHE = (1800, 3600)
+
+
+@functools.cache
+def scratch_folder() -> Path:
+    """This process's temporary folder (created once, removed at exit); stale ones of dead processes go."""
+    _remove_stale_scratch()
+    folder = SCRATCH_ROOT / str(os.getpid())
+    folder.mkdir(parents=True, exist_ok=True)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _remove_stale_scratch() -> None:
+    if not SCRATCH_ROOT.is_dir():
+        return
+    for folder in SCRATCH_ROOT.iterdir():
+        if folder.name.isdigit() and not _process_alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed the temporary files of a previous run (%s)", folder)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive, and not ours to clean
+        return True
+    return True
 
 
 def create_app(
@@ -43,6 +81,8 @@ def _build(
     """The Blocks, and the thread warming the model up (started; join it before calling the app ready)."""
     # The app must work offline: no usage analytics calls.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Uploads land in this process's scratch folder (read by Gradio when it is imported, just below).
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(scratch_folder() / "gradio"))
     # Importing Gradio takes seconds of mostly single-threaded Python: do it while the model loads.
     ui_import = threading.Thread(target=importlib.import_module, args=("app.ui",), daemon=True)
     ui_import.start()
@@ -68,6 +108,8 @@ def _build(
 
 def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> Any:
     """Start serving without blocking (loopback by default; a public link only with ``share=True``)."""
+    from app.ui import APP_CSS, APP_HEAD, app_theme
+
     demo.launch(
         server_name=host,
         server_port=port,
@@ -77,6 +119,9 @@ def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = F
         max_file_size=MAX_UPLOAD,
         footer_links=["api"],
         quiet=True,
+        theme=app_theme(),
+        css=APP_CSS,
+        head=APP_HEAD,
     )
     return demo
 

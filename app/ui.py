@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import html
 import json
-import tempfile
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,12 +23,62 @@ import pandas as pd
 from acmr_core.errors import ACMRError
 from acmr_core.plots import KINDS, QueryPoint
 from acmr_core.service import Prediction, ServiceRegistry, StudioService
-from app import EXAMPLES_DIR
+from app import DELETE_CACHE, EXAMPLES_DIR, scratch_folder
 from app.describe import add_describe_api, describe_panel
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Two predictions at once keep both CPU cores busy; class edits are serialised by the service anyway.
 PREDICT_CONCURRENCY = 2
+
+HEADER = (
+    "# ACMR zero-shot studio\n"
+    "**Name what is in a picture, including classes the model never saw a photo of.** "
+    "Upload an image or click an example. *Define a class* describes a new class by its attributes "
+    "(colour, pattern, …) and the model recognises it at once; *Latent space* shows how well photos and "
+    "descriptions line up."
+)
+ABOUT = (
+    "The model is ACMR (aligned cross-modal representations, AAAI 2022). It maps photos and class "
+    "descriptions (lists of attributes) into one shared space. A class it never saw a photo of (*unseen*) "
+    "is still recognised when a photo lands near that class's description; so is a class you define."
+)
+PREDICT_HINT = "*The answer appears here: upload an image or click an example.*"
+GAMMA_HELP = (
+    "The model learned some classes from photos (seen) and knows others only from their description "
+    "(unseen); left alone it favours the seen ones. Higher values favour unseen classes, lower values seen "
+    "ones; the default balances both (chosen on held-out data). Type a value and press Enter, or drag."
+)
+# On a phone the results sit below the examples: bring them into view when an example is tapped.
+SCROLL_TO_RESULTS_JS = (
+    "() => { if (window.innerWidth < 900) "
+    "document.getElementById('predict-results')?.scrollIntoView({behavior: 'smooth'}); }"
+)
+#: Typing into a slider's number box applies only on blur; make Enter apply it too (blur on Enter).
+APP_HEAD = """<script>
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target.matches?.("#gamma input[type=number]")) event.target.blur();
+});
+</script>"""
+APP_CSS = """
+#predict-status:empty, #define-status:empty { display: none; }
+#predict-status .prose, #define-status .prose { font-size: 15px; }
+.refusal { color: #b00020; font-weight: 600; }
+#examples .caption-label { font-size: 11px; white-space: normal; line-height: 1.2; }
+/* Long class names wrap at spaces instead of pushing the tables (and the page) wider than a phone. */
+#alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
+.gradio-container { max-width: 100vw; }
+"""
+
+
+def app_theme() -> gr.themes.Base:
+    """Gradio's default look with the system fonts: the bundled web font lacks some bold capitals, which then
+    render in a thin fallback glyph (the "A" of the title); system fonts are also what works offline."""
+    return gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
+    )
 
 
 def user_errors(handler: F) -> F:
@@ -38,6 +89,7 @@ def user_errors(handler: F) -> F:
         try:
             return handler(*args, **kwargs)
         except ACMRError as error:
+            log.warning("refused: %s", error)  # one line, no traceback: the user gets the message
             raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
 
     return wrapped  # type: ignore[return-value]
@@ -61,33 +113,54 @@ def raw_image_input(**kwargs: Any) -> gr.Image:
     return image
 
 
+def uploaded_path(payload: Any) -> str | None:
+    """The file path of an image input's raw payload, for events run with ``preprocess=False``.
+
+    Gradio re-creates a component (as its plain class) once an event has written to it, which drops the
+    instance-level ``preprocess`` of :func:`raw_image_input`; an event whose input is also an output (the
+    query image: examples and refusals write to it) therefore skips preprocessing and reads the path here.
+    The file has already been moved into Gradio's upload cache and checked to be there.
+    """
+    if isinstance(payload, dict):
+        payload = payload.get("path")
+    return str(payload) if payload else None
+
+
 def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
     """The whole app; ``registry`` holds the loaded bundle(s) and opens others on demand."""
     default = registry.default()
+    example_items = captioned_examples(examples_dir)
+    example_of_class = {entry["class"]: entry["path"] for entry in example_entries(examples_dir)}
 
     def service_for(bundle: str) -> StudioService:
         return registry.get(bundle or registry.default_name)
 
-    with gr.Blocks(title="ACMR zero-shot studio") as demo:
+    with gr.Blocks(title="ACMR zero-shot studio", delete_cache=DELETE_CACHE) as demo:
         bundle = gr.State(registry.default_name)
         last_query = gr.State(None)  # QueryPoint of this session's last prediction
+        try_path = gr.State(None)  # the example that best shows the user's newest class
 
-        gr.Markdown(
-            "# ACMR zero-shot studio\nGeneralized zero-shot classification with aligned cross-modal "
-            "representations (ACMR, AAAI 2022): images and class descriptions share one latent space, so the "
-            "model can name classes it never saw — and classes you define here."
-        )
-        with gr.Row():
+        gr.Markdown(HEADER, elem_id="header")
+        with gr.Row(equal_height=True):
             bundle_choice = gr.Dropdown(
                 registry.names(),
                 value=registry.default_name,
-                label="Model bundle",
+                label="Model",
                 scale=1,
+                min_width=160,
                 elem_id="bundle-choice",
             )
+            # min_width: on a phone the line goes below the choice instead of into a narrow column.
+            with gr.Column(scale=3, min_width=300):
+                bundle_summary = gr.Markdown(default.summary_markdown(), elem_id="bundle-summary")
+        with gr.Accordion("About this model and how it works", open=False):
+            gr.Markdown(ABOUT)
             bundle_info = gr.Markdown(default.describe_markdown())
 
         with gr.Tab("Predict"):
+            with gr.Row(visible=False, elem_id="try-your-class") as try_row:
+                try_note = gr.Markdown()
+                try_button = gr.Button("Try it on the closest example", scale=0, min_width=200)
             with gr.Row():
                 with gr.Column(scale=1):
                     image = raw_image_input(
@@ -96,42 +169,63 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                         height=320,
                         elem_id="query-image",
                     )
-                    examples = example_gallery(examples_dir)
-                    if examples:
-                        gr.Examples(
-                            examples, inputs=image, examples_per_page=12,
-                            label="Example images (demo world, one per class; click one)",
-                        )  # fmt: skip
-                    with gr.Accordion("Advanced", open=False):
+                    gr.Markdown(
+                        "**Examples**, one per class: click one. *seen*: the model was trained on photos "
+                        "of that class; *unseen*: it never saw one.",
+                        visible=bool(example_items),
+                    )
+                    examples = gr.Gallery(
+                        example_items,
+                        show_label=False,
+                        columns=3,
+                        height=420,
+                        allow_preview=False,
+                        buttons=[],
+                        interactive=False,
+                        visible=bool(example_items),
+                        elem_id="examples",
+                    )
+                    with gr.Accordion("Advanced: balance between seen and unseen classes", open=False):
                         gamma = gr.Slider(
                             *gamma_range(default), value=default.default_gamma, step=0.05,
-                            label="Seen-class calibration γ (subtracted from seen-class scores)",
-                            info="The default was chosen on the bundle's validation split.",
+                            label="Seen/unseen balance γ", info=GAMMA_HELP, elem_id="gamma",
                         )  # fmt: skip
                         top_k = gr.Slider(1, 10, value=5, step=1, label="Classes to show")
-                with gr.Column(scale=1):
+                with gr.Column(scale=1, elem_id="predict-results"):
+                    predict_status = gr.Markdown(PREDICT_HINT, elem_id="predict-status")
                     ranked = gr.Label(label="Top classes (seen / unseen / your class)", elem_id="top-classes")
                     sees_summary = gr.Markdown(elem_id="sees-summary")
                     sees_table = gr.Dataframe(
                         headers=["attribute", "image reads", "predicted class has"],
-                        label="What the model sees: the image's latent decoded into attributes",
+                        label="What the model sees: the image decoded into attributes (0–1)",
                         interactive=False,
+                        wrap=True,
                     )
-            predict_plot = gr.Plot(label="Where your image lands in the latent space")
+            predict_plot = gr.Plot(label="Where your image lands among the classes", elem_id="predict-plot")
 
-        with gr.Tab("Define a class"), gr.Row():
+        with gr.Tab("Define a class") as define_tab, gr.Row():
             with gr.Column(scale=3):
-                class_name = gr.Textbox(
-                    label="Class name",
-                    max_length=80,
-                    placeholder="e.g. red dotted ball",
-                    elem_id="class-name",
-                )
-                describe = describe_panel(example_gallery(examples_dir))  # issue 15: words or images
-                with gr.Row():
-                    start_from = gr.Dropdown(default.class_names(), label="Start from class", scale=3)
-                    copy_button = gr.Button("Copy its attributes", scale=1)
-                    clear_button = gr.Button("Clear", scale=1)
+                with gr.Row(equal_height=True):
+                    class_name = gr.Textbox(
+                        label="Class name",
+                        max_length=80,
+                        placeholder="e.g. red dotted ball",
+                        scale=3,
+                        elem_id="class-name",
+                    )
+                    add_button = gr.Button("Add class", variant="primary", scale=1, min_width=120)
+                define_status = gr.Markdown(elem_id="define-status")
+                describe = describe_panel(example_gallery(examples_dir))  # words or example images
+                with gr.Row(equal_height=True):
+                    start_from = gr.Dropdown(
+                        default.class_names(),
+                        value=None,
+                        label="Start from an existing class (optional)",
+                        scale=3,
+                        elem_id="start-from",
+                    )
+                    copy_button = gr.Button("Copy its attributes", scale=1, min_width=100)
+                    clear_button = gr.Button("Clear", scale=1, min_width=80)
                 toggles = gr.Dropdown(
                     default.attribute_names,
                     multiselect=True,
@@ -144,18 +238,19 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     datatype=["str", "str", "number"],
                     static_columns=[0, 1],
                     show_search="filter",
-                    max_height=420,
+                    max_height=320,
                 )
-                add_button = gr.Button("Add class", variant="primary")
-                define_status = gr.Markdown(elem_id="define-status")
             with gr.Column(scale=2):
                 your_classes = gr.Dataframe(
                     default.user_class_frame(),
                     label="Your classes",
                     interactive=False,
+                    wrap=True,
                     elem_id="your-classes",
                 )
-                chosen = gr.Dropdown(default.user_class_names(), label="Your class", elem_id="chosen-class")
+                chosen = gr.Dropdown(
+                    default.user_class_names(), value=None, label="Your class", elem_id="chosen-class"
+                )
                 new_name = gr.Textbox(label="New name", max_length=80)
                 with gr.Row():
                     rename_button = gr.Button("Rename")
@@ -163,29 +258,51 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 with gr.Row():
                     export_button = gr.Button("Export JSON")
                     import_button = gr.UploadButton("Import JSON", file_types=[".json"])
-                export_file = gr.File(label="Exported classes", interactive=False)
+                export_file = gr.File(label="Exported classes", interactive=False, height=90)
 
-        with gr.Tab("Latent space"):
+        with gr.Tab("Latent space") as latent_tab:
             with gr.Row():
-                class_filter = gr.Dropdown(
-                    default.class_names(), multiselect=True, label="Only these classes (empty: all)", scale=3
-                )
-                kind_filter = gr.CheckboxGroup(list(KINDS), value=list(KINDS), label="Show", scale=1)
-            latent_plot = gr.Plot(label="Visual latents (images) and semantic latents (class prototypes)")
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        class_filter = gr.Dropdown(
+                            default.class_names(), multiselect=True, label="Only these classes (empty: all)",
+                            scale=2, min_width=160,
+                        )  # fmt: skip
+                        highlight = gr.Dropdown(
+                            default.class_names(), value=None, label="Highlight a class", scale=2,
+                            min_width=160, elem_id="highlight-class",
+                        )  # fmt: skip
+                        kind_filter = gr.CheckboxGroup(
+                            list(KINDS), value=list(KINDS), label="Show", scale=1, min_width=160
+                        )
+                    latent_plot = gr.Plot(
+                        label="Photos (●) and class descriptions (◆) in the shared space",
+                        elem_id="latent-plot",
+                    )
+                with gr.Column(scale=1, min_width=240):
+                    alignment_note = gr.Markdown(alignment_markdown(default), elem_id="alignment-summary")
             alignment = gr.Dataframe(
                 default.alignment_frame(),
-                label="Per-class alignment (click a header to sort): distance from a class prototype to the "
-                "centroid of its images, and whether its nearest image centroid is its own",
+                label="Per class (click a header to sort): are the class's own photos the nearest to its "
+                "description? distance = from the description's point to the centre of its photos",
                 interactive=False,
+                wrap=True,
+                elem_id="alignment-table",
             )
 
         # ---- predict ---------------------------------------------------------------------------------------
-        @user_errors
-        def on_predict(path: str | None, gamma_value: float, k: float, bundle_name: str) -> tuple:
+        def on_predict(payload: Any, gamma_value: float, k: float, bundle_name: str) -> tuple:
             service = service_for(bundle_name)
-            if not path:
-                return None, "", None, service.latent_figure(), None
-            prediction = service.predict(path, gamma=gamma_value, top_k=int(k))
+            path = uploaded_path(payload)
+            if not path:  # cleared (also after a refused upload): keep any refusal message on screen
+                return None, "", None, service.latent_figure(), None, gr.skip(), gr.skip()
+            try:
+                prediction = service.predict(path, gamma=float(gamma_value), top_k=int(k))
+            except ACMRError as error:
+                # One log line; the reason in the page; no stale result left under it; the broken upload
+                # cleared (its change event then lands in the branch above).
+                log.warning("refused an upload: %s", error)
+                return None, "", None, service.latent_figure(), None, refusal_markdown(error), None
             query = QueryPoint(prediction.xy, prediction.ranked[0].name)
             return (
                 {f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
@@ -195,9 +312,11 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 ),
                 service.latent_figure(query=query),
                 query,
+                "",
+                gr.skip(),
             )
 
-        predict_outputs = [ranked, sees_summary, sees_table, predict_plot, last_query]
+        predict_outputs = [ranked, sees_summary, sees_table, predict_plot, last_query, predict_status, image]
         predicted = gr.on(
             [image.change, gamma.release, top_k.release],
             on_predict,
@@ -206,32 +325,70 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             concurrency_limit=PREDICT_CONCURRENCY,
             concurrency_id="predict",
             api_visibility="private",
+            preprocess=False,  # the raw upload goes to load_image, whatever it is (see uploaded_path)
+        )
+
+        def on_example(event: gr.SelectData) -> str | None:
+            return example_items[event.index][0] if 0 <= event.index < len(example_items) else None
+
+        examples.select(on_example, None, image, js=SCROLL_TO_RESULTS_JS, api_visibility="private")
+        try_button.click(
+            lambda path: path, try_path, image, js=SCROLL_TO_RESULTS_JS, api_visibility="private"
         )
 
         # ---- define a class --------------------------------------------------------------------------------
-        def class_lists(service: StudioService) -> tuple:
+        def class_lists(service: StudioService, keep: str | None = None) -> tuple:
+            """Every view of the class list, from the service's current classes (``keep``: a chosen class
+            that should stay chosen if it still exists)."""
             names = service.class_names()
+            user_names = service.user_class_names()
             return (
                 service.user_class_frame(),
-                gr.update(choices=service.user_class_names(), value=None),
+                gr.update(choices=user_names, value=keep if keep in user_names else None),
+                gr.update(choices=names),
                 gr.update(choices=names),
                 gr.update(choices=names),
                 service.alignment_frame(),
+                alignment_markdown(service),
                 service.describe_markdown(),
+                service.summary_markdown(),
             )
 
-        list_outputs = [your_classes, chosen, start_from, class_filter, alignment, bundle_info]
+        list_outputs = [
+            your_classes, chosen, start_from, class_filter, highlight, alignment, alignment_note, bundle_info,
+            bundle_summary,
+        ]  # fmt: skip
+
+        # The page, and each tab when opened, shows the store as it is now: after a reload, a restart, or an
+        # edit made in another browser tab.
+        def on_show(chosen_name: str | None, bundle_name: str) -> tuple:
+            return class_lists(service_for(bundle_name), keep=chosen_name)
+
+        gr.on(
+            [demo.load, define_tab.select, latent_tab.select],
+            on_show,
+            [chosen, bundle],
+            list_outputs,
+            api_visibility="private",
+        )
 
         def on_refresh(
-            classes: list[str], kinds: list[str], query: QueryPoint | None, bundle_name: str
+            classes: list[str],
+            kinds: list[str],
+            focus: str | None,
+            query: QueryPoint | None,
+            bundle_name: str,
         ) -> tuple:
             service = service_for(bundle_name)
-            return service.latent_figure(classes, kinds, query), service.latent_figure(query=query)
+            return (
+                service.latent_figure(classes, kinds, query, highlight=focus),
+                service.latent_figure(query=query),
+            )
 
         # After any change to the classes, both plots show the new class space.
         refresh = {
             "fn": on_refresh,
-            "inputs": [class_filter, kind_filter, last_query, bundle],
+            "inputs": [class_filter, kind_filter, highlight, last_query, bundle],
             "outputs": [latent_plot, predict_plot],
             "api_visibility": "private",
         }
@@ -243,12 +400,26 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             frame = service.apply_toggles(frame, selected or [])
             stored = service.define_class(name, service.frame_to_attributes(frame))
             message = f"Added **{html.escape(stored['name'])}**: it is now part of every prediction."
-            return (message, *class_lists(service))
+            twins = service.near_duplicates(stored["name"])
+            if twins:
+                shown = ", ".join(f"*{html.escape(twin)}*" for twin in twins[:3])
+                message += (
+                    f"  \n⚠ It differs from {shown} in at most one attribute, so the model will often "
+                    "confuse them; consider making it more distinct."
+                )
+            note, path = try_markdown(service, stored["name"], example_of_class)
+            message += "  \nTry it on the *Predict* tab."
+            return (message, gr.update(visible=True), note, path, *class_lists(service))
 
         add_button.click(
-            on_add, [class_name, editor, toggles, bundle], [define_status, *list_outputs],
+            on_add, [class_name, editor, toggles, bundle],
+            [define_status, try_row, try_note, try_path, *list_outputs],
             concurrency_id="classes", concurrency_limit=1, api_visibility="private",
         ).success(**refresh)  # fmt: skip
+        # The button is shown only when the closest example exists.
+        try_path.change(
+            lambda path: gr.update(visible=bool(path)), try_path, try_button, api_visibility="private"
+        )
 
         @user_errors
         def on_copy(source: str | None, bundle_name: str) -> tuple:
@@ -261,10 +432,13 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         copy_button.click(on_copy, [start_from, bundle], [editor, toggles], api_visibility="private")
 
         def on_clear(bundle_name: str) -> tuple:
-            return "", service_for(bundle_name).attribute_frame(), [], ""
+            return "", service_for(bundle_name).attribute_frame(), [], "", None
 
         clear_button.click(
-            on_clear, [bundle], [class_name, editor, toggles, define_status], api_visibility="private"
+            on_clear,
+            [bundle],
+            [class_name, editor, toggles, define_status, start_from],
+            api_visibility="private",
         )
 
         def on_toggle(selected: list[str], frame: pd.DataFrame, bundle_name: str) -> pd.DataFrame:
@@ -297,10 +471,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
 
         def on_export(bundle_name: str) -> str:
             service = service_for(bundle_name)
-            folder = Path(tempfile.mkdtemp(prefix="acmr-export-"))
-            path = folder / f"{service.bundle_name}-user-classes.json"
-            path.write_text(service.export_classes(), encoding="utf-8")
-            return str(path)
+            return str(write_export(service.bundle_name, service.export_classes()))
 
         export_button.click(on_export, [bundle], [export_file], api_visibility="private")
 
@@ -318,21 +489,25 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         # ---- latent space ----------------------------------------------------------------------------------
         @user_errors
         def on_filter(
-            classes: list[str], kinds: list[str], query: QueryPoint | None, bundle_name: str
+            classes: list[str],
+            kinds: list[str],
+            focus: str | None,
+            query: QueryPoint | None,
+            bundle_name: str,
         ) -> Any:
-            return service_for(bundle_name).latent_figure(classes=classes, kinds=kinds, query=query)
+            service = service_for(bundle_name)
+            return service.latent_figure(classes=classes, kinds=kinds, query=query, highlight=focus)
 
         demo.load(
             lambda name: service_for(name).latent_figure(), bundle, predict_plot, api_visibility="private"
         )
         # The latent tab highlights the last uploaded image too.
-        predicted.success(
-            on_filter, [class_filter, kind_filter, last_query, bundle], latent_plot, api_visibility="private"
-        )
+        filter_inputs = [class_filter, kind_filter, highlight, last_query, bundle]
+        predicted.success(on_filter, filter_inputs, latent_plot, api_visibility="private")
         gr.on(
-            [class_filter.change, kind_filter.change, demo.load],
+            [class_filter.change, kind_filter.change, highlight.change, demo.load],
             on_filter,
-            inputs=[class_filter, kind_filter, last_query, bundle],
+            inputs=filter_inputs,
             outputs=latent_plot,
             api_visibility="private",
         )
@@ -343,7 +518,6 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             service = service_for(name)
             return (
                 name,
-                service.describe_markdown(),
                 gr.update(
                     value=service.default_gamma,
                     minimum=gamma_range(service)[0],
@@ -359,7 +533,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         switch = bundle_choice.input(
             on_bundle,
             [bundle_choice],
-            [bundle, bundle_info, gamma, editor, toggles, last_query, *list_outputs, latent_plot],
+            [bundle, gamma, editor, toggles, last_query, *list_outputs, latent_plot],
             api_visibility="private",
         )
         # A bundle that cannot be opened leaves the session on the previous one: show that one again.
@@ -420,18 +594,93 @@ def build_api(service: StudioService) -> None:
     add_describe_api(service, user_errors)
 
 
-def example_gallery(folder: Path) -> list[str]:
-    """One example image per class (the first listed in the folder's index.json), else every PNG."""
+def example_entries(folder: Path) -> list[dict[str, str]]:
+    """One example image per class (the first listed in the folder's index.json): path, class and kind.
+
+    Without a usable index, every PNG of the folder (class and kind unknown).
+    """
     index_file = folder / "index.json"
     try:
         entries = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else []
     except (OSError, ValueError):
         entries = []
-    first_per_class: dict[str, str] = {}
+    first_per_class: dict[str, dict[str, str]] = {}
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and (folder / str(entry.get("file", ""))).is_file():
-            first_per_class.setdefault(str(entry.get("class")), str(folder / entry["file"]))
-    return list(first_per_class.values()) or sorted(str(path) for path in folder.glob("*.png"))
+            first_per_class.setdefault(
+                str(entry.get("class")),
+                {
+                    "path": str(folder / entry["file"]),
+                    "class": str(entry.get("class")),
+                    "kind": str(entry.get("kind", "")),
+                },
+            )
+    if first_per_class:
+        return list(first_per_class.values())
+    return [{"path": str(path), "class": "", "kind": ""} for path in sorted(folder.glob("*.png"))]
+
+
+def example_gallery(folder: Path) -> list[str]:
+    """The example images' paths (see :func:`example_entries`)."""
+    return [entry["path"] for entry in example_entries(folder)]
+
+
+def captioned_examples(folder: Path) -> list[tuple[str, str]]:
+    """(path, caption) per example: its class and whether the model saw photos of it in training."""
+    return [
+        (entry["path"], f"{entry['class']} ({entry['kind']})" if entry["class"] else Path(entry["path"]).stem)
+        for entry in example_entries(folder)
+    ]
+
+
+def write_export(bundle_name: str, text: str) -> Path:
+    """The export file, in this process's scratch folder (one file per bundle, replaced by the next export;
+    Gradio serves its own copy, and the folder goes when the app stops)."""
+    folder = scratch_folder() / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{bundle_name}-user-classes.json"
+    partial = path.with_suffix(f".{os.getpid()}.{id(text)}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)  # atomic: a concurrent export never serves a half-written file
+    return path
+
+
+def refusal_markdown(error: ACMRError) -> str:
+    """A refused upload's reason, one line, escaped (Gradio renders Markdown as HTML)."""
+    return f'<span class="refusal">Cannot use this file.</span> {html.escape(str(error), quote=False)}'
+
+
+def alignment_markdown(service: StudioService) -> str:
+    """The overall alignment figure with its meaning in plain words, and how to read the map."""
+    summary = service.alignment_summary()
+    figure = f"{summary.fraction:.0%}" if summary.classes_with_images else "–"
+    return (
+        f"### Alignment: {figure}\n{html.escape(summary.sentence(), quote=False)}\n\n"
+        "**Reading the map.** Each dot is a photo, each diamond a class's description, placed so "
+        "that similar things are near (the axes themselves mean nothing). A short line from a diamond "
+        "to the centre of its photos means description and photos agree. Colours: blue = learned from "
+        "photos (seen), orange = known only from a description (unseen), green ★ = yours. Hover a point "
+        "for its class; pick one in *Highlight a class*."
+    )
+
+
+def try_markdown(
+    service: StudioService, name: str, example_of_class: dict[str, str]
+) -> tuple[str, str | None]:
+    """The Predict tab's note about a newly added class, and the example closest to it (if any)."""
+    frame = service.alignment_frame()
+    row = frame[frame["class"] == name]
+    nearest = str(row["nearest images"].iloc[0]) if len(row) else ""
+    path = example_of_class.get(nearest)
+    note = (
+        f"**Your class “{html.escape(name)}” now takes part in every prediction.** Upload a photo of one"
+        + (
+            f", or try the example of the closest class the model has photos of (*{html.escape(nearest)}*)."
+            if path
+            else "."
+        )
+    )
+    return note, path
 
 
 def gamma_range(service: StudioService) -> tuple[float, float]:
@@ -445,5 +694,5 @@ def sees_markdown(prediction: Prediction) -> str:
     return (
         f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
         f"**Agreement** between what the image reads and that class's attributes: "
-        f"{prediction.agreement:.2f} (cosine, 1 = identical)."
+        f"{prediction.agreement:.2f} (1 = the same, 0 = nothing in common)."
     )

@@ -6,9 +6,14 @@
   the same image (median, interleaved; target ≤ 15 % extra), and the HTTP ``/predict`` round trip;
 * adding a class: ``define_class`` (validation, classifier re-fit, store write; target ≤ 2 s);
 * latent tab first render: building the unfiltered figure (done once at start-up) and serving it afterwards
-  (target ≤ 2 s).
+  (target ≤ 2 s);
+* the user-class limit (issue 16): adding and deleting a class with the store at ``MAX_USER_CLASSES``
+  (target ≤ 2 s), and opening the service (start-up) with 0 and with the maximum number of user classes;
+* the worst-case upload (issue 16): time and peak memory of one prediction on the largest and the most
+  extreme images, each in a fresh process.
 
-Usage: ``python benchmarks/bench_app.py [--bundle checkpoints/demo-world] [--repeats 40] [--markdown FILE]``
+Usage: ``python benchmarks/bench_app.py [--bundle checkpoints/demo-world] [--repeats 40] [--markdown FILE]``;
+``--only limits`` runs just the last two (``--markdown`` then writes their table).
 """
 
 from __future__ import annotations
@@ -171,6 +176,139 @@ def http_predict(bundle: Path, repeats: int) -> float:
     return statistics.median(times)
 
 
+def user_class_limit(bundle: Path, repeats: int = 3) -> dict[str, float]:
+    """Add/delete one class with the store full, and start-up time with 0 vs MAX_USER_CLASSES user classes."""
+    import numpy as np
+
+    from acmr_core.service import StudioService
+    from acmr_core.user_classes import MAX_USER_CLASSES
+
+    results: dict[str, float] = {"max_user_classes": MAX_USER_CLASSES}
+    with tempfile.TemporaryDirectory() as store:
+        service = StudioService.open(bundle, user_classes_dir=store, warm=False)  # imports, file cache
+        results["open_with_0_s"] = timed(
+            lambda: StudioService.open(bundle, user_classes_dir=store, warm=False)
+        )
+        names = service.attribute_names
+        # The same add/delete on an empty store, in the same run: on a shared machine only ratios compare.
+        empty_adds = []
+        for _ in range(2):
+            empty_adds.append(timed(lambda: service.define_class("baseline", {names[0]: 1.0})))
+            service.delete_class("baseline")
+        results["add_empty_median_s"] = statistics.median(empty_adds)
+        rng = np.random.default_rng(0)  # seeded: the same random classes every run
+        document = {
+            "format": "acmr-user-classes",
+            "version": 1,
+            "bundle": service.store.bundle_key,
+            "classes": [
+                {
+                    "name": f"random class {index}",
+                    "attributes": dict(zip(names, rng.random(len(names)).round(2).tolist(), strict=True)),
+                }
+                for index in range(MAX_USER_CLASSES - 1)
+            ],
+        }
+        results["import_to_limit_s"] = timed(lambda: service.import_classes(json.dumps(document)))
+        adds, deletes = [], []
+        for index in range(repeats):  # each add fills the store to the limit; each delete frees one place
+            name = f"at the limit {index}"
+            adds.append(timed(lambda name=name: service.define_class(name, {names[0]: 1.0})))
+            deletes.append(timed(lambda name=name: service.delete_class(name)))
+        results["add_at_limit_median_s"] = statistics.median(adds)
+        results["add_at_limit_max_s"] = max(adds)
+        results["delete_at_limit_median_s"] = statistics.median(deletes)
+        results["delete_at_limit_max_s"] = max(deletes)
+        service.define_class("last place", {names[0]: 1.0})
+        results["open_with_max_s"] = timed(
+            lambda: StudioService.open(bundle, user_classes_dir=store, warm=False)
+        )
+    return results
+
+
+# Each case runs in a fresh process: its peak RSS is then the peak of that one prediction.
+_UPLOAD_PROBE = """
+import json, resource, sys, tempfile, time
+from acmr_core.errors import ImageError
+from acmr_core.service import StudioService
+service = StudioService.open(sys.argv[1], user_classes_dir=tempfile.mkdtemp(), warm=False)
+service.predict(sys.argv[3])  # a normal image first: model set up, the baseline peak
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+try:
+    outcome = "predicted " + service.predict(sys.argv[2]).ranked[0].name
+except ImageError as error:
+    outcome = "refused: " + str(error)
+seconds = time.perf_counter() - started
+extra_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"seconds": seconds, "extra_peak_mb": extra_mb, "outcome": outcome}))
+"""
+
+
+def worst_case_uploads(bundle: Path) -> list[dict[str, object]]:
+    """Time and extra peak memory of one prediction per extreme image (compressed to a few KB each)."""
+    from acmr_core.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO
+    from tests.test_app_api import huge_png  # the API test's bomb writer (1-bit PNG, written row by row)
+
+    short_side = int((DEFAULT_MAX_PIXELS / MAX_ASPECT_RATIO) ** 0.5)  # the widest strip under the pixel cap
+    cases = {
+        "64000×1 strip (issue 16: 57 s, 17.7 GB before)": (64_000, 1),
+        "16000×1 strip (issue 16: 9 s, 5.2 GB before)": (16_000, 1),
+        f"widest accepted strip at the pixel cap, {short_side * MAX_ASPECT_RATIO}×{short_side}": (
+            short_side * MAX_ASPECT_RATIO,
+            short_side,
+        ),
+        "8000×8000 (64 MP, the pixel cap)": (8000, 8000),
+    }
+    example = sorted((REPO_ROOT / "assets" / "examples").glob("*.png"))[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for label, (width, height) in cases.items():
+            path = Path(folder) / f"{width}x{height}.png"
+            path.write_bytes(huge_png(width, height))
+            command = [sys.executable, "-c", _UPLOAD_PROBE, str(bundle), str(path), str(example)]
+            output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+            probe = json.loads(output.stdout.strip().splitlines()[-1])
+            rows.append({"case": label, "file_kb": path.stat().st_size / 1024, **probe})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def limits_markdown(command: str, limit: dict[str, float], uploads: list[dict[str, object]]) -> str:
+    """The table of the user-class limit and worst-case upload measurements (issue 16)."""
+    maximum = int(limit["max_user_classes"])
+    lines = [
+        "## User-class limit and worst-case uploads (issue 16)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores "
+        "(shared with other jobs).",
+        "",
+        "| measurement | result | target |",
+        "|---|---|---|",
+        f"| add a class with the store at the limit ({maximum} user classes), median / max | "
+        f"{limit['add_at_limit_median_s']:.2f} s / {limit['add_at_limit_max_s']:.2f} s | ≤ 2 s |",
+        f"| add a class to an empty store (same run, for the ratio) | {limit['add_empty_median_s']:.2f} s "
+        f"(at the limit: {limit['add_at_limit_median_s'] / limit['add_empty_median_s']:.1f}× this) | |",
+        f"| delete a class at the limit, median / max | {limit['delete_at_limit_median_s']:.2f} s / "
+        f"{limit['delete_at_limit_max_s']:.2f} s | ≤ 2 s |",
+        f"| start-up (open the bundle, no warm-up) with 0 user classes | {limit['open_with_0_s']:.2f} s | |",
+        f"| start-up with {maximum} user classes (the most a store can hold) | "
+        f"{limit['open_with_max_s']:.2f} s | bounded |",
+        f"| import {maximum - 1} classes in one file (one re-fit) | {limit['import_to_limit_s']:.2f} s | |",
+        "",
+        "| upload (a PNG of a few KB) | file | time | extra peak memory | outcome |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {row['case']} | {row['file_kb']:.1f} KB | {row['seconds'] * 1000:.1f} ms | "
+            f"{row['extra_peak_mb']:.0f} MB | {str(row['outcome'])[:90]} |"
+            for row in uploads
+        ],
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(command: str, cold: dict[str, list[float]], local: dict[str, object], http_s: float) -> str:
     start = statistics.median(cold["start_to_ready_s"])
     runs = ", ".join(f"{value:.1f}" for value in cold["start_to_ready_s"])
@@ -231,8 +369,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
+    parser.add_argument("--only", choices=["limits"], default=None, help="run only the issue-16 limits")
     args = parser.parse_args()
     command = "python benchmarks/bench_app.py " + " ".join(sys.argv[1:])
+    if args.only == "limits":
+        table = limits_markdown(
+            command.strip(), user_class_limit(args.bundle), worst_case_uploads(args.bundle)
+        )
+        print(table)
+        if args.markdown is not None:
+            args.markdown.write_text(table, encoding="utf-8")
+        return 0
     cold = cold_start(args.bundle, args.cold_runs)
     local = in_process(args.bundle, args.repeats)
     http_s = http_predict(args.bundle, max(5, args.repeats // 4))

@@ -389,3 +389,44 @@ def test_twenty_parallel_predictions_are_all_answered(client) -> None:
     for path, result in zip(paths, results, strict=True):
         by_image.setdefault(path, set()).add(result["label"])
     assert all(len(labels) == 1 for labels in by_image.values())
+
+
+# ---- bounded cost and odd inputs (issue 16) ----------------------------------------------------------------
+
+
+def test_a_64000_by_1_strip_is_refused_with_a_reason(client, tmp_path: Path) -> None:
+    # A few hundred bytes that a short-side resize would turn into 16 million × 256 pixels.
+    strip = tmp_path / "strip.png"
+    strip.write_bytes(huge_png(64_000, 1))
+    assert strip.stat().st_size < 1_000
+    message = app_error(lambda: predict(client, strip))
+    assert "64000×1" in message and "crop it" in message
+    assert predict(client, example_images()[0])["label"]  # and the server still answers
+
+
+def test_deeply_nested_attributes_get_the_one_line_message(client) -> None:
+    nested = '{"x": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    error = app_error(lambda: client.predict("deep", nested, api_name="/define_class"))
+    assert "nested too deeply" in error
+    assert "upstream" not in error.lower()
+
+
+def test_a_value_below_the_epsilon_counts_as_zero(client) -> None:
+    attribute = catalog(client)["attributes"][0]
+    error = app_error(
+        lambda: client.predict("tiny", json.dumps({attribute: 1e-320}), api_name="/define_class")
+    )
+    assert "every attribute is 0" in error
+    assert "tiny" not in [entry["name"] for entry in catalog(client)["classes"]]
+
+
+def test_the_latent_space_has_kind_colours_and_alignment_lines(client) -> None:
+    from acmr_core.plots import KIND_COLOURS
+
+    plot = json.loads(client.predict(api_name="/latent_space")["plot"])
+    colours = {trace["name"]: trace["marker"]["color"] for trace in plot["data"]}
+    assert colours["seen class images"] == KIND_COLOURS["seen"]
+    assert colours["unseen class prototypes"] == KIND_COLOURS["unseen"]
+    lines = [shape for shape in plot["layout"]["shapes"] if shape["type"] == "line"]
+    classes_with_images = {entry["name"] for entry in catalog(client)["classes"] if entry["kind"] != "user"}
+    assert len(lines) == len(classes_with_images)

@@ -10,6 +10,7 @@ Skips where chromium is absent, except under CI (CI=true), where a missing brows
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -229,7 +230,7 @@ def test_copy_rename_export_and_import_handlers(app_url: str, tmp_path: Path) ->
         status = page.locator("#define-status")
 
         # Copy: a model class's attributes fill the "applies" list.
-        _choose_labelled(page, "Start from class", source["name"])
+        _choose_labelled(page, "Start from an existing class (optional)", source["name"])
         page.get_by_role("button", name="Copy its attributes").click()
         toggles = page.locator("#attribute-toggles")
         for attribute in applies:
@@ -265,4 +266,193 @@ def test_copy_rename_export_and_import_handlers(app_url: str, tmp_path: Path) ->
         chooser.value.set_files(str(upload))
         expect(status).to_contain_text(f"Imported {len(exported['classes'])} class(es)", timeout=30_000)
         expect(page.locator("#your-classes")).to_contain_text("imported renamed")
+
+
+# ---- issue 16: what a newcomer (and an abuser) meets ------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1400, "height": 1000}
+
+
+def _open(playwright, app_url: str, viewport: dict[str, int]):
+    from playwright.sync_api import expect
+
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport=viewport)
+    page.goto(app_url)
+    expect(page.get_by_text("ACMR zero-shot studio").first).to_be_visible(timeout=60_000)
+    return browser, page
+
+
+def _tab(page, name: str) -> None:
+    """Open a tab, also on a phone where Gradio folds the last tabs into its "More tabs" menu."""
+    from playwright.sync_api import expect
+
+    # Gradio lays the tab bar out after the page renders: wait for it before asking what is visible.
+    expect(page.get_by_role("tab", name="Predict").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(500)
+    tab = page.get_by_role("tab", name=name)
+    if tab.count() and tab.first.is_visible():
+        tab.first.click()
+        return
+    page.get_by_role("button", name="More tabs").click()
+    page.locator(".overflow-dropdown button", has_text=name).click()
+
+
+def _horizontal_overflow(page) -> int:
+    return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def _app_log(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The text the app server (fixture ``app_url``) has logged so far."""
+    logs = sorted(tmp_path_factory.getbasetemp().glob("app*/app-*.log"))
+    return "".join(path.read_text(errors="replace") for path in logs)
+
+
+def test_a_bad_upload_shows_its_reason_and_clears_the_result(
+    app_url: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    not_an_image = tmp_path / "holiday.png"
+    not_an_image.write_text("this is a text file, not a picture\n" * 20)
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        ranked, status = page.locator("#top-classes"), page.locator("#predict-status")
+        page.locator("#query-image input[type=file]").set_input_files(str(example_images()[0]))
+        expect(ranked).to_contain_text("·", timeout=60_000)
+        page.locator("#query-image input[type=file]").set_input_files(str(not_an_image))
+        expect(status).to_contain_text("holiday.png: not an image", timeout=60_000)
+        expect(ranked).not_to_contain_text("·")  # the previous prediction is gone
+        expect(page.locator("#sees-summary")).not_to_contain_text("Agreement")
+        page.screenshot(path=str(tmp_path / "bad-upload.png"))
+        # A good image afterwards clears the message again.
+        page.locator("#query-image input[type=file]").set_input_files(str(example_images()[0]))
+        expect(ranked).to_contain_text("·", timeout=60_000)
+        expect(status).not_to_contain_text("not an image")
+        browser.close()
+    log = _app_log(tmp_path_factory)
+    assert "refused an upload: holiday.png: not an image" in log
+    assert "Traceback" not in log and "UnidentifiedImageError" not in log
+
+
+def test_user_classes_follow_the_store_across_reloads_and_tabs(app_url: str) -> None:
+    from gradio_client import Client
+    from playwright.sync_api import expect, sync_playwright
+
+    client = Client(app_url, verbose=False)
+    catalog = client.predict(api_name="/catalog")
+    bundle_class = next(entry for entry in catalog["classes"] if entry["kind"] == "seen")
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        _tab(page, "Define a class")
+        # What a newcomer sees first: the button and its confirmation without scrolling, no preset class.
+        add_box = page.get_by_role("button", name="Add class").bounding_box()
+        assert add_box is not None and add_box["y"] + add_box["height"] <= DESKTOP["height"]
+        expect(page.locator("#start-from input").first).to_have_value("")
+        # A near-duplicate of a bundle class: same attributes but one.
+        _choose(page, "start-from", bundle_class["name"])
+        page.get_by_role("button", name="Copy its attributes").click()
+        strongest = max(bundle_class["attributes"], key=bundle_class["attributes"].get)
+        expect(page.locator("#attribute-toggles")).to_contain_text(strongest, timeout=30_000)
+        weakest = next(name for name, value in bundle_class["attributes"].items() if value < 0.5)
+        _add_class(page, "almost twin", [weakest])
+        status = page.locator("#define-status")
+        expect(status).to_contain_text("Added almost twin", timeout=30_000)
+        expect(status).to_contain_text(f"differs from {bundle_class['name']}")
+        status_box = status.bounding_box()
+        assert status_box is not None and status_box["y"] < DESKTOP["height"]
+        # Predict now offers to try the class.
+        _tab(page, "Predict")
+        expect(page.locator("#try-your-class")).to_contain_text("almost twin")
+        page.get_by_role("button", name="Try it on the closest example").click()
+        expect(page.locator("#top-classes")).to_contain_text("·", timeout=60_000)
+
+        # A reload (a new page load) lists the class everywhere.
+        page.reload()
+        yours = [entry for entry in client.predict(api_name="/catalog")["classes"] if entry["kind"] == "user"]
+        expect(page.locator("#bundle-summary")).to_contain_text(f"plus {len(yours)} of yours", timeout=60_000)
+        _tab(page, "Define a class")
+        expect(page.locator("#your-classes")).to_contain_text("almost twin", timeout=30_000)
+
+        # Another client (here the API) adds and deletes: opening a tab shows the store as it is now.
+        client.predict("added elsewhere", json.dumps({strongest: 1}), api_name="/define_class")
+        client.predict("almost twin", api_name="/delete_class")
+        _tab(page, "Latent space")
+        _tab(page, "Define a class")
+        expect(page.locator("#your-classes")).to_contain_text("added elsewhere", timeout=30_000)
+        expect(page.locator("#your-classes")).not_to_contain_text("almost twin")
+        _choose(page, "chosen-class", "added elsewhere")
+        page.get_by_role("button", name="Delete").click()
+        expect(status).to_contain_text("Deleted added elsewhere", timeout=30_000)
+        browser.close()
+
+
+def test_the_latent_view_shows_alignment(app_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        _tab(page, "Latent space")
+        summary = page.locator("#alignment-summary")
+        expect(summary).to_contain_text("Alignment:", timeout=30_000)
+        expect(summary).to_contain_text("closer to that class's own photos")
+        legend = page.locator("#latent-plot .legendtext")
+        expect(legend.first).to_be_attached(timeout=30_000)
+        names = [text.strip() for text in legend.all_text_contents()]
+        assert {
+            "seen class images",
+            "unseen class prototypes",
+            "class prototype → centre of its images",
+        } <= set(names)
+        # The table fits its box: no column cut off at the right.
+        table = page.locator("#alignment-table table").first
+        assert page.evaluate(
+            "t => t.scrollWidth <= t.parentElement.clientWidth + 1", table.element_handle()
+        ), "the alignment table is wider than its box"
+        # Highlighting a class labels it in the plot.
+        _choose(page, "highlight-class", "large blue dotted circle on dark")
+        expect(page.locator("#latent-plot .textpoint").first).to_contain_text(
+            "large blue dotted circle on dark", timeout=30_000
+        )
+        page.screenshot(path=str(tmp_path / "latent.png"), full_page=True)
+        browser.close()
+
+
+def test_a_phone_scrolls_to_the_result_without_horizontal_overflow(app_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, PHONE)
+        assert _horizontal_overflow(page) <= 0
+        page.locator("#examples .thumbnail-item").first.click()
+        ranked = page.locator("#top-classes")
+        expect(ranked).to_contain_text("·", timeout=60_000)
+        expect(ranked).to_be_in_viewport(timeout=10_000)  # scrolled to, not two screens further down
+        page.screenshot(path=str(tmp_path / "phone-predict.png"))
+        assert _horizontal_overflow(page) <= 0
+        for tab in ("Define a class", "Latent space"):
+            _tab(page, tab)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(tmp_path / f"phone-{tab}.png"), full_page=True)
+            assert _horizontal_overflow(page) <= 0, f"the {tab} tab is wider than a phone"
+        browser.close()
+
+
+def test_gamma_applies_on_enter(app_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    seen_example = next(path for path in example_images() if path.name.startswith("seen"))
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        page.locator("#query-image input[type=file]").set_input_files(str(seen_example))
+        top = page.locator("#top-classes .output-class")
+        expect(top).to_contain_text("·", timeout=60_000)
+        page.get_by_text("Advanced: balance").click()
+        box = page.locator("#gamma input[type=number]")
+        # The extremes of the slider: +max favours the classes known only from a description, -max the others.
+        for value, kind in (("5", "· unseen"), ("-5", "· seen")):
+            box.fill(value)
+            box.press("Enter")
+            expect(top).to_contain_text(kind, timeout=60_000)
         browser.close()

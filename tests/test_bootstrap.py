@@ -485,9 +485,10 @@ def test_a_damaged_feature_shard_is_extracted_again(
 
     resumed = _CountingModel()
     monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(resumed))
-    with caplog.at_level("WARNING", logger="acmr_core.bootstrap"):
+    with caplog.at_level("WARNING", logger="acmr_core.sharding"):
         outputs = bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
-    assert "features shard 2/4 is damaged; extracting it again" in caplog.text
+    assert f"{shard} is not a readable features shard" in caplog.text
+    assert "its images are extracted again" in caplog.text
     assert resumed.calls == 6  # the damaged 2nd shard again (2 batches), then the last two shards (4)
     features = load_features(Path(outputs["file"]))
     fresh = _CountingModel()

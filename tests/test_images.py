@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageCms, ImageFile
 
 from acmr_core.errors import ImageError
-from acmr_core.images import DEFAULT_MAX_PIXELS, load_image, to_rgb
+from acmr_core.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO, load_image, resized_pixels, to_rgb
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -271,3 +271,35 @@ def test_srgb_and_unusable_profiles_leave_the_pixels_alone(caplog: pytest.LogCap
         pixels = assert_rgb(load_image(encode(colour, "PNG", icc_profile=profile)), (4, 4))
         assert close_to(pixels[0, 0], (10, 120, 200), tolerance=0)
     assert "colour profile" in caplog.text  # the broken one is reported, not fatal
+
+
+# ------------------------------------------------------------------------------------- bounded resize cost
+
+
+@pytest.mark.parametrize(("width", "height"), [(64_000, 1), (1, 16_000), (2_100, 100)])
+def test_extreme_strips_are_refused_from_the_header_before_decoding(
+    monkeypatch: pytest.MonkeyPatch, width: int, height: int
+) -> None:
+    # A 64000×1 strip is under the megapixel cap, but resizing its short side to 256 would make it
+    # 16 million × 256 pixels; it must be refused from the header, without decoding (or resizing) anything.
+    def no_decoding(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixels were decoded before the aspect-ratio check")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    assert width * height <= DEFAULT_MAX_PIXELS
+    with pytest.raises(ImageError, match=rf"{width}×{height}.*more than {MAX_ASPECT_RATIO} times"):
+        load_image(png_header_only(width, height))
+
+
+def test_the_widest_accepted_strip_loads_and_bounds_the_resized_size() -> None:
+    widest = Image.new("RGB", (MAX_ASPECT_RATIO * 10, 10), RED)
+    assert load_image(encode(widest, "PNG")).size == (MAX_ASPECT_RATIO * 10, 10)
+    # Whatever the accepted image, a resize to a short side s costs at most s² × MAX_ASPECT_RATIO pixels.
+    assert resized_pixels(widest.size, 256) == 256 * 256 * MAX_ASPECT_RATIO
+    assert resized_pixels((1, MAX_ASPECT_RATIO), 256) == 256 * 256 * MAX_ASPECT_RATIO
+    assert resized_pixels((640, 480), 256) == 256 * 341
+
+
+def test_an_open_strip_image_is_refused_too() -> None:
+    with pytest.raises(ImageError, match="crop it to the subject"):
+        load_image(Image.new("L", (MAX_ASPECT_RATIO * 5 + 1, 5)))

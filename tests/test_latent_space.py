@@ -79,3 +79,74 @@ def test_alignment_scores_refuse_bad_labels() -> None:
         alignment_scores(np.zeros((2, 2)), np.array([0, 5]), np.zeros((2, 2)))
     with pytest.raises(ACMRError, match="one label per visual latent"):
         alignment_scores(np.zeros((2, 2)), np.array([0]), np.zeros((2, 2)))
+
+
+def test_overall_alignment_counts_only_classes_with_images() -> None:
+    from acmr_core.latent_space import summarise_alignment
+
+    # Same hand-checked scene as above: class 0 aligned, class 1 not, class 2 (a user class) has no images.
+    visual = np.array([[-1.0, 0.0], [1.0, 0.0], [4.0, 1.0], [4.0, -1.0]])
+    semantic = np.array([[0.0, 1.0], [1.0, 0.0], [5.0, 0.0]])
+    summary = summarise_alignment(alignment_scores(visual, np.array([0, 0, 1, 1]), semantic))
+    assert (summary.own_nearest, summary.classes_with_images) == (1, 2)
+    assert summary.fraction == pytest.approx(0.5)
+    assert summary.sentence().startswith("1 of 2 classes (50%)")
+    assert math.isnan(summarise_alignment([]).fraction)
+    assert "cannot be measured" in summarise_alignment([]).sentence()
+
+
+# ---- the latent-space figure: colours that mean something, alignment lines, highlight ---------------------
+
+
+def _scene():
+    from acmr_core.plots import LatentScene
+
+    return LatentScene(
+        class_names=["zebra", "okapi", "mine"],
+        class_kinds=["seen", "unseen", "user"],
+        class_xy=np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]]),
+        image_xy=np.array([[1.0, 1.0], [3.0, 1.0], [10.0, 4.0], [10.0, 6.0]]),
+        image_class=np.array([0, 0, 1, 1]),
+        image_ids=["z0", "z1", "o0", "o1"],
+    )
+
+
+def test_colours_mean_the_kind_of_class_and_the_legend_names_them() -> None:
+    from acmr_core.plots import KIND_COLOURS, latent_figure
+
+    figure = latent_figure(_scene())
+    by_name = {trace.name: trace for trace in figure.data}
+    assert by_name["seen class images"].marker.color == KIND_COLOURS["seen"]
+    assert by_name["unseen class images"].marker.color == KIND_COLOURS["unseen"]
+    assert by_name["your classes"].marker.color == KIND_COLOURS["user"]
+    assert len(set(KIND_COLOURS.values())) == 3
+    assert all(trace.showlegend is not False for trace in figure.data)
+    # The class is on hover (colour no longer tells it).
+    assert "zebra" in list(by_name["seen class images"].customdata[:, 0])
+
+
+def test_each_prototype_is_joined_to_the_centre_of_its_images() -> None:
+    from acmr_core.plots import latent_figure
+
+    lines = latent_figure(_scene()).layout.shapes
+    assert len(lines) == 2  # zebra and okapi; "mine" (a user class) has no images
+    zebra, okapi = lines
+    assert (zebra.x0, zebra.y0, zebra.x1, zebra.y1) == (0.0, 0.0, 2.0, 1.0)
+    assert (okapi.x0, okapi.y0, okapi.x1, okapi.y1) == (10.0, 0.0, 10.0, 5.0)
+    assert [line.showlegend for line in lines] == [True, False]  # one legend entry for all lines
+    assert len(latent_figure(_scene(), classes=["okapi"]).layout.shapes) == 1
+
+
+def test_highlight_brings_one_class_forward_and_fades_the_rest() -> None:
+    from acmr_core.plots import latent_figure
+
+    figure = latent_figure(_scene(), highlight="okapi")
+    by_name = {trace.name: trace for trace in figure.data}
+    assert list(by_name["unseen class images"].marker.opacity) == [1.0, 1.0]
+    assert max(by_name["seen class images"].marker.opacity) < 0.5
+    assert list(by_name["unseen class prototypes"].text) == ["okapi"]  # labelled
+    zebra_line, okapi_line = figure.layout.shapes
+    assert okapi_line.opacity > zebra_line.opacity
+    # An unknown name (a class deleted meanwhile) highlights nothing rather than failing.
+    plain = latent_figure(_scene(), highlight="gone")
+    assert {trace.name: trace for trace in plain.data}["seen class images"].marker.opacity == 0.55

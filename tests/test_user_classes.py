@@ -203,3 +203,55 @@ def test_a_class_is_on_disk_when_add_returns(tmp_path: Path) -> None:
     assert [item.name for item in reader.list()] == ["durable"]
     reader.close()
     writer.close()
+
+
+def test_the_total_number_of_user_classes_is_bounded(
+    store: UserClassStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import acmr_core.user_classes as user_classes
+
+    monkeypatch.setattr(user_classes, "MAX_USER_CLASSES", 3)
+    store.add("one", {"red": 1})
+    store.add("two", {"blue": 1})
+    document = json.loads(store.export_json())
+    document["classes"] = [
+        {"name": "three", "attributes": {"round": 1}},
+        {"name": "four", "attributes": {"striped": 1}},
+    ]
+    with pytest.raises(UserClassError, match=r"already has 2 user classes and holds at most 3 \(room for 1"):
+        store.import_json(json.dumps(document))
+    store.add("three", {"round": 1})
+    with pytest.raises(UserClassError, match="holds at most 3"):
+        store.add("four", {"striped": 1})
+    assert [item.name for item in store.list()] == ["one", "two", "three"]  # nothing half-added
+    store.delete("one")
+    store.add("four", {"striped": 1})  # room again once one is deleted
+    assert len(store) == 3
+
+
+def test_the_import_cap_never_exceeds_the_total_limit() -> None:
+    from acmr_core.user_classes import MAX_IMPORT_CLASSES, MAX_USER_CLASSES
+
+    assert MAX_IMPORT_CLASSES <= MAX_USER_CLASSES
+
+
+@pytest.mark.parametrize("tiny", [1e-320, 5e-324, 1e-9])
+def test_values_below_the_epsilon_count_as_zero(tiny: float) -> None:
+    from acmr_core.user_classes import VALUE_EPSILON
+
+    assert tiny < VALUE_EPSILON
+    with pytest.raises(UserClassError, match="every attribute is 0"):
+        validate_values({"red": tiny}, ATTRIBUTES)
+    assert validate_values({"red": tiny, "blue": VALUE_EPSILON}, ATTRIBUTES) == (0.0, VALUE_EPSILON, 0.0, 0.0)
+    parsed = parse_attributes_json(json.dumps({"red": tiny}))
+    with pytest.raises(UserClassError, match="every attribute is 0"):
+        validate_values(parsed, ATTRIBUTES)
+
+
+def test_deeply_nested_json_gets_the_one_line_message(store: UserClassStore) -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(UserClassError, match="nested too deeply") as caught:
+        parse_attributes_json('{"red": ' + nested + "}")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(UserClassError, match="nested too deeply"):
+        store.import_json('{"format": "acmr-user-classes", "classes": ' + nested + "}")

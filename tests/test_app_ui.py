@@ -1,0 +1,140 @@
+"""The app's helpers and the service features its pages show, without a browser: refusals, example captions,
+export files, temporary-file cleaning, near-duplicate warnings, the header line and the alignment figure."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.test_app_api import EXAMPLES_DIR, require_demo_bundle
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    from acmr_core.service import StudioService
+
+    opened = StudioService.open(
+        require_demo_bundle(), device="cpu", user_classes_dir=tmp_path_factory.mktemp("uc"), warm=False
+    )
+    yield opened
+    opened.store.close()
+
+
+def test_examples_are_captioned_with_class_and_kind() -> None:
+    from app.ui import captioned_examples
+
+    index = json.loads((EXAMPLES_DIR / "index.json").read_text(encoding="utf-8"))
+    items = captioned_examples(EXAMPLES_DIR)
+    assert len(items) == len({entry["class"] for entry in index})  # one per class
+    first = index[0]
+    assert items[0] == (str(EXAMPLES_DIR / first["file"]), f"{first['class']} ({first['kind']})")
+    assert {caption.rsplit("(", 1)[1] for _, caption in items} == {"seen)", "unseen)"}
+
+
+def test_examples_without_an_index_fall_back_to_file_names(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from app.ui import captioned_examples
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.png")
+    assert captioned_examples(tmp_path) == [(str(tmp_path / "cat.png"), "cat")]
+
+
+def test_an_upload_payload_gives_its_path() -> None:
+    from app.ui import uploaded_path
+
+    assert uploaded_path({"path": "/tmp/x.png", "url": "http://h/x.png"}) == "/tmp/x.png"
+    assert uploaded_path("/tmp/y.png") == "/tmp/y.png"
+    assert uploaded_path(None) is None
+    assert uploaded_path({"path": None}) is None
+
+
+def test_a_refusal_is_one_escaped_line() -> None:
+    from acmr_core.errors import ImageError
+    from app.ui import refusal_markdown
+
+    text = refusal_markdown(ImageError("<b>x.png</b>: not an image"))
+    assert "&lt;b&gt;x.png&lt;/b&gt;: not an image" in text
+    assert "<b>" not in text and "\n" not in text
+
+
+def test_exports_reuse_one_file_in_the_scratch_folder() -> None:
+    from app import scratch_folder
+    from app.ui import write_export
+
+    first = write_export("demo-world", '{"a": 1}')
+    second = write_export("demo-world", '{"a": 2}')
+    assert first == second
+    assert first.is_relative_to(scratch_folder())
+    assert json.loads(second.read_text(encoding="utf-8")) == {"a": 2}
+    assert [path.name for path in first.parent.iterdir()] == [first.name]  # no temporary left behind
+
+
+def test_scratch_folders_of_dead_processes_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app
+
+    monkeypatch.setattr(app, "SCRATCH_ROOT", tmp_path)
+    dead, alive, other = tmp_path / "999999999", tmp_path / str(os.getpid()), tmp_path / "notes"
+    for folder in (dead, alive, other):
+        (folder / "gradio").mkdir(parents=True)
+        (folder / "gradio" / "upload.png").write_bytes(b"x" * 100)
+    app._remove_stale_scratch()
+    assert not dead.exists()
+    assert alive.exists() and other.exists()  # a live process's files, and anything not ours, stay
+
+
+def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
+    names = service.attribute_names
+    base = service.class_names()[0]
+    values = service.class_values(base)
+    flipped = dict(values)
+    flipped[names[0]] = 1.0 - round(values[names[0]])  # one attribute changed
+    service.define_class("near twin", flipped)
+    far = {name: 1.0 - round(value) for name, value in values.items()}  # every attribute changed
+    service.define_class("far away", far)
+    try:
+        assert base in service.near_duplicates("near twin")
+        assert "near twin" in service.near_duplicates(base)
+        assert "far away" not in service.near_duplicates(base)
+        assert "near twin" not in service.near_duplicates("near twin")  # never itself
+    finally:
+        service.delete_class("near twin")
+        service.delete_class("far away")
+
+
+def test_header_line_and_alignment_figure_follow_the_classes(service) -> None:
+    from app.ui import alignment_markdown
+
+    before = service.summary_markdown()
+    assert "of yours" not in before and "sha256" not in before and "γ" not in before
+    service.define_class("mine", {service.attribute_names[0]: 1.0})
+    try:
+        assert "plus **1** of yours" in service.summary_markdown()
+        frame = service.alignment_frame()
+        assert frame.iloc[-1]["class"] == "mine"  # user classes are in the table
+        assert frame.iloc[-1]["own images nearest"] == "(no images)"
+        summary = service.alignment_summary()
+        assert summary.classes_with_images == len(service.class_names()) - 1
+        expected = int((frame["own images nearest"] == "yes").sum())
+        assert summary.own_nearest == expected
+        assert f"Alignment: {summary.fraction:.0%}" in alignment_markdown(service)
+    finally:
+        service.delete_class("mine")
+
+
+def test_a_full_store_refuses_before_refitting(service, monkeypatch: pytest.MonkeyPatch) -> None:
+    import acmr_core.user_classes as user_classes
+    from acmr_core.errors import UserClassError
+
+    monkeypatch.setattr(user_classes, "MAX_USER_CLASSES", 0)
+    refits: list[int] = []
+    monkeypatch.setattr(service, "_fit_classifier", lambda attributes: refits.append(len(attributes)))
+    with pytest.raises(UserClassError, match="holds at most 0"):
+        service.define_class("one too many", {service.attribute_names[0]: 1.0})
+    assert refits == []  # refused before the (slow) re-fit
+    assert "one too many" not in service.class_names()
