@@ -4,18 +4,21 @@ Same data (MinMax fitted on trainval), same architecture, loss, warm-ups, learni
 number of ACMR epochs. Measured for each implementation:
 
 * reference port (:mod:`benchmarks.reference_port`): ``train_vae`` (host randperm per step, 3 ``.item()`` per
-  step, for-loop Adam) + its classifier stage (DataLoader batch 32, 49 epochs, test pass every epoch); H of
+  step, for-loop Adam) + its classifier stage (DataLoader batch 32, 50 epochs, test pass every epoch); H of
   its last epoch and of its best test epoch (the reference's test-set selection, for comparison only);
-* acmr_core: :func:`acmr_core.training.fit_acmr` (on-device batches, fused Adam, no per-step sync) + the fast
-  classifier (:func:`acmr_core.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs), uncalibrated H; once per
-  precision in ``--precisions`` (fp32 = the reference's arithmetic; bf16 = autocast matrix products).
+* acmr_core, one training: :func:`acmr_core.training.fit_acmr` (on-device batches, fused Adam, no per-step
+  sync) + the fast classifier (:func:`acmr_core.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs),
+  uncalibrated H; once per precision in ``--precisions`` (fp32 = the reference's arithmetic; bf16 = autocast
+  matrix products);
+* ``acmr train`` as a whole, once per precision in ``--protocol-precisions``:
+  :func:`acmr_core.training.run_protocol` with its defaults (validation stage with ACMR epochs chosen by the
+  patience rule, classifier epochs and calibration chosen there, then the final training and one test
+  evaluation), timed end to end, with the chosen epochs and the validation curve.
 
-This is the cost of ONE training. ``acmr train``'s default validation protocol adds a second ACMR training on
-the validation split (~54 % of the images on CUB) before it; see docs/benchmarks/core.md.
+Usage (the issue-14 comparison: whole ``acmr train`` vs the port, no separate single trainings)::
 
-Usage::
-
-    python benchmarks/bench_train.py --data-root /tmp/acmr_cub --epochs 100 --out result.json
+    python benchmarks/bench_train.py --data-root /tmp/acmr_cub --epochs 100 --step-rounds 0 --precisions "" \
+        --protocol-precisions bf16,fp32 --out result.json
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from acmr_core.config import make_configs
 from acmr_core.data import FeatureScaler, load_xlsa17
 from acmr_core.evaluation import gzsl_scores
 from acmr_core.gzsl import fit_gzsl_classifier
-from acmr_core.training import fit_acmr, scale_epochs
+from acmr_core.training import fit_acmr, run_protocol, scale_epochs
 
 
 def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> dict:
@@ -108,6 +111,24 @@ def whole_training(train, arch, data, x_train, y_train, test, args) -> dict:
     }
 
 
+def whole_protocol(data, precision: str, args) -> dict:
+    """``acmr train``'s protocol (run_protocol defaults: ACMR epochs chosen on validation), timed end to
+    end."""
+    started = time.perf_counter()
+    metrics = run_protocol(data, [args.seed], device="cpu", precision=precision, progress=True)
+    seed = metrics["per_seed"][0]
+    return {
+        "precision": metrics["precision"],
+        "total_seconds": time.perf_counter() - started,
+        "acmr_epochs": seed["acmr_epochs"],
+        "acmr_epochs_trained_on_validation": seed["selection"]["acmr_epochs_trained"],
+        "classifier_epochs": seed["classifier_epochs"],
+        "gamma": seed["gamma"],
+        "validation_curve": seed["selection"]["validation_curve"],
+        **{k: seed[k] for k in ("U", "S", "H", "H_uncalibrated", "zsl_top1")},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True)
@@ -123,6 +144,12 @@ def main() -> int:
         type=lambda text: [p for p in text.split(",") if p],
         default=["fp32", "bf16"],
         help="acmr_core precisions to time, comma-separated (default fp32,bf16; the port is fp32)",
+    )
+    parser.add_argument(
+        "--protocol-precisions",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=[],
+        help="time the whole acmr train protocol once per precision, comma-separated (default: none)",
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -168,6 +195,13 @@ def main() -> int:
         )
         print(json.dumps(record[f"acmr_core_{precision}"]), flush=True)
 
+    # --- acmr train as a whole (validation stage included), ACMR epochs chosen on validation ---------------
+    for precision in args.protocol_precisions:
+        record[f"acmr_train_{precision}"] = whole_protocol(data, precision, args)
+        print(json.dumps(record[f"acmr_train_{precision}"]), flush=True)
+        if args.out:  # partial results survive an interrupted run
+            args.out.write_text(json.dumps(record, indent=2))
+
     # --- straight port of the reference: one full training -----------------------------------------------
     if not args.skip_reference:
         torch.manual_seed(args.seed)
@@ -209,6 +243,12 @@ def main() -> int:
                 "total": record["reference_port"]["total_seconds"] / ours["total_seconds"],
                 "acmr": ref_acmr_s / ours["acmr_seconds"],
                 "classifier": ref_cls_s / ours["classifier_seconds"],
+            }
+        for precision in args.protocol_precisions:
+            ours = record[f"acmr_train_{precision}"]
+            record[f"speedup_acmr_train_{precision}"] = {
+                "total": record["reference_port"]["total_seconds"] / ours["total_seconds"],
+                "H_minus_port_last_epoch_H": ours["H"] - record["reference_port"]["last_epoch"]["H"],
             }
     text = json.dumps(record, indent=2)
     print(text)
