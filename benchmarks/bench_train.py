@@ -24,6 +24,7 @@ Usage (the issue-14 comparison: whole ``acmr train`` vs the port, no separate si
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -75,6 +76,38 @@ def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> 
         result[f"acmr_core_{precision}"] = float(np.median(times))
         result[f"ratio_{precision}"] = port / float(np.median(times))
     return result
+
+
+def compile_lever(x_train, y_train, attributes, arch, train, args) -> dict:
+    """ms per step of fit_acmr eager vs ``torch.compile(mode=args.compile_mode)``, in alternating rounds: a
+    2-epoch run on ~20 batches, timed per epoch, so epoch 1 carries the compilation and epoch 2 is the steady
+    state."""
+    steps = min(
+        max(2 * (x_train.shape[0] // train.batch_size // 10), 1), x_train.shape[0] // train.batch_size
+    )
+    sub = steps * train.batch_size
+    two = replace(train, epochs=2)
+    times: dict[str, list[list[float]]] = {"eager": [], args.compile_mode: []}
+    for _ in range(max(args.step_rounds, 1)):
+        for name in times:
+            marks = [time.perf_counter()]
+
+            def mark(epoch: int, model, marks: list[float] = marks) -> bool:
+                marks.append(time.perf_counter())
+                return False
+
+            fit_acmr(
+                x_train[:sub], y_train[:sub], attributes, arch, two, "cpu", args.seed, progress=False,
+                on_epoch_end=mark, compile_mode=None if name == "eager" else name,
+            )  # fmt: skip
+            times[name].append([(b - a) / steps * 1e3 for a, b in itertools.pairwise(marks)])
+    return {
+        name: {
+            "first_epoch_ms_per_step": float(np.median([t[0] for t in rounds])),
+            "steady_ms_per_step": float(np.median([t[1] for t in rounds])),
+        }
+        for name, rounds in times.items()
+    } | {"steps_per_epoch": steps, "rounds": max(args.step_rounds, 1)}
 
 
 def whole_training(train, arch, data, x_train, y_train, test, args) -> dict:
@@ -196,6 +229,11 @@ def main() -> int:
         default=[],
         help="time the whole acmr train protocol once per precision, comma-separated (default: none)",
     )
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="also time fit_acmr under torch.compile with this mode (e.g. default) against eager",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     # The first optimizer built in a process imports torch._dynamo (seconds); pay it before any timing.
@@ -223,6 +261,9 @@ def main() -> int:
         "train_images": int(y_train.size),
     }
 
+    if args.compile_mode:
+        record["compile_lever"] = compile_lever(x_train, y_train, data.attributes, arch, train, args)
+        print(json.dumps(record["compile_lever"]), flush=True)
     if args.step_rounds:
         record["per_step_ms"] = interleaved_step_timing(x_train, y_train, data.attributes, arch, train, args)
         print(json.dumps(record["per_step_ms"]), flush=True)
