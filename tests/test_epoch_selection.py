@@ -21,7 +21,7 @@ from tests.test_training import train_on_world, validation_classes, world  # noq
 
 
 def replay(stopper: EpochStopper, curve: dict[int, float]) -> int:
-    """Feed a validation curve ``{epochs: H}`` to ``stopper`` the way training does; the epoch it stopped at."""
+    """Feed a validation curve ``{epochs: H}`` to ``stopper`` as training does; the epoch it stopped at."""
     for epochs in range(1, stopper.max_epochs + 1):
         if stopper.scores_after(epochs) and stopper.observe(epochs, curve[epochs]):
             return epochs
