@@ -25,6 +25,8 @@ from acmr_core.errors import DataError
 REPARAMETERIZATIONS = ("reference", "standard")
 SELECTIONS = ("validation", "reference")
 PRECISIONS = ("fp32", "bf16")
+# "auto": bf16 where the device multiplies bfloat16 natively, else fp32 (training.resolve_precision).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 T = TypeVar("T")
 
@@ -116,11 +118,13 @@ class TrainConfig:
     # GZSL classifier: latents sampled per seen class (from images) and per unseen class (from attributes).
     cls_seen_samples: int = 200
     cls_unseen_samples: int = 390
-    # Reference classifier schedule (Adam lr 5e-4, beta1 0.3, batch 32, 49 epochs) — `selection="reference"`.
+    # Reference classifier schedule (Adam lr 5e-4, beta1 0.3, batch 32, 50 epochs, the last incomplete batch
+    # dropped) — `selection="reference"`. 50, not 49: the reference's CLASSIFIER constructor fits one epoch
+    # before its loop over k = 1 ... steps - 1.
     cls_reference_lr: float = 5e-4
     cls_reference_beta1: float = 0.3
     cls_reference_batch_size: int = 32
-    cls_reference_epochs: int = 49
+    cls_reference_epochs: int = 50
     # Fast on-device classifier used by the validation protocol: bigger batches, fewer steps.
     cls_lr: float = 3e-3
     cls_beta1: float = 0.5
@@ -130,6 +134,13 @@ class TrainConfig:
     cls_gamma_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     # Fraction of seen-class training images held out as "test seen" of the validation split.
     val_seen_holdout: float = 0.2
+    # ACMR epochs chosen on the validation split (docs/training.md, "How many ACMR epochs"): validation H is
+    # scored every `val_every` epochs once the distance and classification warm-ups are complete; training
+    # stops after `val_patience` scores in a row without a gain of at least `val_min_delta` H points over the
+    # best so far, and the best-scoring epoch (at most `epochs`) is the one the final stage trains for.
+    val_every: int = 5
+    val_patience: int = 2
+    val_min_delta: float = 0.5
     # ACMR training arithmetic: "fp32" (the reference's, default) or "bf16" (autocast matrix products, fp32
     # weights and optimizer state; faster on GPUs and on CPUs with native bfloat16, see docs/training.md).
     precision: str = "fp32"
@@ -143,19 +154,38 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
         if not 0.0 < self.val_seen_holdout < 1.0:
             raise ValueError(f"val_seen_holdout must be in (0, 1), got {self.val_seen_holdout}")
+        if self.val_every < 1 or self.val_patience < 1 or self.val_min_delta < 0:
+            raise ValueError(
+                f"val_every and val_patience must be positive and val_min_delta non-negative, got "
+                f"{self.val_every}, {self.val_patience}, {self.val_min_delta}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
 
     def classifier_optimizer(self, reference: bool = False) -> dict[str, Any]:
-        """``lr``, ``beta1`` and ``batch_size`` of the GZSL classifier: the fast schedule (whose epochs the
-        validation protocol selects), or the reference's fixed one with ``reference=True``."""
+        """``lr``, ``beta1``, ``batch_size`` and ``drop_last`` of the GZSL classifier: the fast schedule
+        (whose epochs the validation protocol selects), or the reference's fixed one with
+        ``reference=True`` (which, like the reference's DataLoader, drops each epoch's last incomplete
+        batch)."""
         if reference:
             return {
                 "lr": self.cls_reference_lr,
                 "beta1": self.cls_reference_beta1,
                 "batch_size": self.cls_reference_batch_size,
+                "drop_last": True,
             }
-        return {"lr": self.cls_lr, "beta1": self.cls_beta1, "batch_size": self.cls_batch_size}
+        return {
+            "lr": self.cls_lr,
+            "beta1": self.cls_beta1,
+            "batch_size": self.cls_batch_size,
+            "drop_last": False,
+        }
+
+    @property
+    def warmup_end(self) -> int:
+        """The epoch from which the distance and classification losses carry their full weight (the beta
+        warm-up runs nearly the whole schedule and is not waited for)."""
+        return max(self.distance.end_epoch, self.classify.end_epoch)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -235,7 +265,7 @@ def _awa2() -> tuple[dict[str, Any], TrainConfig]:
         distance=WarmUp(12.0, 6, 22),
         classify=WarmUp(100.5, 0, 19),
         cls_unseen_samples=480,
-        cls_reference_epochs=299,
+        cls_reference_epochs=300,
     )
 
 

@@ -4,7 +4,9 @@ Public interface:
 
 * :class:`GZSLClassifier` ``(latent_dim, num_classes)`` — ``forward(z) -> logits``.
 * :func:`sample_classifier_data` — latents sampled from seen images (``seen_samples`` per class) and from
-  unseen classes' attribute encodings (``unseen_samples`` per class), as in the reference.
+  unseen classes' attribute encodings (``unseen_samples`` per class), as in the reference — except that a
+  class's images are taken in a seeded random order, where the reference takes the first ``seen_samples``
+  of each class in file order (cycling when a class has fewer).
 * :func:`train_classifier` — mini-batch Adam on a latent dataset that stays on the device (batch indexing
   on-device, no per-step host sync); an optional ``on_epoch_end(epoch, classifier)`` hook.
 * :func:`fit_gzsl_classifier` ``(model, seen_features, seen_labels, class_attributes, unseen_classes, ...,
@@ -74,6 +76,30 @@ def _per_class_take(
     return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def _noisy_latents(
+    model: ACMR,
+    encode: Callable[[Tensor], tuple[Tensor, Tensor]],
+    inputs: Tensor,
+    rows: Tensor,
+    generator: torch.Generator,
+) -> Tensor:
+    """One noisy latent per entry of ``rows`` (indices into ``inputs``, with repeats). Each distinct row is
+    encoded once — the per-class samples repeat images (and every unseen class's attribute vector) many
+    times — and the noise is drawn per entry in ``ENCODE_CHUNK``-sized chunks, the same draws as encoding
+    every repeat."""
+    if rows.numel() == 0:
+        return inputs.new_zeros(0, model.cfg.latent_dim)
+    distinct, inverse = torch.unique(rows, return_inverse=True)
+    encoded = [
+        encode(inputs[distinct[s : s + ENCODE_CHUNK]]) for s in range(0, distinct.numel(), ENCODE_CHUNK)
+    ]
+    mu, logvar = torch.cat([m for m, _ in encoded]), torch.cat([v for _, v in encoded])
+    return torch.cat([
+        model.reparameterize(mu[chunk], logvar[chunk], generator=generator)
+        for chunk in inverse.split(ENCODE_CHUNK)
+    ])  # fmt: skip
+
+
 @torch.no_grad()
 def sample_classifier_data(
     model: ACMR,
@@ -97,16 +123,12 @@ def sample_classifier_data(
     unseen_labels = unseen.repeat_interleave(unseen_samples)
     was_training = model.training
     model.eval()
-    latents = []
-    for start in range(0, seen_rows_t.numel(), ENCODE_CHUNK):
-        rows = seen_rows_t[start : start + ENCODE_CHUNK]
-        latents.append(model.sample_visual_latent(seen_features[rows], generator=generator))
-    for start in range(0, unseen_labels.numel(), ENCODE_CHUNK):
-        labels = unseen_labels[start : start + ENCODE_CHUNK]
-        latents.append(model.sample_semantic_latent(class_attributes[labels], generator=generator))
+    latents = [
+        _noisy_latents(model, model.encode_visual, seen_features, seen_rows_t, generator),
+        _noisy_latents(model, model.encode_semantic, class_attributes, unseen_labels, generator),
+    ]
     model.train(was_training)
-    latent_dim = model.cfg.latent_dim
-    z = torch.cat(latents) if latents else torch.zeros(0, latent_dim, device=device)
+    z = torch.cat(latents)
     y = torch.cat((seen_labels[seen_rows_t], unseen_labels))
     return z, y
 
@@ -121,19 +143,22 @@ def train_classifier(
     beta1: float,
     batch_size: int,
     seed: int,
+    drop_last: bool = False,
     on_epoch_end: Callable[[int, GZSLClassifier], None] | None = None,
 ) -> GZSLClassifier:
-    """Adam on (z, y) held on z's device; shuffling and batching happen on the device."""
+    """Adam on (z, y) held on z's device; shuffling and batching happen on the device. ``drop_last`` skips
+    each epoch's last incomplete batch (what the reference's DataLoader does)."""
     device = z.device
     torch.manual_seed(seed)
     classifier = GZSLClassifier(z.shape[1], num_classes).to(device)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, betas=(beta1, 0.999))
     generator = torch.Generator(device=device).manual_seed(seed)
     n = z.shape[0]
+    end = n - n % batch_size if drop_last else n
     for epoch in range(epochs):
         classifier.train()
         order = torch.randperm(n, device=device, generator=generator)
-        for start in range(0, n, batch_size):
+        for start in range(0, end, batch_size):
             batch = order[start : start + batch_size]
             loss = F.cross_entropy(classifier(z[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -160,6 +185,7 @@ def fit_gzsl_classifier(
     lr: float = 3e-3,
     beta1: float = 0.5,
     batch_size: int = 256,
+    drop_last: bool = False,
     device: torch.device | str = "cpu",
     seed: int = 0,
     on_epoch_end: Callable[[int, GZSLClassifier], None] | None = None,
@@ -195,6 +221,7 @@ def fit_gzsl_classifier(
         beta1=beta1,
         batch_size=batch_size,
         seed=seed,
+        drop_last=drop_last,
         on_epoch_end=on_epoch_end,
     )
 

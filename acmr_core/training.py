@@ -18,15 +18,21 @@ Model selection (``selection="validation"``, the default) never looks at test im
 (train classes seen, val classes unseen; a stratified 20 % of the train-class images held out as "seen test")
 trains an ACMR, then the GZSL classifier, recording validation U/S/H after every classifier epoch for each
 calibration gamma; the best (epochs, gamma) by validation H is kept; ACMR and classifier are then retrained on
-all training images and evaluated once. ``selection="reference"`` runs the reference's fixed classifier
-schedule (Adam 5e-4, beta1 0.3, batch 32, 49 epochs, no calibration) and reports its last epoch — NOT the
-reference's best-test-epoch choice, which used the test set.
+all training images and evaluated once. With ``choose_epochs=True`` (what ``run_protocol`` does unless given
+``epochs``) the number of ACMR epochs is chosen on the validation split too: validation H is scored every
+few epochs while the validation ACMR trains, which stops by :class:`EpochStopper`'s patience rule, and the
+final ACMR trains for the best-scoring number of epochs. ``selection="reference"`` runs the reference's fixed
+classifier schedule (Adam 5e-4, beta1 0.3, batch 32, 50 epochs, last incomplete batch dropped, no
+calibration) and reports its last epoch — NOT the reference's best-test-epoch choice, which used the test
+set.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,14 +42,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from acmr_core.config import SELECTIONS, ACMRConfig, TrainConfig, WarmUp, make_configs
+from acmr_core.config import PRECISION_CHOICES, SELECTIONS, ACMRConfig, TrainConfig, WarmUp, make_configs
 from acmr_core.data import FeatureScaler, ZSLData, holdout_split
 from acmr_core.errors import DataError
 from acmr_core.evaluation import aggregate_seeds, gzsl_scores, zsl_top1
 from acmr_core.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
 from acmr_core.losses import acmr_loss, loss_weights
 from acmr_core.model import ACMR
-from acmr_core.runtime import resolve_device, seed_everything, training_autocast
+from acmr_core.runtime import has_native_bf16, resolve_device, seed_everything, training_autocast
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,16 @@ def _tensor(values: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
     if isinstance(values, Tensor):
         return values.to(device=device, dtype=dtype)
     return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where ``device`` multiplies bfloat16 natively, else ``"fp32"``; others as
+    given."""
+    if precision not in PRECISION_CHOICES:
+        raise DataError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISION_CHOICES)}")
+    if precision == "auto":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    return precision
 
 
 def scale_epochs(train: TrainConfig, epochs: int) -> TrainConfig:
@@ -96,9 +112,20 @@ def fit_acmr(
     seed: int = 0,
     progress: bool = True,
     description: str = "ACMR",
+    on_epoch_end: Callable[[int, ACMR], bool] | None = None,
+    compile_mode: str | None = None,
 ) -> ACMR:
     """Train ACMR on model-ready (scaled) ``features`` with 0-based ``labels`` indexing
-    ``class_attributes``."""
+    ``class_attributes``.
+
+    ``compile_mode`` runs the forward through ``torch.compile`` with that mode (``"default"``,
+    ``"reduce-overhead"`` for CUDA graphs, ...); None (the default) runs it eagerly. The benchmarks measure
+    whether it pays; the weights and the saved model are the same either way.
+
+    ``on_epoch_end(epoch, model)`` (0-based epoch) runs after every epoch with the model in eval mode and
+    returns True to stop training there. It runs under a forked RNG state, so whatever it draws (the
+    validation classifier does) leaves the training trajectory exactly as it would be without it.
+    """
     device = _device(device)
     seed_everything(seed)
     x_all = _tensor(features, device, torch.float32)
@@ -113,6 +140,7 @@ def fit_acmr(
     generator = torch.Generator(device=device).manual_seed(seed)
     n = x_all.shape[0]
     autocast = training_autocast(device, train.precision)
+    forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     model.train()
     bar = tqdm(range(train.epochs), desc=description, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -124,7 +152,7 @@ def fit_acmr(
             x, y = x_all[batch], y_all[batch]
             a = attributes[y]
             with autocast:
-                output = model(x, a)
+                output = forward(x, a)
             loss, _ = acmr_loss(output.float(), x, a, y, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -132,8 +160,57 @@ def fit_acmr(
             epoch_loss += loss.detach()
         if progress:
             bar.set_postfix(loss=f"{float(epoch_loss) / n:.2f}")  # one host sync per epoch, not per step
+        if on_epoch_end is not None:
+            model.eval()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                stop = on_epoch_end(epoch, model)
+            model.train()
+            if stop:
+                break
+    bar.close()
     model.eval()
     return model
+
+
+@dataclass
+class EpochStopper:
+    """The patience rule that chooses the number of ACMR epochs on the validation split.
+
+    Validation H is scored after ``first``, ``first + every``, ... epochs (and after ``max_epochs``, the
+    schedule's end). A score counts as a gain only if it beats the best so far by at least ``min_delta`` H
+    points; training stops after ``patience`` scores in a row without a gain. The chosen number of epochs is
+    that of the last gain (``best_epoch``), so a plateau of small wobbles resolves to its start — the cheaper
+    schedule.
+    """
+
+    first: int
+    every: int
+    patience: int
+    min_delta: float
+    max_epochs: int
+    best_epoch: int = 0
+    best_h: float = -math.inf
+    misses: int = 0
+
+    @classmethod
+    def from_config(cls, train: TrainConfig) -> EpochStopper:
+        """Scoring starts at the first multiple of ``val_every`` at or after the end of the distance and
+        classification warm-ups: before that the loss is not yet the one the model finishes with."""
+        first = min(math.ceil(train.warmup_end / train.val_every) * train.val_every, train.epochs)
+        return cls(max(first, 1), train.val_every, train.val_patience, train.val_min_delta, train.epochs)
+
+    def scores_after(self, epochs_done: int) -> bool:
+        """Whether validation H is scored once ``epochs_done`` epochs are complete."""
+        on_grid = epochs_done >= self.first and (epochs_done - self.first) % self.every == 0
+        return on_grid or epochs_done == self.max_epochs
+
+    def observe(self, epochs_done: int, h: float) -> bool:
+        """Record the validation H after ``epochs_done`` epochs; True when training should stop."""
+        if self.best_epoch == 0 or h >= self.best_h + self.min_delta:
+            self.best_epoch, self.best_h, self.misses = epochs_done, h, 0
+        else:
+            self.misses += 1
+        return self.misses >= self.patience or epochs_done >= self.max_epochs
 
 
 @dataclass
@@ -226,9 +303,10 @@ def select_on_validation(
     device: torch.device,
     seed: int,
     progress: bool = True,
+    choose_epochs: bool = False,
 ) -> dict[str, Any]:
     """Choose classifier epochs and calibration gamma by validation H (train classes seen, val classes
-    unseen)."""
+    unseen) — and, with ``choose_epochs``, the number of ACMR epochs (:class:`EpochStopper`)."""
     train_rows = np.flatnonzero(np.isin(labels, val_seen))
     unseen_rows = np.flatnonzero(np.isin(labels, val_unseen))
     if train_rows.size == 0 or unseen_rows.size == 0:
@@ -238,15 +316,8 @@ def select_on_validation(
         raise DataError("validation train classes need at least two images each to hold out seen test images")
     scaler = FeatureScaler().fit(features[kept])  # fitted on the validation training images only
     x_kept = scaler.transform(features[kept])
-    model = fit_acmr(
-        x_kept, labels[kept], class_attributes, arch, train, device, seed, progress, "ACMR (validation)"
-    )
-
-    with torch.no_grad():
-        z_held = model.visual_latent(_tensor(scaler.transform(features[held]), device, torch.float32))
-        z_unseen = model.visual_latent(
-            _tensor(scaler.transform(features[unseen_rows]), device, torch.float32)
-        )
+    x_held = _tensor(scaler.transform(features[held]), device, torch.float32)
+    x_unseen = _tensor(scaler.transform(features[unseen_rows]), device, torch.float32)
     y_held = _tensor(labels[held], device, torch.int64)
     y_unseen = _tensor(labels[unseen_rows], device, torch.int64)
     n_classes = class_attributes.shape[0]
@@ -256,53 +327,109 @@ def select_on_validation(
     candidates = torch.full((n_classes,), float("-inf"), device=device)
     candidates[_tensor(np.concatenate([val_seen, val_unseen]), device, torch.int64)] = 0.0
     gammas = _tensor(train.cls_gamma_grid, device, torch.float32)
-    table = torch.zeros(train.cls_max_epochs, gammas.numel(), 3, device=device)
 
-    def record(epoch: int, classifier: GZSLClassifier) -> None:
+    def score(model: ACMR) -> dict[str, Any]:
+        """Fit the validation classifier on ``model``'s latents; its best (epochs, gamma) and U/S/H."""
         with torch.no_grad():
-            table[epoch] = gzsl_selection_table(
-                classifier(z_held) + candidates,
-                y_held,
-                classifier(z_unseen) + candidates,
-                y_unseen,
-                seen_mask,
-                gammas,
-            )
+            z_held, z_unseen = model.visual_latent(x_held), model.visual_latent(x_unseen)
+        table = torch.zeros(train.cls_max_epochs, gammas.numel(), 3, device=device)
 
-    fit_gzsl_classifier(
-        model,
-        x_kept,
-        labels[kept],
-        class_attributes,
-        val_unseen,
-        num_classes=n_classes,
-        seen_samples=train.cls_seen_samples,
-        unseen_samples=train.cls_unseen_samples,
-        epochs=train.cls_max_epochs,
-        device=device,
-        seed=seed,
-        on_epoch_end=record,
-        **train.classifier_optimizer(),
-    )
-    table_np = table.cpu().numpy() * 100.0  # the single host sync of the selection
-    # argmax over the flattened (epoch, gamma) grid: ties go to the earliest epoch, then the smallest gamma.
-    epoch_index, gamma_index = np.unravel_index(int(np.argmax(table_np[:, :, 2])), table_np.shape[:2])
-    u, s, h = table_np[epoch_index, gamma_index]
-    uncalibrated = table_np[:, 0, 2] if train.cls_gamma_grid[0] == 0.0 else None
+        def record(epoch: int, classifier: GZSLClassifier) -> None:
+            with torch.no_grad():
+                table[epoch] = gzsl_selection_table(
+                    classifier(z_held) + candidates,
+                    y_held,
+                    classifier(z_unseen) + candidates,
+                    y_unseen,
+                    seen_mask,
+                    gammas,
+                )
+
+        fit_gzsl_classifier(
+            model,
+            x_kept,
+            labels[kept],
+            class_attributes,
+            val_unseen,
+            num_classes=n_classes,
+            seen_samples=train.cls_seen_samples,
+            unseen_samples=train.cls_unseen_samples,
+            epochs=train.cls_max_epochs,
+            device=device,
+            seed=seed,
+            on_epoch_end=record,
+            **train.classifier_optimizer(),
+        )
+        table_np = table.cpu().numpy() * 100.0  # the single host sync of a scoring
+        # argmax over the flattened (epoch, gamma) grid: ties go to the earliest epoch, then smallest gamma.
+        epoch_index, gamma_index = np.unravel_index(int(np.argmax(table_np[:, :, 2])), table_np.shape[:2])
+        u, s, h = table_np[epoch_index, gamma_index]
+        uncalibrated = table_np[:, 0, 2] if train.cls_gamma_grid[0] == 0.0 else None
+        return {
+            "classifier_epochs": int(epoch_index) + 1,
+            "gamma": float(train.cls_gamma_grid[gamma_index]),
+            "val_U": float(u),
+            "val_S": float(s),
+            "val_H": float(h),
+            "val_H_uncalibrated_best": None if uncalibrated is None else float(uncalibrated.max()),
+        }
+
+    fit = (x_kept, labels[kept], class_attributes, arch, train, device, seed, progress, "ACMR (validation)")
+    if choose_epochs:
+        chosen = _choose_acmr_epochs(fit, score, EpochStopper.from_config(train))
+    else:
+        chosen = score(fit_acmr(*fit))
     return {
         "mode": "validation",
-        "classifier_epochs": int(epoch_index) + 1,
-        "gamma": float(train.cls_gamma_grid[gamma_index]),
-        "val_U": float(u),
-        "val_S": float(s),
-        "val_H": float(h),
-        "val_H_uncalibrated_best": None if uncalibrated is None else float(uncalibrated.max()),
+        **chosen,
         "val_seen_classes": int(val_seen.size),
         "val_unseen_classes": int(val_unseen.size),
         "val_images": {
             "train": int(kept.size),
             "seen_test": int(held.size),
             "unseen_test": int(unseen_rows.size),
+        },
+    }
+
+
+def _choose_acmr_epochs(
+    fit: tuple[Any, ...], score: Callable[[ACMR], dict[str, Any]], stopper: EpochStopper
+) -> dict[str, Any]:
+    """Train the validation ACMR (``fit_acmr(*fit)``), scoring it when ``stopper`` says so and stopping by its
+    rule; the best score's classifier selection plus the chosen epochs and the validation curve."""
+    curve: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+
+    def on_epoch_end(epoch: int, model: ACMR) -> bool:
+        done = epoch + 1
+        if not stopper.scores_after(done):
+            return False
+        scored = score(model)
+        curve.append({"epoch": done, **{k: scored[k] for k in ("val_H", "val_U", "val_S", "gamma")}})
+        stop = stopper.observe(done, scored["val_H"])
+        if stopper.best_epoch == done:
+            best.clear()
+            best.update(scored)
+        log.info(
+            "validation H after %d ACMR epochs: %.2f (chosen so far: %d)",
+            done,
+            scored["val_H"],
+            stopper.best_epoch,
+        )
+        return stop
+
+    fit_acmr(*fit, on_epoch_end=on_epoch_end)
+    return {
+        **best,
+        "acmr_epochs": stopper.best_epoch,
+        "acmr_epochs_trained": curve[-1]["epoch"],
+        "validation_curve": curve,
+        "stopping_rule": {
+            "first": stopper.first,
+            "every": stopper.every,
+            "patience": stopper.patience,
+            "min_delta": stopper.min_delta,
+            "max_epochs": stopper.max_epochs,
         },
     }
 
@@ -324,6 +451,7 @@ def train_gzsl(
     val_unseen_classes: Any = None,
     class_names: list[str] | None = None,
     progress: bool = True,
+    choose_epochs: bool = False,
 ) -> TrainedModel:
     """Train ACMR + GZSL classifier on training images of the seen classes, choosing settings without test
     data.
@@ -331,10 +459,14 @@ def train_gzsl(
     ``features``: raw (unscaled) training-image features ``(N, D)``; ``labels``: 0-based rows of
     ``class_attributes`` ``(C, A)``, all in ``seen_classes``. ``unseen_classes`` have attributes only.
     With ``selection="validation"`` the validation classes are ``val_seen_classes``/``val_unseen_classes``
-    (e.g. xlsa17 split 1) or, when omitted, a seeded random split of the seen classes.
+    (e.g. xlsa17 split 1) or, when omitted, a seeded random split of the seen classes. ``choose_epochs``
+    (validation selection only) chooses the number of ACMR epochs there too, up to ``train.epochs``; the
+    returned model's ``train.epochs`` is the chosen number.
     """
     if selection not in SELECTIONS:
         raise DataError(f"unknown selection '{selection}'; choose one of {', '.join(SELECTIONS)}")
+    if choose_epochs and selection != "validation":
+        raise DataError("ACMR epochs can only be chosen with selection='validation'")
     device = _device(device)
     features = np.asarray(features.cpu() if isinstance(features, Tensor) else features, dtype=np.float32)
     labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64).ravel()
@@ -378,11 +510,25 @@ def train_gzsl(
             val_unseen = np.unique(np.asarray(val_unseen_classes, dtype=np.int64))
             split_source = "given"
         chosen = select_on_validation(
-            features, labels, attributes, val_seen, val_unseen, arch, train, device, seed, progress
+            features,
+            labels,
+            attributes,
+            val_seen,
+            val_unseen,
+            arch,
+            train,
+            device,
+            seed,
+            progress,
+            choose_epochs,
         )
         chosen["split"] = split_source
         cls_epochs, gamma = chosen["classifier_epochs"], chosen["gamma"]
         cls_kwargs = train.classifier_optimizer()
+        if choose_epochs:
+            # The same per-epoch schedule as the validation run, truncated: the preset warm-ups are kept, not
+            # rescaled, so the final ACMR trains exactly the schedule whose validation H was chosen.
+            train = replace(train, epochs=chosen["acmr_epochs"])
     else:
         chosen = {
             "mode": "reference",
@@ -493,7 +639,12 @@ def run_protocol(
     progress: bool = True,
     save_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate on ``data`` once per seed; returns the metrics dict written to ``metrics.json``."""
+    """Train and evaluate on ``data`` once per seed; returns the metrics dict written to ``metrics.json``.
+
+    With ``selection="validation"`` and no ``epochs``, the number of ACMR epochs is chosen per seed on the
+    validation split (up to the preset's); ``epochs`` gives a fixed schedule instead (warm-ups scaled).
+    ``precision`` may be ``"auto"`` (bf16 where the device has native bfloat16, else fp32).
+    """
     from acmr_core.checkpoint import save_trained  # local: checkpoint imports this module
 
     device = _device(device)
@@ -509,7 +660,8 @@ def run_protocol(
     )
     if epochs is not None and epochs != train.epochs:
         train = scale_epochs(train, epochs)
-    train = replace(train, precision=precision)
+    train = replace(train, precision=resolve_precision(precision, device))
+    choose_epochs = selection == "validation" and epochs is None
     if selection == "validation" and not data.has_validation_split:
         raise DataError(
             f"{data.dataset}: no validation split (train_loc/val_loc or trainclasses1.txt/valclasses1.txt); "
@@ -536,11 +688,13 @@ def run_protocol(
             val_unseen_classes=val_unseen,
             class_names=data.class_names,
             progress=progress,
+            choose_epochs=choose_epochs,
         )
         metrics = evaluate_on_data(trained, data)
         entry = {
             "seed": seed,
             **metrics,
+            "acmr_epochs": trained.train.epochs,
             "classifier_epochs": trained.classifier_epochs,
             "selection": trained.selection,
             "wall_seconds": time.perf_counter() - seed_started,
@@ -572,6 +726,8 @@ def run_protocol(
         "selection": selection,
         "validation_split": data.val_split_source or None,
         "epochs": train.epochs,
+        "epoch_selection": "validation" if choose_epochs else "fixed",
+        "acmr_epochs": [e["acmr_epochs"] for e in per_seed],
         "classifier_epochs": [e["classifier_epochs"] for e in per_seed],
         "wall_seconds": time.perf_counter() - started,
         "device": str(device),

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from acmr_core.commands._args import positive_int
-from acmr_core.config import PRECISIONS
+from acmr_core.config import PRECISION_CHOICES
 from acmr_core.errors import ACMRError
 
 DATASETS = ("CUB", "SUN", "AWA1", "AWA2")
@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train ACMR on an xlsa17 dataset and report GZSL U/S/H",
-        description="Train ACMR on <data-root>/<DATASET>/{res101.mat,att_splits.mat}, select the classifier "
-        "epochs and seen-class calibration on the validation split (never on test images), retrain on "
-        "trainval, and evaluate once per seed.",
+        description="Train ACMR on <data-root>/<DATASET>/{res101.mat,att_splits.mat}, select the ACMR "
+        "epochs, the classifier epochs and the seen-class calibration on the validation split (never on test "
+        "images), retrain on trainval, and evaluate once per seed.",
     )
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument(
@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)"
     )
     parser.add_argument(
-        "--epochs", type=positive_int, default=None, help="ACMR epochs (default: preset, 100)"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="a fixed number of ACMR epochs, warm-ups scaled (default: chosen on the validation split, at "
+        "most the preset's 100; with --selection reference: the preset's 100)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--no-vsa", action="store_true", help="ablation: drop the VSA heads and their loss")
@@ -54,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--selection",
         choices=("validation", "reference"),
         default="validation",
-        help="validation: choose classifier epochs + calibration on the validation split (default); "
-        "reference: the reference's fixed classifier schedule, last epoch",
+        help="validation: choose ACMR epochs, classifier epochs + calibration on the validation split "
+        "(default); reference: the reference's fixed schedules (100 ACMR, 50 classifier epochs), last epoch",
     )
     parser.add_argument(
         "--reparameterization",
@@ -65,10 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="fp32: the reference's arithmetic (default); bf16: bfloat16 matrix products, fp32 weights "
-        "(faster on GPUs and on CPUs with native bfloat16)",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="auto (default): bf16 where the device has native bfloat16, else fp32; fp32: the reference's "
+        "arithmetic; bf16: bfloat16 matrix products, fp32 weights",
     )
     parser.add_argument(
         "--synthetic",
@@ -111,10 +115,14 @@ def run(args: argparse.Namespace) -> int:
     metrics["ablation"] = {"vsa": not args.no_vsa, "iem": not args.no_iem}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     std = metrics["std"]
+    if metrics["epoch_selection"] == "validation":
+        chosen = ",".join(str(e) for e in metrics["acmr_epochs"])
+        epochs = f"ACMR epochs {chosen} chosen on validation"
+    else:
+        epochs = f"{metrics['epochs']} epochs"
     print(
-        f"{args.dataset} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, "
-        f"{metrics['epochs']} epochs, "
-        f"selection={args.selection}, {args.precision}): U {metrics['U']:.2f}±{std['U']:.2f}  "
+        f"{args.dataset} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, {epochs}, "
+        f"selection={args.selection}, {metrics['precision']}): U {metrics['U']:.2f}±{std['U']:.2f}  "
         f"S {metrics['S']:.2f}±{std['S']:.2f}  "
         f"H {metrics['H']:.2f}±{std['H']:.2f}  ZSL {metrics['zsl_top1']:.2f}  "
         f"({metrics['wall_seconds']:.0f} s) -> {args.out / 'metrics.json'}"
