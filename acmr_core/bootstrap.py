@@ -73,7 +73,7 @@ class BootstrapOptions:
     device: str = "auto"
     out: Path | None = None  # default: checkpoints/<dataset>-<weights>
     checkpoints: Path = Path("checkpoints")
-    epochs: int | None = None  # None: the preset's full schedule
+    epochs: int | None = None  # None: chosen on the validation split (up to the preset's)
     seed: int = 0
     selection: str = "validation"
     batch_size: int = 32

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoints", type=Path, default=Path("checkpoints"), help="folder the app lists bundles from"
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="ACMR epochs (default: the paper's full schedule)"
+        "--epochs", type=int, default=None, help="fixed ACMR epochs (default: chosen on validation)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
