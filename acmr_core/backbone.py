@@ -249,6 +249,7 @@ def create_backbone(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     use_cache: bool = True,
+    residual_scale: float = 0.0,
 ) -> Backbone:
     """Build (or reuse) a backbone.
 
@@ -257,7 +258,7 @@ def create_backbone(
     architecture, optionally with a tag whose preprocessing to use for random or file weights.
     """
     torch_device = resolve_device(device)
-    spec = _resolve_weights(weights, model_name, seed)
+    spec = _resolve_weights(weights, model_name, seed, residual_scale)
     key = (*spec.cache_key, str(torch_device))
     with _cache_lock:
         cached = _cache.get(key) if use_cache else None
@@ -285,6 +286,7 @@ class _WeightsSpec:
     kind: str  # "random" | "hub" | "file"
     seed: int = 0
     path: Path | None = None
+    residual_scale: float = 0.0
 
     @property
     def timm_name(self) -> str:
@@ -295,10 +297,12 @@ class _WeightsSpec:
         if self.kind == "file" and self.path is not None:
             stat = self.path.stat()
             return (self.kind, self.timm_name, str(self.path), stat.st_mtime_ns, stat.st_size)
-        return (self.kind, self.timm_name, self.seed if self.kind == "random" else None)
+        if self.kind == "random":
+            return (self.kind, self.timm_name, self.seed, self.residual_scale)
+        return (self.kind, self.timm_name, None)
 
 
-def _resolve_weights(weights: str, model_name: str, seed: int) -> _WeightsSpec:
+def _resolve_weights(weights: str, model_name: str, seed: int, residual_scale: float = 0.0) -> _WeightsSpec:
     import timm
 
     weights = str(weights).strip()
@@ -313,7 +317,7 @@ def _resolve_weights(weights: str, model_name: str, seed: int) -> _WeightsSpec:
     )
 
     if weights.lower() == RANDOM_WEIGHTS:
-        return _WeightsSpec(architecture, default_tag, "random", seed=seed)
+        return _WeightsSpec(architecture, default_tag, "random", seed=seed, residual_scale=residual_scale)
     if _looks_like_path(weights):
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -349,8 +353,10 @@ def _build(spec: _WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, B
 
     if spec.kind == "random":
         model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
-        model.load_state_dict(seeded_random_state_dict(model, spec.seed))
+        model.load_state_dict(seeded_random_state_dict(model, spec.seed, spec.residual_scale))
         source = f"random(seed={spec.seed})"
+        if spec.residual_scale:
+            source = f"random(seed={spec.seed}, residual_scale={spec.residual_scale:g})"
     else:
         file = spec.path if spec.kind == "file" else _hub_weights_file(spec.timm_name)
         model = _create_from_file(spec.timm_name, file)
@@ -374,7 +380,9 @@ def _build(spec: _WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, B
     return model, identity, transform
 
 
-def seeded_random_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+def seeded_random_state_dict(
+    model: torch.nn.Module, seed: int, residual_scale: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Portable random weights for ``model``: same seed → bit-identical tensors on any machine.
 
     Conv weights follow timm's ResNet init in variance (Kaiming, fan-out, ReLU gain: var = 2 / fan_out) but
@@ -395,6 +403,11 @@ def seeded_random_state_dict(model: torch.nn.Module, seed: int) -> dict[str, tor
         state[name] = torch.from_numpy(_portable_uniform(seed, name, tensor.numel(), bound)).view(
             tensor.shape
         )
+    if residual_scale:
+        for module_name, module in model.named_modules():
+            last_bn = getattr(module, "bn3", None)
+            if isinstance(last_bn, torch.nn.BatchNorm2d):
+                state[f"{module_name}.bn3.weight"] = torch.full_like(last_bn.weight, float(residual_scale))
     return state
 
 

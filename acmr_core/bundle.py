@@ -15,6 +15,8 @@ Layout (format version :data:`FORMAT_VERSION`; every part is JSON or safetensors
                            per class, their 2-D UMAP coordinates, the reference set used to place new points,
                            and the posterior (mu, logvar) of every training image so the classifier can be
                            re-fitted for user-defined classes without the features
+    familiarity.json       "outside my world" threshold and how it was calibrated (held-out training images)
+    familiarity.safetensors  per-feature mean and scale of the training images (acmr_core.familiarity)
 
 :func:`load_bundle` verifies the manifest, the format version, each part's size and SHA-256, then the
 contents' mutual consistency; any problem raises :class:`~acmr_core.errors.BundleError` with a one-line
@@ -45,7 +47,8 @@ from acmr_core.errors import ACMRError, BackboneError, BundleError, DataError
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "acmr-bundle"
-FORMAT_VERSION = 1
+#: Version 2 added the familiarity parts; version-1 bundles are refused with a request to rebuild.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 PARTS = (
     "backbone.json",
@@ -57,6 +60,8 @@ PARTS = (
     "classifier.safetensors",
     "latent.json",
     "latent.safetensors",
+    "familiarity.json",
+    "familiarity.safetensors",
 )
 DEFAULT_ROOT = Path("checkpoints")
 GROUP_SEPARATORS = (": ", "::")
@@ -285,6 +290,7 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    familiarity: Any = None  # acmr_core.familiarity.Familiarity of the training images
     _projection: Any = field(default=None, repr=False)
 
     # --- parts ------------------------------------------------------------------------------------------
@@ -353,6 +359,7 @@ class Bundle:
             weights=spec["weights"],
             model_name=spec.get("model_name", self.identity.model_name),
             seed=int(spec.get("seed", 0)),
+            residual_scale=float(spec.get("residual_scale", 0.0)),
             device=device,
             **kwargs,
         )
@@ -382,6 +389,12 @@ class Bundle:
     def probabilities(self, features: Any, gamma: float | None = None) -> np.ndarray:
         """Class probabilities ``(N, C)``: softmax of the calibrated scores (they sum to 1 per image)."""
         return torch.softmax(torch.from_numpy(self.scores(features, gamma)), dim=1).numpy()
+
+    def assess_familiarity(self, features: Any) -> list[tuple[float, bool]]:
+        """``(familiarity, unfamiliar)`` of each image: how much it resembles the training images."""
+        if self.familiarity is None:
+            raise BundleError(f"bundle {self.name} has no familiarity statistics; rebuild it")
+        return self.familiarity.assess(self.check_features(features))
 
     def top_k(self, features: Any, k: int = 5, gamma: float | None = None) -> list[list[tuple[int, float]]]:
         """Per image, the ``k`` most probable ``(class index, probability)``."""
@@ -546,6 +559,10 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         }
         _write_json(staging / "latent.json", latent_meta)
         save_numpy(bundle.latent.arrays(), str(staging / "latent.safetensors"))
+        if bundle.familiarity is None:
+            raise BundleError("a bundle needs familiarity statistics (acmr_core.familiarity.fit_familiarity)")
+        _write_json(staging / "familiarity.json", _jsonable(bundle.familiarity.meta()))
+        save_numpy(bundle.familiarity.arrays(), str(staging / "familiarity.safetensors"))
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -686,6 +703,7 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     from acmr_core.backbone import BackboneIdentity
     from acmr_core.config import ACMRConfig, TrainConfig
     from acmr_core.data import FeatureScaler
+    from acmr_core.familiarity import Familiarity
     from acmr_core.gzsl import GZSLClassifier
     from acmr_core.model import ACMR
     from acmr_core.runtime import resolve_device
@@ -742,6 +760,16 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     )
 
     latent = _load_latent(directory, catalog, arch.latent_dim)
+    familiarity = Familiarity.from_parts(
+        _load_json(directory, "familiarity.json"),
+        {k: v.numpy() for k, v in _load_tensors(directory, "familiarity.safetensors").items()},
+        f"bundle {name}",
+    )
+    if familiarity.feature_dim != arch.feature_dim:
+        raise BundleError(
+            f"bundle {name} is inconsistent: familiarity statistics are {familiarity.feature_dim}-d, "
+            f"the model expects {arch.feature_dim}-d features"
+        )
     trained = TrainedModel(
         model=model.to(torch_device).eval(),
         classifier=classifier.to(torch_device).eval(),
@@ -757,7 +785,7 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         class_names=list(catalog.names),
     )
     provenance = manifest.get("provenance") if isinstance(manifest.get("provenance"), dict) else {}
-    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest)
+    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest, familiarity)
 
 
 def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -970,8 +998,11 @@ def assemble_bundle(
 
     ``training``: the (seen-class) images the model was trained on; their posterior statistics let the app
     re-fit the GZSL classifier without the features. ``plotted``: the images shown in the latent-space plot.
+    The familiarity statistics are fitted on the training features, their threshold calibrated on a held-out
+    share of them (:func:`acmr_core.familiarity.fit_familiarity`).
     Used by :func:`build_bundle` and by the bootstrap, which bundles the model it trained and evaluated.
     """
+    from acmr_core.familiarity import fit_familiarity
     from acmr_core.latent_space import fit_projection
 
     device = trained.device
@@ -1005,8 +1036,9 @@ def assemble_bundle(
     }
     provenance_record = _jsonable(record)
     return Bundle(
-        identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=provenance_record
-    )
+        identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=provenance_record,
+        familiarity=fit_familiarity(training.features, seed=seed),
+    )  # fmt: skip
 
 
 def as_training_set(features: Any, catalog: ClassCatalog) -> TrainingSet:
@@ -1206,20 +1238,25 @@ def predict_images(
     backbone: Any = None,
     device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Top-k classes for image files: ``[{"image", "top_k": [{"class", "probability", "kind"}]}]``."""
+    """Top-k classes for image files: ``[{"image", "familiarity", "unfamiliar", "top_k": [{"class",
+    "probability", "kind"}]}]`` (``unfamiliar``: the image is unlike the bundle's training images)."""
     from acmr_core.images import load_image
 
     loaded = [load_image(path) for path in images]  # a bad image raises a one-line ImageError first
     backbone = backbone if backbone is not None else bundle.create_backbone(device=device)
     bundle.check_backbone(backbone)
-    ranked = bundle.top_k(backbone.features(loaded), k=top_k, gamma=gamma)
+    features = backbone.features(loaded)
+    ranked = bundle.top_k(features, k=top_k, gamma=gamma)
+    assessed = bundle.assess_familiarity(features)
     return [
         {
             "image": str(path),
+            "familiarity": familiarity,
+            "unfamiliar": unfamiliar,
             "top_k": [
                 {"class": bundle.catalog.names[c], "probability": p, "kind": class_kind(bundle, c)}
                 for c, p in row
             ],
         }
-        for path, row in zip(images, ranked, strict=True)
+        for path, row, (familiarity, unfamiliar) in zip(images, ranked, assessed, strict=True)
     ]

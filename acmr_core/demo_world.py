@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Render seeds. The bundle records which seeds trained it; evaluation refuses those.
 TRAIN_SEED = 0
 GALLERY_SEED = 1  # example images and the latent-space plot (never used to fit the model)
+#: "Show examples" of a class in the app, and the render-your-class benchmark: never used to build a bundle.
+EXAMPLES_SEED = 7
 DEFAULT_EVAL_SEED = 2026
 RENDER_SIZE = 224
 # Supersampling factor: draw large, then downsample with a good filter, for anti-aliased edges.
@@ -63,6 +65,9 @@ _INK_RGB = (245, 245, 245)
 _RADIUS_RANGE = {"small": (22.0, 28.0), "large": (44.0, 54.0)}
 # Background grey-level ranges per background value.
 _BACKGROUND_LEVEL = {"light": (205, 240), "dark": (15, 55)}
+_UPRIGHT = False
+_PATTERN_PERIOD: tuple[float, float] | None = None
+_DOT_SHARE = 0.22
 
 # (colour, pattern, shape, size, count, background, seen). Hand-picked: any two classes differ in >= 2 strong
 # groups; the 6 unseen classes only use values that seen classes also have (tests check both properties).
@@ -192,11 +197,7 @@ class DemoWorld:
 
     def render(self, class_index: int, seed: int, index: int, size: int = RENDER_SIZE) -> Image.Image:
         """Image ``index`` of class ``class_index`` for render ``seed``: a pure function of the three."""
-        demo_class = self.classes[class_index]
-        # Keyed on the class *name* (not its position) so a subset renders the same images as the full world.
-        key = [seed, index, *demo_class.name.encode()]
-        rng = np.random.default_rng(np.random.SeedSequence(key))
-        return render_class(demo_class.values, rng, size)
+        return render_combination(self.classes[class_index].values, seed, index, size)
 
     def image_id(self, class_index: int, seed: int, index: int) -> str:
         slug = self.classes[class_index].name.replace(" ", "-")
@@ -228,6 +229,38 @@ def default_world() -> DemoWorld:
 # --- rendering -----------------------------------------------------------------------------------------
 
 
+def render_combination(values: dict[str, str], seed: int, index: int, size: int = RENDER_SIZE) -> Image.Image:
+    """Image ``index`` of an attribute combination for render ``seed``: a pure function of the three.
+
+    Keyed on the combination's readable name (not a class position), so a subset of the world, or a
+    user-defined class with the same values, renders exactly the same images.
+    """
+    key = [seed, index, *DemoClass(values=values, seen=False).name.encode()]
+    return render_class(values, np.random.default_rng(np.random.SeedSequence(key)), size)
+
+
+def combination_from_attributes(attributes: dict[str, float]) -> dict[str, str]:
+    """The renderable combination of an attribute vector (``{"colour: red": 1.0, ...}``, values in [0, 1]).
+
+    Every group needs exactly one value that is on (>= 0.5): that is what the renderer can draw. Anything
+    else (two colours, no shape, an attribute the demo world does not know) is refused, naming the group.
+    """
+    known = {f"{g}{ATTRIBUTE_SEPARATOR}{v}" for g, values in ATTRIBUTE_GROUPS.items() for v in values}
+    unknown = [name for name, value in attributes.items() if name not in known and float(value) >= 0.5]
+    if unknown:
+        raise ACMRError(f"the demo world cannot draw attribute {unknown[0]!r}")
+    combination: dict[str, str] = {}
+    for group, values in ATTRIBUTE_GROUPS.items():
+        on = [v for v in values if float(attributes.get(f"{group}{ATTRIBUTE_SEPARATOR}{v}", 0.0)) >= 0.5]
+        if len(on) != 1:
+            found = ", ".join(on) if on else "none"
+            raise ACMRError(
+                f"to be drawn, a class needs exactly one {group} (one of {', '.join(values)}); it has {found}"
+            )
+        combination[group] = on[0]
+    return combination
+
+
 def render_class(values: dict[str, str], rng: np.random.Generator, size: int = RENDER_SIZE) -> Image.Image:
     """Draw one image of an attribute combination, with random (but ``rng``-determined) nuisance variation."""
     canvas_size = size * _SUPERSAMPLE
@@ -244,7 +277,10 @@ def render_class(values: dict[str, str], rng: np.random.Generator, size: int = R
     for centre in centres:
         radius = float(rng.uniform(radius_low, radius_high)) * scale
         colour = tuple(int(c) for c in np.clip(base + rng.integers(-18, 19, size=3), 0, 255))
-        mask = _shape_mask(values["shape"], centre, radius, float(rng.uniform(0, 2 * math.pi)), canvas_size)
+        angle = float(rng.uniform(0, 2 * math.pi))
+        if _UPRIGHT:
+            angle = -math.pi / 2 if values["shape"] == "triangle" else math.pi / 4
+        mask = _shape_mask(values["shape"], centre, radius, angle, canvas_size)
         fill = _pattern_layer(values["pattern"], colour, radius, rng, canvas_size)
         image.paste(fill, (0, 0), mask)
     if _SUPERSAMPLE != 1:
@@ -298,6 +334,8 @@ def _pattern_layer(
     draw = ImageDraw.Draw(layer)
     # Marks scale with the object so a small striped object still shows a few stripes.
     period = max(radius * float(rng.uniform(0.45, 0.6)), 4.0)
+    if _PATTERN_PERIOD is not None:
+        period = float(rng.uniform(*_PATTERN_PERIOD)) * canvas_size / RENDER_SIZE
     if pattern == "striped":
         angle = float(rng.uniform(0, math.pi))
         direction = np.array([math.cos(angle), math.sin(angle)])
@@ -310,7 +348,7 @@ def _pattern_layer(
             start, end = base - direction * half, base + direction * half
             draw.line([tuple(start), tuple(end)], fill=_INK_RGB, width=width)
     elif pattern == "dotted":
-        dot = period * 0.22
+        dot = period * _DOT_SHARE
         offset = rng.uniform(0, period, size=2)
         steps = np.arange(-1, canvas_size / period + 1) * period
         for y in steps + offset[1]:
@@ -384,14 +422,18 @@ def build_demo_bundle(
     seed: int = 0,
     projection: str = "umap",
     progress: bool = True,
+    residual_scale: float = 0.0,
+    rendered: tuple[Any, Any] | None = None,
 ) -> Any:
     """Render the demo world, extract features with the backbone, train ACMR, and write the bundle.
 
     Training renders use :data:`TRAIN_SEED` (seen classes only); the latent-space plot uses
     :data:`GALLERY_SEED` renders of every class; both seeds are recorded so evaluation can refuse them.
+    ``rendered``: the ``(training, plot)`` sets of :func:`render_demo_sets` for these settings, already
+    extracted (the ablation benchmark trains several models on one extraction).
     """
     from acmr_core.backbone import create_backbone
-    from acmr_core.bundle import ClassCatalog, TrainingSet, build_bundle, check_output_dir
+    from acmr_core.bundle import ClassCatalog, build_bundle, check_output_dir
 
     if out_dir is not None:
         check_output_dir(out_dir)  # before minutes of rendering
@@ -400,17 +442,16 @@ def build_demo_bundle(
         raise ACMRError(
             "the demo bundle needs >= 2 training images per class and >= 1 plotted image per class"
         )
-    backbone = create_backbone(weights=weights, model_name=model_name, device=device, seed=backbone_seed)
+    backbone = create_backbone(
+        weights=weights,
+        model_name=model_name,
+        device=device,
+        seed=backbone_seed,
+        residual_scale=residual_scale,
+    )
     log.info("demo world: %d classes (%d seen), backbone %s", len(world.classes), world.seen_mask.sum(),
              backbone.identity.describe())  # fmt: skip
-    train = TrainingSet(
-        *extract_renders(
-            world, backbone, TRAIN_SEED, train_per_class, world.seen_classes, progress, "training renders"
-        )
-    )
-    plot = TrainingSet(
-        *extract_renders(world, backbone, GALLERY_SEED, plot_per_class, None, progress, "plot renders")
-    )
+    train, plot = rendered or render_demo_sets(world, backbone, train_per_class, plot_per_class, progress)
     catalog = ClassCatalog(
         names=tuple(world.class_names),
         attribute_names=tuple(world.attribute_names),
@@ -420,7 +461,12 @@ def build_demo_bundle(
     )
     provenance = {
         "name": "demo-world",
-        "backbone": {"weights": weights, "model_name": model_name, "seed": backbone_seed},
+        "backbone": {
+            "weights": weights,
+            "model_name": model_name,
+            "seed": backbone_seed,
+            "residual_scale": residual_scale,
+        },
         "demo_world": {
             "used_seeds": [TRAIN_SEED, GALLERY_SEED],
             "train_seed": TRAIN_SEED,
@@ -441,6 +487,24 @@ def build_demo_bundle(
         device=device, seed=seed, plot_per_class=plot_per_class, projection=projection, provenance=provenance,
         progress=progress,
     )  # fmt: skip
+
+
+def render_demo_sets(
+    world: DemoWorld, backbone: Any, train_per_class: int, plot_per_class: int, progress: bool = True
+) -> tuple[Any, Any]:
+    """The training set (:data:`TRAIN_SEED`, seen classes) and the plot set (:data:`GALLERY_SEED`, every
+    class) of a demo bundle, rendered and run through ``backbone``: two ``bundle.TrainingSet``."""
+    from acmr_core.bundle import TrainingSet
+
+    train = TrainingSet(
+        *extract_renders(
+            world, backbone, TRAIN_SEED, train_per_class, world.seen_classes, progress, "training renders"
+        )
+    )
+    plot = TrainingSet(
+        *extract_renders(world, backbone, GALLERY_SEED, plot_per_class, None, progress, "plot renders")
+    )
+    return train, plot
 
 
 SHAPE_CAVEAT = (
