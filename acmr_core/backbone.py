@@ -256,6 +256,8 @@ def create_backbone(
     ``weights``: ``"random"`` (seeded by ``seed``), a timm pretrained tag (``"tv_in1k"``,
     ``"resnet101.a1h_in1k"``), or a path to a ``.safetensors`` / ``.pth`` file. ``model_name`` is a timm
     architecture, optionally with a tag whose preprocessing to use for random or file weights.
+    ``residual_scale`` (random weights only): the weight of the last BatchNorm of every residual branch
+    (see :func:`seeded_random_state_dict`); 0 keeps timm's zero-init.
     """
     torch_device = resolve_device(device)
     spec = _resolve_weights(weights, model_name, seed, residual_scale)
@@ -306,6 +308,12 @@ def _resolve_weights(weights: str, model_name: str, seed: int, residual_scale: f
     import timm
 
     weights = str(weights).strip()
+    if residual_scale and weights.lower() != RANDOM_WEIGHTS:
+        raise BackboneError(
+            "--residual-scale only applies to --weights random (trained weights are used as is)"
+        )
+    if not math.isfinite(residual_scale) or residual_scale < 0:
+        raise BackboneError(f"residual scale must be a finite number >= 0, got {residual_scale}")
     architecture, _, name_tag = model_name.partition(".")
     if not timm.is_model(architecture):
         raise BackboneError(
@@ -389,6 +397,13 @@ def seeded_random_state_dict(
     are uniform, drawn from PCG64 raw bits with exact arithmetic: torch's ``normal_`` uses vectorised
     transcendental functions whose last bits differ between CPUs. Everything else (BatchNorm affine and
     running statistics, including timm's zero-init of each block's last BN) is kept: it is constant.
+
+    ``residual_scale``: the weight given to the last BatchNorm (``bn3``) of every bottleneck instead of timm's
+    zero. With zero, every residual branch of a random network adds nothing and the "ResNet-101" reduces to a
+    stem plus four strided 1×1 projections that look at isolated pixels of a sparse grid; a small scale (0.1)
+    lets the 3×3 convolutions of the branches widen what each output sees while the identity paths still
+    dominate (the demo world's probe: pattern, size and count read far better; docs/benchmarks/demo.md).
+    The weights, hence the identity hash, change with it.
     """
     state = model.state_dict()
     conv_weights = {

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -390,11 +391,14 @@ class Bundle:
         """Class probabilities ``(N, C)``: softmax of the calibrated scores (they sum to 1 per image)."""
         return torch.softmax(torch.from_numpy(self.scores(features, gamma)), dim=1).numpy()
 
-    def assess_familiarity(self, features: Any) -> list[tuple[float, bool]]:
-        """``(familiarity, unfamiliar)`` of each image: how much it resembles the training images."""
+    def assess_familiarity(self, features: Any, images: Any = None) -> list[tuple[float, bool]]:
+        """``(familiarity, unfamiliar)`` of each image: how much it resembles the training images.
+
+        ``images`` (PIL, one per feature row) add the pixel measure where the bundle has one (demo world).
+        """
         if self.familiarity is None:
             raise BundleError(f"bundle {self.name} has no familiarity statistics; rebuild it")
-        return self.familiarity.assess(self.check_features(features))
+        return self.familiarity.assess(self.check_features(features), images)
 
     def top_k(self, features: Any, k: int = 5, gamma: float | None = None) -> list[list[tuple[int, float]]]:
         """Per image, the ``k`` most probable ``(class index, probability)``."""
@@ -897,6 +901,7 @@ def build_bundle(
     train_overrides: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     progress: bool = True,
+    pixel_histograms: Any = None,
 ) -> Bundle:
     """Train ACMR + GZSL classifier on ``features`` and assemble (and, with ``out_dir``, save) a bundle.
 
@@ -907,7 +912,8 @@ def build_bundle(
     ``projection``: ``"umap"`` (the latent-space map) or ``"pca"`` (a fast stand-in for smoke tests).
     ``val_unseen_classes``: seen classes that play "unseen" in the validation split that picks the classifier
     epochs and calibration gamma (default: a seeded random choice). ``train_overrides``: TrainConfig fields
-    to change (e.g. ``cls_gamma_grid``).
+    to change (e.g. ``cls_gamma_grid``). ``pixel_histograms``: :func:`acmr_core.familiarity.pixel_histogram`
+    of the training images, where they are at hand, for the familiarity's pixel measure.
     """
     from acmr_core.runtime import resolve_device
     from acmr_core.training import scale_epochs, train_gzsl
@@ -977,6 +983,7 @@ def build_bundle(
         projection=projection,
         seed=seed,
         provenance=record,
+        pixel_histograms=pixel_histograms,
     )
     if out_dir is not None:
         save_bundle(bundle, out_dir)
@@ -993,13 +1000,15 @@ def assemble_bundle(
     projection: str = "umap",
     seed: int = 0,
     provenance: Mapping[str, Any] | None = None,
+    pixel_histograms: Any = None,
 ) -> Bundle:
     """A bundle around an already trained model: computes its latent cache and fits the 2-D map.
 
     ``training``: the (seen-class) images the model was trained on; their posterior statistics let the app
     re-fit the GZSL classifier without the features. ``plotted``: the images shown in the latent-space plot.
     The familiarity statistics are fitted on the training features, their threshold calibrated on a held-out
-    share of them (:func:`acmr_core.familiarity.fit_familiarity`).
+    share of them (:func:`acmr_core.familiarity.fit_familiarity`; ``pixel_histograms`` of the training images
+    add its pixel measure where the images are at hand).
     Used by :func:`build_bundle` and by the bootstrap, which bundles the model it trained and evaluated.
     """
     from acmr_core.familiarity import fit_familiarity
@@ -1037,7 +1046,7 @@ def assemble_bundle(
     provenance_record = _jsonable(record)
     return Bundle(
         identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=provenance_record,
-        familiarity=fit_familiarity(training.features, seed=seed),
+        familiarity=fit_familiarity(training.features, seed=seed, pixel_histograms=pixel_histograms),
     )  # fmt: skip
 
 
@@ -1202,7 +1211,8 @@ def backbone_spec_from_identity(
 ) -> dict[str, Any]:
     """``create_backbone`` arguments for a bundle's provenance, inferred from a backbone identity's source.
 
-    ``random(seed=N)`` → random weights with seed N; ``hub:timm/<arch>.<tag>`` → that timm tag. A local
+    ``random(seed=N[, residual_scale=R])`` → random weights with seed N (and residual scale R);
+    ``hub:timm/<arch>.<tag>`` → that timm tag. A local
     weights file cannot be inferred (only its name is recorded): pass ``weights`` (its path) explicitly.
     """
     source = str(identity.weight_source)
@@ -1218,10 +1228,13 @@ def backbone_spec_from_identity(
             f"cannot tell how to recreate backbone '{identity.describe()}' at serving time; pass --weights "
             "with the weights file used for extraction"
         )
+    random_source = re.fullmatch(r"random\(seed=(\d+)(?:, residual_scale=([^)]+))?\)", source)
     if seed is not None:
         spec["seed"] = int(seed)
-    elif source.startswith("random(seed=") and source.endswith(")"):
-        spec["seed"] = int(source[len("random(seed=") : -1])
+    elif random_source:
+        spec["seed"] = int(random_source.group(1))
+    if random_source and random_source.group(2):
+        spec["residual_scale"] = float(random_source.group(2))
     return spec
 
 
@@ -1247,7 +1260,7 @@ def predict_images(
     bundle.check_backbone(backbone)
     features = backbone.features(loaded)
     ranked = bundle.top_k(features, k=top_k, gamma=gamma)
-    assessed = bundle.assess_familiarity(features)
+    assessed = bundle.assess_familiarity(features, loaded)
     return [
         {
             "image": str(path),

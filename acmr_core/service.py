@@ -314,14 +314,18 @@ class StudioService:
         """Top-k classes of an image (a path, bytes or PIL image); bad images raise ImageError."""
         from acmr_core.images import load_image
 
-        features = self.backbone.features([load_image(image)])
-        return self.predict_features(features[0], gamma=gamma, top_k=top_k)
+        loaded = load_image(image)
+        features = self.backbone.features([loaded])
+        return self.predict_features(features[0], gamma=gamma, top_k=top_k, image=loaded)
 
     @torch.inference_mode()
     def predict_features(
-        self, features: np.ndarray, gamma: float | None = None, top_k: int = 5
+        self, features: np.ndarray, gamma: float | None = None, top_k: int = 5, image: Any = None
     ) -> Prediction:
-        """The part of :meth:`predict` after the backbone: latent, calibrated scores, decoded attributes."""
+        """The part of :meth:`predict` after the backbone: latent, calibrated scores, decoded attributes.
+
+        ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
+        """
         from acmr_core.gzsl import predict_scores
 
         gamma = self.default_gamma if gamma is None else float(gamma)
@@ -342,7 +346,8 @@ class StudioService:
         top_unit = space.unit_attributes[order[0]]
         latent_np = latent.float().cpu().numpy()
         xy = self._place(latent_np)[0]
-        ((familiarity, unfamiliar),) = self.bundle.assess_familiarity(features)
+        images = None if image is None else [image]
+        ((familiarity, unfamiliar),) = self.bundle.assess_familiarity(features, images)
         return Prediction(
             ranked=ranked,
             decoded=dict(zip(self.attribute_names, decoded_unit.tolist(), strict=True)),
@@ -394,7 +399,7 @@ class StudioService:
         features = self.backbone.features(images)
         name = space.names[position]
         return [
-            RenderedExample(image, name, self.predict_features(row, gamma=gamma, top_k=top_k))
+            RenderedExample(image, name, self.predict_features(row, gamma=gamma, top_k=top_k, image=image))
             for image, row in zip(images, features, strict=True)
         ]
 

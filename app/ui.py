@@ -437,7 +437,7 @@ def build_api(service: StudioService) -> None:
 
 
 def show_examples_block(chosen: gr.Dropdown, bundle: gr.State, service_for: Callable) -> None:
-    """"Show examples": draw images of the chosen user class (demo world) and show what the model says."""
+    """The "Show examples" action: draw images of the chosen user class (demo world), show the answers."""
     button = gr.Button("Show examples", elem_id="show-examples")
     status = gr.Markdown(elem_id="examples-status")
     gallery = gr.Gallery(
@@ -497,8 +497,7 @@ def gamma_range(service: StudioService) -> tuple[float, float]:
 def sees_markdown(prediction: Prediction) -> str:
     top = prediction.ranked[0]
     notice = (
-        f"⚠ **{UNFAMILIAR_NOTICE}** (familiarity {prediction.familiarity:.2f}; "
-        "0.5 is this model's limit)  \n"
+        f"⚠ **{UNFAMILIAR_NOTICE}** (familiarity {prediction.familiarity:.2f}; 0.5 is this model's limit)  \n"
         if prediction.unfamiliar
         else ""
     )

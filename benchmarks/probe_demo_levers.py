@@ -32,21 +32,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--fit", type=float, default=2 / 3)
     parser.add_argument("--residual-scale", type=float, default=None)
-    parser.add_argument("--upright", action="store_true")
-    parser.add_argument("--style2", action="store_true")
     parser.add_argument("--tag", default="")
     parser.add_argument("--cache", default="/tmp/demo11")
     args = parser.parse_args()
     torch.set_num_threads(1)
     kwargs = {} if args.residual_scale is None else {"residual_scale": args.residual_scale}
     backbone = create_backbone(device="cpu", **kwargs)
-    if args.upright:
-        demo_world._UPRIGHT = True
-    if args.style2:
-        demo_world._UPRIGHT = True
-        demo_world._PATTERN_PERIOD = (15.0, 18.0)
-        demo_world._DOT_SHARE = 0.32
-        demo_world._RADIUS_RANGE = {"small": (18.0, 23.0), "large": (46.0, 56.0)}
     rng = np.random.default_rng(123)
     values = [random_values(rng) for _ in range(args.n)]
     images = [

@@ -43,9 +43,26 @@ def test_score_is_one_half_exactly_at_the_threshold() -> None:
     familiarity = Familiarity(mean=np.zeros(4), scale=np.ones(4), threshold=2.0)
     at_threshold = np.full((1, 4), 2.0)  # RMS z-score 2
     assert familiarity.distances(at_threshold)[0] == pytest.approx(2.0)
-    assert familiarity.scores([2.0])[0] == pytest.approx(0.5)
     assert familiarity.assess(at_threshold) == [(pytest.approx(0.5), False)]
     assert familiarity.assess(at_threshold * 1.01)[0][1] is True
+
+
+def test_pixel_measure_flags_a_textured_image_among_flat_renders() -> None:
+    from PIL import Image
+
+    from acmr_core.familiarity import pixel_histogram
+
+    world = demo_world.default_world()
+    renders = [world.render(c, seed=0, index=i) for c in range(6) for i in range(12)]
+    features = np.random.default_rng(5).normal(size=(len(renders), 8))
+    familiarity = fit_familiarity(features, seed=0, pixel_histograms=[pixel_histogram(r) for r in renders])
+    assert familiarity.uses_pixels and familiarity.calibration["pixels"]["held_out_images"] == 14
+    noise = Image.fromarray(np.random.default_rng(6).integers(0, 256, size=(64, 64, 3), dtype=np.uint8))
+    fresh = world.render(2, seed=demo_world.DEFAULT_EVAL_SEED, index=0)
+    typical = np.zeros((2, 8))  # the feature measure alone finds both typical
+    (noise_score, noise_flag), (fresh_score, fresh_flag) = familiarity.assess(typical, [noise, fresh])
+    assert noise_flag and noise_score < 0.5 and not fresh_flag and fresh_score >= 0.5
+    assert familiarity.assess(typical)[0][1] is False  # without images: the feature measure only
 
 
 def test_fitting_is_deterministic_and_refuses_too_few_images() -> None:
