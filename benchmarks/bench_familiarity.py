@@ -50,8 +50,8 @@ def real_photos() -> dict[str, Image.Image]:
     return photos
 
 
-def flagged(bundle: Any, features: np.ndarray) -> tuple[float, list[float]]:
-    assessed = bundle.assess_familiarity(features)
+def flagged(bundle: Any, features: np.ndarray, images: list[Image.Image]) -> tuple[float, list[float]]:
+    assessed = bundle.assess_familiarity(features, images)
     return 100.0 * float(np.mean([flag for _, flag in assessed])), [score for score, _ in assessed]
 
 
@@ -69,12 +69,12 @@ def main() -> None:
     bundle = load_bundle(args.bundle, device="cpu")
     backbone = bundle.create_backbone(device="cpu")
     photos = real_photos()
-    photo_share, photo_scores = flagged(bundle, backbone.features(list(photos.values())))
-    world = demo_world.default_world().subset(list(bundle.catalog.names))
-    render_features, _, _ = demo_world.extract_renders(
-        world, backbone, args.seed, args.per_class, description="fresh renders"
+    photo_share, photo_scores = flagged(
+        bundle, backbone.features(list(photos.values())), list(photos.values())
     )
-    render_share, render_scores = flagged(bundle, render_features)
+    world = demo_world.default_world().subset(list(bundle.catalog.names))
+    renders = [image for image, _, _ in world.renders(args.seed, args.per_class)]
+    render_share, render_scores = flagged(bundle, backbone.features(renders), renders)
     result = {
         "bundle": bundle.name,
         "threshold": bundle.familiarity.threshold,
@@ -82,7 +82,7 @@ def main() -> None:
         "photos_flagged_percent": photo_share,
         "photo_familiarity_max": max(photo_scores),
         "photos_not_flagged": [name for name, s in zip(photos, photo_scores, strict=True) if s >= 0.5],
-        "renders": int(render_features.shape[0]),
+        "renders": len(renders),
         "render_seed": args.seed,
         "renders_flagged_percent": render_share,
         "render_familiarity_min": min(render_scores),
