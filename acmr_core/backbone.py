@@ -249,15 +249,18 @@ def create_backbone(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     use_cache: bool = True,
+    residual_scale: float = 0.0,
 ) -> Backbone:
     """Build (or reuse) a backbone.
 
     ``weights``: ``"random"`` (seeded by ``seed``), a timm pretrained tag (``"tv_in1k"``,
     ``"resnet101.a1h_in1k"``), or a path to a ``.safetensors`` / ``.pth`` file. ``model_name`` is a timm
     architecture, optionally with a tag whose preprocessing to use for random or file weights.
+    ``residual_scale`` (random weights only): the weight of the last BatchNorm of every residual branch
+    (see :func:`seeded_random_state_dict`); 0 keeps timm's zero-init.
     """
     torch_device = resolve_device(device)
-    spec = _resolve_weights(weights, model_name, seed)
+    spec = _resolve_weights(weights, model_name, seed, residual_scale)
     key = (*spec.cache_key, str(torch_device))
     with _cache_lock:
         cached = _cache.get(key) if use_cache else None
@@ -285,6 +288,7 @@ class _WeightsSpec:
     kind: str  # "random" | "hub" | "file"
     seed: int = 0
     path: Path | None = None
+    residual_scale: float = 0.0
 
     @property
     def timm_name(self) -> str:
@@ -295,13 +299,21 @@ class _WeightsSpec:
         if self.kind == "file" and self.path is not None:
             stat = self.path.stat()
             return (self.kind, self.timm_name, str(self.path), stat.st_mtime_ns, stat.st_size)
-        return (self.kind, self.timm_name, self.seed if self.kind == "random" else None)
+        if self.kind == "random":
+            return (self.kind, self.timm_name, self.seed, self.residual_scale)
+        return (self.kind, self.timm_name, None)
 
 
-def _resolve_weights(weights: str, model_name: str, seed: int) -> _WeightsSpec:
+def _resolve_weights(weights: str, model_name: str, seed: int, residual_scale: float = 0.0) -> _WeightsSpec:
     import timm
 
     weights = str(weights).strip()
+    if residual_scale and weights.lower() != RANDOM_WEIGHTS:
+        raise BackboneError(
+            "--residual-scale only applies to --weights random (trained weights are used as is)"
+        )
+    if not math.isfinite(residual_scale) or residual_scale < 0:
+        raise BackboneError(f"residual scale must be a finite number >= 0, got {residual_scale}")
     architecture, _, name_tag = model_name.partition(".")
     if not timm.is_model(architecture):
         raise BackboneError(
@@ -313,7 +325,7 @@ def _resolve_weights(weights: str, model_name: str, seed: int) -> _WeightsSpec:
     )
 
     if weights.lower() == RANDOM_WEIGHTS:
-        return _WeightsSpec(architecture, default_tag, "random", seed=seed)
+        return _WeightsSpec(architecture, default_tag, "random", seed=seed, residual_scale=residual_scale)
     if _looks_like_path(weights):
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -349,8 +361,10 @@ def _build(spec: _WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, B
 
     if spec.kind == "random":
         model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
-        model.load_state_dict(seeded_random_state_dict(model, spec.seed))
+        model.load_state_dict(seeded_random_state_dict(model, spec.seed, spec.residual_scale))
         source = f"random(seed={spec.seed})"
+        if spec.residual_scale:
+            source = f"random(seed={spec.seed}, residual_scale={spec.residual_scale:g})"
     else:
         file = spec.path if spec.kind == "file" else _hub_weights_file(spec.timm_name)
         model = _create_from_file(spec.timm_name, file)
@@ -374,13 +388,22 @@ def _build(spec: _WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, B
     return model, identity, transform
 
 
-def seeded_random_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+def seeded_random_state_dict(
+    model: torch.nn.Module, seed: int, residual_scale: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Portable random weights for ``model``: same seed → bit-identical tensors on any machine.
 
     Conv weights follow timm's ResNet init in variance (Kaiming, fan-out, ReLU gain: var = 2 / fan_out) but
     are uniform, drawn from PCG64 raw bits with exact arithmetic: torch's ``normal_`` uses vectorised
     transcendental functions whose last bits differ between CPUs. Everything else (BatchNorm affine and
     running statistics, including timm's zero-init of each block's last BN) is kept: it is constant.
+
+    ``residual_scale``: the weight given to the last BatchNorm (``bn3``) of every bottleneck instead of timm's
+    zero. With zero, every residual branch of a random network adds nothing and the "ResNet-101" reduces to a
+    stem plus four strided 1×1 projections that look at isolated pixels of a sparse grid; a small scale (0.1)
+    lets the 3×3 convolutions of the branches widen what each output sees while the identity paths still
+    dominate (the demo world's probe: pattern, size and count read far better; docs/benchmarks/demo.md).
+    The weights, hence the identity hash, change with it.
     """
     state = model.state_dict()
     conv_weights = {
@@ -395,6 +418,11 @@ def seeded_random_state_dict(model: torch.nn.Module, seed: int) -> dict[str, tor
         state[name] = torch.from_numpy(_portable_uniform(seed, name, tensor.numel(), bound)).view(
             tensor.shape
         )
+    if residual_scale:
+        for module_name, module in model.named_modules():
+            last_bn = getattr(module, "bn3", None)
+            if isinstance(last_bn, torch.nn.BatchNorm2d):
+                state[f"{module_name}.bn3.weight"] = torch.full_like(last_bn.weight, float(residual_scale))
     return state
 
 

@@ -15,6 +15,8 @@ Layout (format version :data:`FORMAT_VERSION`; every part is JSON or safetensors
                            per class, their 2-D UMAP coordinates, the reference set used to place new points,
                            and the posterior (mu, logvar) of every training image so the classifier can be
                            re-fitted for user-defined classes without the features
+    familiarity.json       "outside my world" threshold and how it was calibrated (held-out training images)
+    familiarity.safetensors  per-feature mean and scale of the training images (acmr_core.familiarity)
 
 :func:`load_bundle` verifies the manifest, the format version, each part's size and SHA-256, then the
 contents' mutual consistency; any problem raises :class:`~acmr_core.errors.BundleError` with a one-line
@@ -29,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -45,7 +48,8 @@ from acmr_core.errors import ACMRError, BackboneError, BundleError, DataError
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "acmr-bundle"
-FORMAT_VERSION = 1
+#: Version 2 added the familiarity parts; version-1 bundles are refused with a request to rebuild.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 PARTS = (
     "backbone.json",
@@ -57,6 +61,8 @@ PARTS = (
     "classifier.safetensors",
     "latent.json",
     "latent.safetensors",
+    "familiarity.json",
+    "familiarity.safetensors",
 )
 DEFAULT_ROOT = Path("checkpoints")
 GROUP_SEPARATORS = (": ", "::")
@@ -285,6 +291,7 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    familiarity: Any = None  # acmr_core.familiarity.Familiarity of the training images
     _projection: Any = field(default=None, repr=False)
 
     # --- parts ------------------------------------------------------------------------------------------
@@ -353,6 +360,7 @@ class Bundle:
             weights=spec["weights"],
             model_name=spec.get("model_name", self.identity.model_name),
             seed=int(spec.get("seed", 0)),
+            residual_scale=float(spec.get("residual_scale", 0.0)),
             device=device,
             **kwargs,
         )
@@ -382,6 +390,15 @@ class Bundle:
     def probabilities(self, features: Any, gamma: float | None = None) -> np.ndarray:
         """Class probabilities ``(N, C)``: softmax of the calibrated scores (they sum to 1 per image)."""
         return torch.softmax(torch.from_numpy(self.scores(features, gamma)), dim=1).numpy()
+
+    def assess_familiarity(self, features: Any, images: Any = None) -> list[tuple[float, bool]]:
+        """``(familiarity, unfamiliar)`` of each image: how much it resembles the training images.
+
+        ``images`` (PIL, one per feature row) add the pixel measure where the bundle has one (demo world).
+        """
+        if self.familiarity is None:
+            raise BundleError(f"bundle {self.name} has no familiarity statistics; rebuild it")
+        return self.familiarity.assess(self.check_features(features), images)
 
     def top_k(self, features: Any, k: int = 5, gamma: float | None = None) -> list[list[tuple[int, float]]]:
         """Per image, the ``k`` most probable ``(class index, probability)``."""
@@ -546,6 +563,10 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         }
         _write_json(staging / "latent.json", latent_meta)
         save_numpy(bundle.latent.arrays(), str(staging / "latent.safetensors"))
+        if bundle.familiarity is None:
+            raise BundleError("a bundle needs familiarity statistics (acmr_core.familiarity.fit_familiarity)")
+        _write_json(staging / "familiarity.json", _jsonable(bundle.familiarity.meta()))
+        save_numpy(bundle.familiarity.arrays(), str(staging / "familiarity.safetensors"))
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -686,6 +707,7 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     from acmr_core.backbone import BackboneIdentity
     from acmr_core.config import ACMRConfig, TrainConfig
     from acmr_core.data import FeatureScaler
+    from acmr_core.familiarity import Familiarity
     from acmr_core.gzsl import GZSLClassifier
     from acmr_core.model import ACMR
     from acmr_core.runtime import resolve_device
@@ -743,6 +765,16 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     )
 
     latent = _load_latent(directory, catalog, arch.latent_dim)
+    familiarity = Familiarity.from_parts(
+        _load_json(directory, "familiarity.json"),
+        {k: v.numpy() for k, v in _load_tensors(directory, "familiarity.safetensors").items()},
+        f"bundle {name}",
+    )
+    if familiarity.feature_dim != arch.feature_dim:
+        raise BundleError(
+            f"bundle {name} is inconsistent: familiarity statistics are {familiarity.feature_dim}-d, "
+            f"the model expects {arch.feature_dim}-d features"
+        )
     trained = TrainedModel(
         model=model.to(torch_device).eval(),
         classifier=classifier.to(torch_device).eval(),
@@ -758,7 +790,7 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         class_names=list(catalog.names),
     )
     provenance = manifest.get("provenance") if isinstance(manifest.get("provenance"), dict) else {}
-    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest)
+    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest, familiarity)
 
 
 def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -870,6 +902,7 @@ def build_bundle(
     train_overrides: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     progress: bool = True,
+    pixel_histograms: Any = None,
 ) -> Bundle:
     """Train ACMR + GZSL classifier on ``features`` and assemble (and, with ``out_dir``, save) a bundle.
 
@@ -880,7 +913,8 @@ def build_bundle(
     ``projection``: ``"umap"`` (the latent-space map) or ``"pca"`` (a fast stand-in for smoke tests).
     ``val_unseen_classes``: seen classes that play "unseen" in the validation split that picks the classifier
     epochs and calibration gamma (default: a seeded random choice). ``train_overrides``: TrainConfig fields
-    to change (e.g. ``cls_gamma_grid``).
+    to change (e.g. ``cls_gamma_grid``). ``pixel_histograms``: :func:`acmr_core.familiarity.pixel_histogram`
+    of the training images, where they are at hand, for the familiarity's pixel measure.
     """
     from acmr_core.runtime import resolve_device
     from acmr_core.training import scale_epochs, train_gzsl
@@ -950,6 +984,7 @@ def build_bundle(
         projection=projection,
         seed=seed,
         provenance=record,
+        pixel_histograms=pixel_histograms,
     )
     if out_dir is not None:
         save_bundle(bundle, out_dir)
@@ -966,13 +1001,18 @@ def assemble_bundle(
     projection: str = "umap",
     seed: int = 0,
     provenance: Mapping[str, Any] | None = None,
+    pixel_histograms: Any = None,
 ) -> Bundle:
     """A bundle around an already trained model: computes its latent cache and fits the 2-D map.
 
     ``training``: the (seen-class) images the model was trained on; their posterior statistics let the app
     re-fit the GZSL classifier without the features. ``plotted``: the images shown in the latent-space plot.
+    The familiarity statistics are fitted on the training features, their threshold calibrated on a held-out
+    share of them (:func:`acmr_core.familiarity.fit_familiarity`; ``pixel_histograms`` of the training images
+    add its pixel measure where the images are at hand).
     Used by :func:`build_bundle` and by the bootstrap, which bundles the model it trained and evaluated.
     """
+    from acmr_core.familiarity import fit_familiarity
     from acmr_core.latent_space import fit_projection
 
     device = trained.device
@@ -1006,8 +1046,9 @@ def assemble_bundle(
     }
     provenance_record = _jsonable(record)
     return Bundle(
-        identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=provenance_record
-    )
+        identity=identity, catalog=catalog, trained=trained, latent=latent, provenance=provenance_record,
+        familiarity=fit_familiarity(training.features, seed=seed, pixel_histograms=pixel_histograms),
+    )  # fmt: skip
 
 
 def as_training_set(features: Any, catalog: ClassCatalog) -> TrainingSet:
@@ -1171,7 +1212,8 @@ def backbone_spec_from_identity(
 ) -> dict[str, Any]:
     """``create_backbone`` arguments for a bundle's provenance, inferred from a backbone identity's source.
 
-    ``random(seed=N)`` → random weights with seed N; ``hub:timm/<arch>.<tag>`` → that timm tag. A local
+    ``random(seed=N[, residual_scale=R])`` → random weights with seed N (and residual scale R);
+    ``hub:timm/<arch>.<tag>`` → that timm tag. A local
     weights file cannot be inferred (only its name is recorded): pass ``weights`` (its path) explicitly.
     """
     source = str(identity.weight_source)
@@ -1187,10 +1229,13 @@ def backbone_spec_from_identity(
             f"cannot tell how to recreate backbone '{identity.describe()}' at serving time; pass --weights "
             "with the weights file used for extraction"
         )
+    random_source = re.fullmatch(r"random\(seed=(\d+)(?:, residual_scale=([^)]+))?\)", source)
     if seed is not None:
         spec["seed"] = int(seed)
-    elif source.startswith("random(seed=") and source.endswith(")"):
-        spec["seed"] = int(source[len("random(seed=") : -1])
+    elif random_source:
+        spec["seed"] = int(random_source.group(1))
+    if random_source and random_source.group(2):
+        spec["residual_scale"] = float(random_source.group(2))
     return spec
 
 
@@ -1207,20 +1252,25 @@ def predict_images(
     backbone: Any = None,
     device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Top-k classes for image files: ``[{"image", "top_k": [{"class", "probability", "kind"}]}]``."""
+    """Top-k classes for image files: ``[{"image", "familiarity", "unfamiliar", "top_k": [{"class",
+    "probability", "kind"}]}]`` (``unfamiliar``: the image is unlike the bundle's training images)."""
     from acmr_core.images import load_image
 
     loaded = [load_image(path) for path in images]  # a bad image raises a one-line ImageError first
     backbone = backbone if backbone is not None else bundle.create_backbone(device=device)
     bundle.check_backbone(backbone)
-    ranked = bundle.top_k(backbone.features(loaded), k=top_k, gamma=gamma)
+    features = backbone.features(loaded)
+    ranked = bundle.top_k(features, k=top_k, gamma=gamma)
+    assessed = bundle.assess_familiarity(features, loaded)
     return [
         {
             "image": str(path),
+            "familiarity": familiarity,
+            "unfamiliar": unfamiliar,
             "top_k": [
                 {"class": bundle.catalog.names[c], "probability": p, "kind": class_kind(bundle, c)}
                 for c, p in row
             ],
         }
-        for path, row in zip(images, ranked, strict=True)
+        for path, row, (familiarity, unfamiliar) in zip(images, ranked, assessed, strict=True)
     ]

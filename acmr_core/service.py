@@ -58,6 +58,9 @@ DEFAULT_USER_CLASSES_DIR = Path("user_classes")
 STRONGEST_ATTRIBUTES = 8
 #: Two classes whose attributes (0–1) differ by more than this in at most one attribute are near-duplicates.
 NEAR_DUPLICATE_DIFFERENCE = 0.25
+#: "Show examples" of a class: how many renders by default, and at most.
+DEFAULT_EXAMPLES = 4
+MAX_EXAMPLES = 12
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Prediction:
     agreement: float  # cosine between the two vectors above
     xy: tuple[float, float]  # the image in the latent-space plot
     gamma: float
+    familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
+    unfamiliar: bool  # beyond the threshold: the answer is a guess
 
     def sees_rows(self, count: int = STRONGEST_ATTRIBUTES) -> list[list[Any]]:
         """The strongest decoded attributes beside the predicted class's values."""
@@ -84,6 +89,32 @@ class Prediction:
         return [
             [name, round(value, 2), round(self.predicted_attributes[name], 2)] for name, value in strongest
         ]
+
+
+@dataclass(frozen=True)
+class RenderedExample:
+    """A demo-world render of a class and what the model predicts for it."""
+
+    image: Any  # PIL.Image.Image
+    class_name: str
+    prediction: Prediction
+
+    @property
+    def recognised(self) -> bool:
+        """The top-1 prediction is the class that was drawn."""
+        return self.prediction.ranked[0].name == self.class_name
+
+    def record(self) -> dict[str, Any]:
+        top = self.prediction.ranked[0]
+        return {
+            "class": self.class_name,
+            "predicted": top.name,
+            "kind": top.kind,
+            "probability": top.probability,
+            "recognised": self.recognised,
+            "familiarity": self.prediction.familiarity,
+            "unfamiliar": self.prediction.unfamiliar,
+        }
 
 
 @dataclass(frozen=True)
@@ -286,14 +317,18 @@ class StudioService:
         """Top-k classes of an image (a path, bytes or PIL image); bad images raise ImageError."""
         from acmr_core.images import load_image
 
-        features = self.backbone.features([load_image(image)])
-        return self.predict_features(features[0], gamma=gamma, top_k=top_k)
+        loaded = load_image(image)
+        features = self.backbone.features([loaded])
+        return self.predict_features(features[0], gamma=gamma, top_k=top_k, image=loaded)
 
     @torch.inference_mode()
     def predict_features(
-        self, features: np.ndarray, gamma: float | None = None, top_k: int = 5
+        self, features: np.ndarray, gamma: float | None = None, top_k: int = 5, image: Any = None
     ) -> Prediction:
-        """The part of :meth:`predict` after the backbone: latent, calibrated scores, decoded attributes."""
+        """The part of :meth:`predict` after the backbone: latent, calibrated scores, decoded attributes.
+
+        ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
+        """
         from acmr_core.gzsl import predict_scores
 
         gamma = self.default_gamma if gamma is None else float(gamma)
@@ -314,6 +349,8 @@ class StudioService:
         top_unit = space.unit_attributes[order[0]]
         latent_np = latent.float().cpu().numpy()
         xy = self._place(latent_np)[0]
+        images = None if image is None else [image]
+        ((familiarity, unfamiliar),) = self.bundle.assess_familiarity(features, images)
         return Prediction(
             ranked=ranked,
             decoded=dict(zip(self.attribute_names, decoded_unit.tolist(), strict=True)),
@@ -321,7 +358,53 @@ class StudioService:
             agreement=_cosine(decoded_unit, top_unit),
             xy=(float(xy[0]), float(xy[1])),
             gamma=gamma,
+            familiarity=familiarity,
+            unfamiliar=unfamiliar,
         )
+
+    # ---- render a class (demo-world bundles) ---------------------------------------------------------------
+
+    @property
+    def can_render(self) -> bool:
+        """Whether classes can be drawn: only a demo-world bundle knows how its images are made."""
+        provenance = getattr(self.bundle, "provenance", None) or {}
+        return isinstance(provenance.get("demo_world"), Mapping)
+
+    def render_examples(
+        self, name: str, count: int = DEFAULT_EXAMPLES, gamma: float | None = None, top_k: int = 5
+    ) -> list[RenderedExample]:
+        """Draw ``count`` fresh images of a class with the demo renderer and predict each among all classes.
+
+        Meant for a user-defined class (a new combination of attribute values): the model has never been
+        trained on an image of it, yet should recognise it. Renders use :data:`demo_world.EXAMPLES_SEED`,
+        a seed no bundle is built with, and are a pure function of the class's values.
+        """
+        from acmr_core import demo_world
+
+        if not self.can_render:
+            raise UserClassError(
+                f"bundle {self.bundle_name} is not a demo-world bundle: its images cannot be drawn"
+            )
+        if not isinstance(count, int) or not 1 <= count <= MAX_EXAMPLES:
+            raise UserClassError(f"ask for 1 to {MAX_EXAMPLES} example images, not {count!r}")
+        space = self._space
+        position = space.position(name)
+        values = dict(zip(self.attribute_names, space.unit_attributes[position].tolist(), strict=True))
+        try:
+            combination = demo_world.combination_from_attributes(values)
+        except ACMRError as error:
+            raise UserClassError(f"{space.names[position]!r} cannot be drawn: {error}") from None
+        size = int(self.bundle.provenance["demo_world"].get("render_size", demo_world.RENDER_SIZE))
+        images = [
+            demo_world.render_combination(combination, demo_world.EXAMPLES_SEED, index, size)
+            for index in range(count)
+        ]
+        features = self.backbone.features(images)
+        name = space.names[position]
+        return [
+            RenderedExample(image, name, self.predict_features(row, gamma=gamma, top_k=top_k, image=image))
+            for image, row in zip(images, features, strict=True)
+        ]
 
     # ---- user classes ------------------------------------------------------------------------------------
 

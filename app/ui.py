@@ -1,7 +1,8 @@
 """The Gradio Blocks of the ACMR zero-shot studio: a thin layer over :mod:`acmr_core.service`.
 
-Three tabs (predict, define a class, latent space) plus five API endpoints for ``gradio_client``:
-``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space`` and ``/catalog`` (see docs/app.md).
+Three tabs (predict, define a class, latent space) plus six API endpoints for ``gradio_client``:
+``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog`` and ``/render_examples``
+(see docs/app.md).
 Every handler turns an :class:`~acmr_core.errors.ACMRError` into a visible ``gr.Error``; the message is
 HTML-escaped because Gradio renders error text as HTML.
 """
@@ -21,8 +22,9 @@ import gradio as gr
 import pandas as pd
 
 from acmr_core.errors import ACMRError
+from acmr_core.familiarity import UNFAMILIAR_NOTICE
 from acmr_core.plots import KINDS, QueryPoint
-from acmr_core.service import Prediction, ServiceRegistry, StudioService
+from acmr_core.service import Prediction, RenderedExample, ServiceRegistry, StudioService
 from app import DELETE_CACHE, EXAMPLES_DIR, scratch_folder
 from app.describe import add_describe_api, describe_panel
 
@@ -259,6 +261,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     export_button = gr.Button("Export JSON")
                     import_button = gr.UploadButton("Import JSON", file_types=[".json"])
                 export_file = gr.File(label="Exported classes", interactive=False, height=90)
+                show_examples_block(chosen, bundle, service_for)
 
         with gr.Tab("Latent space") as latent_tab:
             with gr.Row():
@@ -547,20 +550,33 @@ def build_api(service: StudioService) -> None:
     """The documented endpoints for gradio_client (default bundle); the UI above uses private events."""
     with gr.Column(visible=False):
         api_image = gr.File(type="filepath", label="image")
-        api_label = gr.Label(label="prediction")
+        api_prediction = gr.JSON(label="prediction")
         api_name = gr.Textbox(label="name")
         api_attributes = gr.Textbox(label="attributes")
         api_json = gr.JSON(label="result")
         api_plot = gr.Plot(label="latent space")
-        triggers = [gr.Button(f"api {index}") for index in range(5)]
+        triggers = [gr.Button(f"api {index}") for index in range(6)]
 
     @user_errors
-    def predict(image: str) -> dict[str, float]:
-        """Every class's probability for an image, most probable first: {label, confidences}."""
+    def predict(image: str) -> dict[str, Any]:
+        """Every class's probability, most probable first, and how familiar the image is to the model:
+        {label, confidences, familiarity, unfamiliar}."""
         if not image:
             raise ACMRError("no image given; send an image file")
         prediction = service.predict(image, top_k=len(service.class_names()))
-        return {item.name: item.probability for item in prediction.ranked}
+        return {
+            "label": prediction.ranked[0].name,
+            "confidences": [
+                {"label": item.name, "confidence": item.probability} for item in prediction.ranked
+            ],
+            "familiarity": prediction.familiarity,
+            "unfamiliar": prediction.unfamiliar,
+        }
+
+    @user_errors
+    def render_examples(name: str) -> list[dict[str, Any]]:
+        """Draw a few images of a class (demo-world bundles) and predict each: one record per image."""
+        return [example.record() for example in service.render_examples(name)]
 
     @user_errors
     def define_class(name: str, attributes: str) -> dict:
@@ -581,7 +597,7 @@ def build_api(service: StudioService) -> None:
         return service.catalog()
 
     triggers[0].click(
-        predict, api_image, api_label, api_name="predict",
+        predict, api_image, api_prediction, api_name="predict",
         concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
     )  # fmt: skip
     triggers[1].click(
@@ -591,7 +607,49 @@ def build_api(service: StudioService) -> None:
     triggers[2].click(delete_class, api_name, api_json, api_name="delete_class", concurrency_id="classes")
     triggers[3].click(latent_space, None, api_plot, api_name="latent_space")
     triggers[4].click(catalog, None, api_json, api_name="catalog")
+    triggers[5].click(
+        render_examples, api_name, api_json, api_name="render_examples",
+        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
+    )  # fmt: skip
     add_describe_api(service, user_errors)
+
+
+def show_examples_block(chosen: gr.Dropdown, bundle: gr.State, service_for: Callable) -> None:
+    """The "Show examples" action: draw images of the chosen user class (demo world), show the answers."""
+    button = gr.Button("Show examples", elem_id="show-examples")
+    status = gr.Markdown(elem_id="examples-status")
+    gallery = gr.Gallery(
+        label="Drawn images of your class (never trained on) and the model's answer",
+        columns=4,
+        height="auto",
+        elem_id="class-examples",
+    )
+
+    @user_errors
+    def on_show(name: str | None, bundle_name: str) -> tuple:
+        if not name:
+            raise gr.Error("Pick one of your classes first.")
+        examples = service_for(bundle_name).render_examples(name)
+        return examples_markdown(name, examples), [(item.image, example_caption(item)) for item in examples]
+
+    button.click(
+        on_show, [chosen, bundle], [status, gallery],
+        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict", api_visibility="private",
+    )  # fmt: skip
+
+
+def examples_markdown(name: str, examples: list[RenderedExample]) -> str:
+    recognised = sum(item.recognised for item in examples)
+    return (
+        f"**{html.escape(name)}**: {recognised} of {len(examples)} drawn images recognised as your class "
+        "(all classes compete)."
+    )
+
+
+def example_caption(example: RenderedExample) -> str:
+    top = example.prediction.ranked[0]
+    mark = "✓" if example.recognised else "✗"
+    return f"{mark} {top.name} ({top.kind}, {top.probability:.0%})"
 
 
 def example_entries(folder: Path) -> list[dict[str, str]]:
@@ -691,8 +749,13 @@ def gamma_range(service: StudioService) -> tuple[float, float]:
 
 def sees_markdown(prediction: Prediction) -> str:
     top = prediction.ranked[0]
+    notice = (
+        f"⚠ **{UNFAMILIAR_NOTICE}** (familiarity {prediction.familiarity:.2f}; 0.5 is this model's limit)  \n"
+        if prediction.unfamiliar
+        else ""
+    )
     return (
-        f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
+        notice + f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
         f"**Agreement** between what the image reads and that class's attributes: "
         f"{prediction.agreement:.2f} (1 = the same, 0 = nothing in common)."
     )

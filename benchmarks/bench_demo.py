@@ -28,17 +28,23 @@ def median_seconds(action: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def decoded_attribute_accuracy(bundle: Any, backbone: Any, per_class: int) -> dict[str, float]:
-    """Per attribute group: % of fresh renders whose decoded attributes pick the class's true value."""
-    import numpy as np
-
+def evaluation_renders(bundle: Any, backbone: Any, per_class: int) -> tuple[Any, Any]:
+    """Features and labels of ``per_class`` fresh renders per class (render seed 2026, as acmr evaluate)."""
     from acmr_core import demo_world
-    from acmr_core.bundle import attribute_group
 
     world = demo_world.default_world().subset(list(bundle.catalog.names))
     features, labels, _ = demo_world.extract_renders(
-        world, backbone, demo_world.DEFAULT_EVAL_SEED, per_class, description="decode renders"
+        world, backbone, demo_world.DEFAULT_EVAL_SEED, per_class, description="evaluation renders"
     )
+    return features, labels
+
+
+def decoded_attribute_accuracy(bundle: Any, features: Any, labels: Any) -> dict[str, float]:
+    """Per attribute group: % of fresh renders whose decoded attributes pick the class's true value."""
+    import numpy as np
+
+    from acmr_core.bundle import attribute_group
+
     decoded = bundle.decode_attributes(bundle.latents(features))
     truth = bundle.catalog.attribute_matrix[labels]
     groups: dict[str, list[int]] = {}
@@ -60,8 +66,9 @@ def main() -> None:
         "--decode-per-class",
         type=int,
         default=0,
-        help="also render N evaluation images per class and report, per attribute group, how often the "
-        "semantic decoder reads the true value from the image latent (argmax within the group)",
+        help="also render N evaluation images per class (seed 2026) and report, per attribute group, how "
+        "often the semantic decoder reads the true value from the image latent (argmax within the group), "
+        "and GZSL U/S/H and ZSL top-1 on the same renders (what `acmr evaluate --per-class N` reports)",
     )
     args = parser.parse_args()
 
@@ -96,7 +103,13 @@ def main() -> None:
         100.0 * results["bundle_head_one_image_ms"] / results["backbone_forward_one_image_ms"]
     )
     if args.decode_per_class > 0:
-        results.update(decoded_attribute_accuracy(bundle, backbone, args.decode_per_class))
+        from acmr_core.bundle import TrainingSet, evaluate_bundle
+
+        features, labels = evaluation_renders(bundle, backbone, args.decode_per_class)
+        results.update(decoded_attribute_accuracy(bundle, features, labels))
+        # The same renders scored as `acmr evaluate --per-class N` scores them (same seed, same function).
+        accuracy = evaluate_bundle(bundle, TrainingSet(features, labels), progress=False)
+        results.update({key: accuracy[key] for key in ("U", "S", "H", "H_uncalibrated", "zsl_top1")})
     if args.json:
         print(json.dumps(results, indent=1))
     else:

@@ -430,3 +430,33 @@ def test_the_latent_space_has_kind_colours_and_alignment_lines(client) -> None:
     lines = [shape for shape in plot["layout"]["shapes"] if shape["type"] == "line"]
     classes_with_images = {entry["name"] for entry in catalog(client)["classes"] if entry["kind"] != "user"}
     assert len(lines) == len(classes_with_images)
+
+
+# ---- familiarity and render-your-class (issue 11) ----------------------------------------------------------
+
+
+def test_predict_carries_familiarity_and_the_unfamiliar_flag(client, tmp_path: Path) -> None:
+    render = predict(client, example_images()[0])
+    assert isinstance(render["familiarity"], float) and render["unfamiliar"] is False
+    data = pytest.importorskip("skimage.data", reason="scikit-image ships the real photographs")
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(photo)
+    result = predict(client, photo)
+    assert result["unfamiliar"] is True and result["familiarity"] < 0.5 <= render["familiarity"]
+    assert result["confidences"][0]["label"] == result["label"]  # still answered, flagged as a guess
+
+
+def test_render_examples_of_a_user_class(client) -> None:
+    values = {"colour: green": 1, "pattern: plain": 1, "shape: circle": 1, "size: large": 1, "count: one": 1}
+    client.predict("my green ball", json.dumps({**values, "background: dark": 1}), api_name="/define_class")
+    try:
+        records = client.predict("my green ball", api_name="/render_examples")
+        assert len(records) == 4
+        names = {entry["name"] for entry in catalog(client)["classes"]}
+        for record in records:
+            assert record["class"] == "my green ball" and record["predicted"] in names
+            assert record["recognised"] == (record["predicted"] == "my green ball")
+            assert 0.0 < record["probability"] <= 1.0
+    finally:
+        client.predict("my green ball", api_name="/delete_class")
+    assert "no class named" in app_error(lambda: client.predict("my green ball", api_name="/render_examples"))

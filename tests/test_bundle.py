@@ -24,7 +24,7 @@ from acmr_core.bundle import (
     load_class_metadata,
     save_bundle,
 )
-from acmr_core.demo_world import default_world
+from acmr_core.demo_world import DEFAULT_RESIDUAL_SCALE, default_world
 from acmr_core.errors import BundleError, DataError
 
 IDENTITY = BackboneIdentity(
@@ -383,8 +383,11 @@ def test_shipped_demo_bundle_loads_and_recognises_unseen_classes() -> None:
     assert bundle.catalog.names == tuple(world.class_names)
     assert np.array_equal(bundle.catalog.attribute_matrix, world.attribute_matrix())
     assert np.array_equal(bundle.catalog.seen_mask, world.seen_mask)
-    assert bundle.backbone_spec == {"weights": "random", "model_name": "resnet101", "seed": 0}
-    assert bundle.identity.weight_source == "random(seed=0)"
+    scale = DEFAULT_RESIDUAL_SCALE
+    assert bundle.backbone_spec == {
+        "weights": "random", "model_name": "resnet101", "seed": 0, "residual_scale": scale
+    }  # fmt: skip
+    assert bundle.identity.weight_source == f"random(seed=0, residual_scale={scale:g})"
     assert "shape" in bundle.caveat
     # The plotted images are gallery renders (seed 1), never used in training: classify their stored latents.
     cache = bundle.latent

@@ -248,7 +248,12 @@ def test_bundle_command_builds_from_features_and_class_metadata(
     assert "bundle written to" in stdout
     bundle = load_bundle(out, device="cpu")
     assert bundle.catalog.names == MINI_CLASSES
-    assert bundle.backbone_spec == {"model_name": "resnet101", "weights": "random", "seed": 0}
+    residual = (
+        demo_world.DEFAULT_RESIDUAL_SCALE
+    )  # the mini demo bundle's backbone, inferred from its identity
+    assert bundle.backbone_spec == {
+        "model_name": "resnet101", "weights": "random", "seed": 0, "residual_scale": residual
+    }  # fmt: skip
     assert bundle.latent.train_labels.tolist() == labels.tolist()
 
     (tmp_path / "bad.json").write_text(json.dumps({"attributes": ["a"], "classes": [{"name": "x"}]}))

@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--backbone-seed", type=int, default=0, help="seed of random backbone weights (default 0)"
     )
     parser.add_argument(
+        "--residual-scale",
+        type=float,
+        default=None,
+        help="random weights only: weight of each residual branch's last BatchNorm (default 0.1; 0 = timm's "
+        "zero-init)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT})"
     )
     parser.add_argument("--quick", action="store_true", help="few images and a short schedule (a smoke test)")
@@ -71,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         model_name=args.model,
         backbone_seed=args.backbone_seed,
+        residual_scale=(
+            args.residual_scale
+            if args.residual_scale is not None
+            else (demo_world.DEFAULT_RESIDUAL_SCALE if args.weights == "random" else 0.0)
+        ),
         train_per_class=train_per_class,
         plot_per_class=plot_per_class,
         epochs=epochs,

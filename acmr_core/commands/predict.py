@@ -11,7 +11,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="classify images with a model bundle (top-k, seen/unseen)",
-        description="Classify images with a model bundle: prints the top-k classes, marked seen or unseen.",
+        description=(
+            "Classify images with a model bundle: prints the top-k classes, marked seen or unseen, and flags "
+            "images unlike anything the bundle was trained on (familiarity below its threshold)."
+        ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument(
@@ -29,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from acmr_core.bundle import default_bundle_path, load_bundle, predict_images
     from acmr_core.errors import ACMRError
+    from acmr_core.familiarity import UNFAMILIAR_NOTICE
 
     if args.top_k < 1:
         raise ACMRError(f"--top-k must be at least 1, got {args.top_k}")
@@ -42,4 +46,6 @@ def run(args: argparse.Namespace) -> int:
         print(result["image"])
         for rank, entry in enumerate(result["top_k"], start=1):
             print(f"  {rank}. {entry['class']:<{width}}  {entry['probability']:6.1%}  {entry['kind']}")
+        if result["unfamiliar"]:
+            print(f"  ! familiarity {result['familiarity']:.2f}: {UNFAMILIAR_NOTICE}")
     return 0
