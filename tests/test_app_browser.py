@@ -222,14 +222,28 @@ def _choose_labelled(page, label: str, option: str) -> None:
 
 
 def test_copy_rename_export_and_import_handlers(app_url: str, tmp_path: Path) -> None:
-    import json
 
     from gradio_client import Client
-    from playwright.sync_api import expect, sync_playwright
 
-    catalog = Client(app_url, verbose=False).predict(api_name="/catalog")
+    client = Client(app_url, verbose=False)
+    catalog = client.predict(api_name="/catalog")
+    before = {entry["name"] for entry in catalog["classes"]}
     source = catalog["classes"][0]
     applies = [name for name, value in source["attributes"].items() if value >= 0.5]
+    try:
+        _copy_rename_export_import(app_url, tmp_path, source["name"], applies)
+    finally:
+        # Leave the shared app as found: copies of a seen class would win the later tests' predictions.
+        for entry in client.predict(api_name="/catalog")["classes"]:
+            if entry["kind"] == "user" and entry["name"] not in before:
+                client.predict(entry["name"], api_name="/delete_class")
+
+
+def _copy_rename_export_import(app_url: str, tmp_path: Path, source: str, applies: list[str]) -> None:
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1500}, accept_downloads=True)
@@ -239,7 +253,7 @@ def test_copy_rename_export_and_import_handlers(app_url: str, tmp_path: Path) ->
         status = page.locator("#define-status")
 
         # Copy: a model class's attributes fill the "applies" list.
-        _choose_labelled(page, "Start from an existing class (optional)", source["name"])
+        _choose_labelled(page, "Start from an existing class (optional)", source)
         page.get_by_role("button", name="Copy its attributes").click()
         toggles = page.locator("#attribute-toggles")
         for attribute in applies:

@@ -95,17 +95,37 @@ def finish(process: subprocess.Popen, log: Path) -> tuple[int, str]:
     return code, log.read_text(errors="replace")
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, found through /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (parent := parent_of(int(entry.name))) is not None:
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        tree.append(pid)
+        frontier.extend(children.get(pid, []))
+    return tree
+
+
 def worker_of_rank(launcher: int, rank: int) -> int:
     """The pid of the torchrun worker (a child of the launcher) whose environment says ``RANK=rank``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             environment = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
+        except OSError:
             continue
-        if parent == launcher and f"RANK={rank}".encode() in environment:
+        if parent_of(int(entry.name)) == launcher and f"RANK={rank}".encode() in environment:
             return int(entry.name)
     raise LookupError(f"no worker with RANK={rank} under process {launcher}")
 
@@ -151,7 +171,9 @@ def test_a_killed_rank_loses_only_unfinished_shards_and_a_rerun_finishes_identic
         assert launcher.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "no shard was written"
         time.sleep(0.02)
-    os.kill(worker_of_rank(launcher.pid, 1), signal.SIGKILL)
+    # The rank dies with its DataLoader worker (a worker left behind would wait on its dead parent's pipe).
+    for pid in process_tree(worker_of_rank(launcher.pid, 1)):
+        os.kill(pid, signal.SIGKILL)
     code, output = finish(launcher, log)
     assert code != 0  # torchrun reports the lost worker and stops the job
     assert not out.exists()
