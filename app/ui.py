@@ -329,6 +329,9 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             concurrency_id="predict",
             api_visibility="private",
             preprocess=False,  # the raw upload goes to load_image, whatever it is (see uploaded_path)
+            # A γ or top-k set while a prediction is still running is applied right after it, never dropped
+            # (Gradio's default drops a trigger that arrives while the same event is pending).
+            trigger_mode="always_last",
         )
 
         def on_example(event: gr.SelectData) -> str | None:
