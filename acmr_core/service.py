@@ -335,9 +335,8 @@ class StudioService:
         if not np.isfinite(gamma):
             raise ACMRError(f"calibration gamma must be a finite number, got {gamma}")
         space = self._space  # one snapshot for the whole request
-        scaled = self.bundle.scaler.transform(np.asarray(features, dtype=np.float32).reshape(1, -1))
-        latent = self.model.visual_latent(torch.as_tensor(scaled, device=self.device))
-        decoded = self.model.decode_semantic(latent)[0].float().cpu().numpy()
+        latent, readings = self._read(np.asarray(features, dtype=np.float32).reshape(1, -1))
+        decoded_unit = readings[0]
         logits = space.classifier(latent)
         seen_mask = torch.as_tensor(space.seen_mask, device=logits.device)
         probabilities = (
@@ -345,7 +344,6 @@ class StudioService:
         )
         order = np.argsort(-probabilities, kind="stable")[: max(1, min(int(top_k), len(space.names)))]
         ranked = [RankedClass(space.names[i], space.kinds[i], float(probabilities[i])) for i in order]
-        decoded_unit = np.clip(decoded / self._scale, 0.0, 1.0)
         top_unit = space.unit_attributes[order[0]]
         latent_np = latent.float().cpu().numpy()
         xy = self._place(latent_np)[0]
@@ -459,17 +457,18 @@ class StudioService:
         return ImageReadings(
             tuple(self.attribute_names),
             tuple(labels),
-            self._decode_attributes(np.stack(features)),
+            self._read(np.stack(features))[1],
             tuple(refused),
         )
 
     @torch.inference_mode()
-    def _decode_attributes(self, features: np.ndarray) -> np.ndarray:
-        """(images, attributes) in [0, 1]: ACMR's semantic decoder applied to each image's visual latent."""
+    def _read(self, features: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Visual latents of (images, dim) features and what ACMR's semantic decoder reads in each, as
+        (images, attributes) values in [0, 1]: the one reading behind Predict and the example images."""
         scaled = self.bundle.scaler.transform(np.asarray(features, dtype=np.float32))
         latent = self.model.visual_latent(torch.as_tensor(scaled, device=self.device))
         decoded = self.model.decode_semantic(latent).float().cpu().numpy()
-        return np.clip(decoded / self._scale, 0.0, 1.0)
+        return latent, np.clip(decoded / self._scale, 0.0, 1.0)
 
     def rename_class(self, old: str, new: str) -> dict[str, Any]:
         with self._write_lock:
