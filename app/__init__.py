@@ -86,7 +86,7 @@ def _build(
     # Importing Gradio takes seconds of mostly single-threaded Python: do it while the model loads.
     ui_import = threading.Thread(target=importlib.import_module, args=("app.ui",), daemon=True)
     ui_import.start()
-    from acmr_core.service import ServiceRegistry
+    from acmr_core.serving.service import ServiceRegistry
 
     registry = ServiceRegistry(
         checkpoints=checkpoints,

@@ -23,9 +23,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from acmr_core.describe import MAX_EXAMPLE_IMAGES, ImageReadings, Reading
+from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading
 from acmr_core.errors import ACMRError
-from acmr_core.service import StudioService
+from acmr_core.serving.service import StudioService
 
 #: An attribute counts as "applies" (ticked in the list) from this value on, as everywhere in the editor.
 APPLIES = 0.5

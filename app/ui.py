@@ -1,4 +1,4 @@
-"""The Gradio Blocks of the ACMR zero-shot studio: a thin layer over :mod:`acmr_core.service`.
+"""The Gradio Blocks of the ACMR zero-shot studio: a thin layer over :mod:`acmr_core.serving.service`.
 
 Three tabs (predict, define a class, latent space) plus six API endpoints for ``gradio_client``:
 ``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog`` and ``/render_examples``
@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 import gradio as gr
 import pandas as pd
 
+from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
 from acmr_core.errors import ACMRError
-from acmr_core.familiarity import UNFAMILIAR_NOTICE
-from acmr_core.plots import KINDS, QueryPoint
-from acmr_core.service import Prediction, RenderedExample, ServiceRegistry, StudioService
+from acmr_core.serving.service import Prediction, RenderedExample, ServiceRegistry, StudioService
+from acmr_core.viz.plots import KINDS, QueryPoint
 from app import DELETE_CACHE, EXAMPLES_DIR, scratch_folder
 from app.describe import add_describe_api, describe_panel
 
@@ -101,7 +101,8 @@ def raw_image_input(**kwargs: Any) -> gr.Image:
     """A ``gr.Image`` input whose upload reaches the handler as an undecoded file path.
 
     ``gr.Image`` opens uploads with PIL before the handler runs, so a non-image or a decompression bomb would
-    fail inside Gradio with a generic message; :func:`acmr_core.images.load_image` gives the specific one.
+    fail inside Gradio with a generic message; :func:`acmr_core.data.images.load_image` gives the
+    specific one.
     (Set on the instance: subclassing a Gradio component writes a .pyi stub next to this module.)
     """
     image = gr.Image(type="filepath", **kwargs)

@@ -23,15 +23,15 @@ import numpy as np
 
 def first_per_class(train, per_class: int):
     """The first ``per_class`` renders of every class (renders are extracted class by class, index order)."""
-    from acmr_core.bundle import TrainingSet
+    from acmr_core.bundle.bundle import TrainingSet
 
     rows = [i for i, image_id in enumerate(train.image_ids) if int(image_id.rsplit("/", 1)[1]) < per_class]
     return TrainingSet(train.features[rows], train.labels[rows], tuple(train.image_ids[i] for i in rows))
 
 
 def cached_sets(backbone, world, max_per_class: int, plot_per_class: int, cache: Path):
-    from acmr_core import demo_world
-    from acmr_core.bundle import TrainingSet
+    from acmr_core.bundle.bundle import TrainingSet
+    from acmr_core.data import demo_world
 
     key = f"{backbone.identity.weights_sha256[:12]}-{max_per_class}-{plot_per_class}"
     path = cache / f"demo-sets-{key}.npz"
@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--final", default=None, help="PER_CLASS:EPOCHS of the saved bundle")
     args = parser.parse_args()
 
-    from acmr_core import demo_world
-    from acmr_core.backbone import create_backbone
+    from acmr_core.data import demo_world
+    from acmr_core.features.backbone import create_backbone
 
     world = demo_world.default_world()
     backbone = create_backbone(device="cpu", residual_scale=args.residual_scale)

@@ -90,9 +90,9 @@ def cold_start(bundle: Path, runs: int) -> dict[str, list[float]]:
 def in_process(bundle: Path, repeats: int) -> dict[str, object]:
     from PIL import Image
 
-    from acmr_core.images import load_image
-    from acmr_core.plots import QueryPoint
-    from acmr_core.service import StudioService
+    from acmr_core.data.images import load_image
+    from acmr_core.serving.service import StudioService
+    from acmr_core.viz.plots import QueryPoint
 
     examples = sorted((REPO_ROOT / "assets" / "examples").glob("*.png"))
     images = [load_image(path) for path in examples] or [Image.new("RGB", (224, 224), (90, 140, 200))]
@@ -180,8 +180,8 @@ def user_class_limit(bundle: Path, repeats: int = 3) -> dict[str, float]:
     """Add/delete one class with the store full, and start-up time with 0 vs MAX_USER_CLASSES user classes."""
     import numpy as np
 
-    from acmr_core.service import StudioService
-    from acmr_core.user_classes import MAX_USER_CLASSES
+    from acmr_core.serving.service import StudioService
+    from acmr_core.serving.user_classes import MAX_USER_CLASSES
 
     results: dict[str, float] = {"max_user_classes": MAX_USER_CLASSES}
     with tempfile.TemporaryDirectory() as store:
@@ -230,7 +230,7 @@ def user_class_limit(bundle: Path, repeats: int = 3) -> dict[str, float]:
 _UPLOAD_PROBE = """
 import json, resource, sys, tempfile, time
 from acmr_core.errors import ImageError
-from acmr_core.service import StudioService
+from acmr_core.serving.service import StudioService
 service = StudioService.open(sys.argv[1], user_classes_dir=tempfile.mkdtemp(), warm=False)
 service.predict(sys.argv[3])  # a normal image first: model set up, the baseline peak
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -247,7 +247,7 @@ print(json.dumps({"seconds": seconds, "extra_peak_mb": extra_mb, "outcome": outc
 
 def worst_case_uploads(bundle: Path) -> list[dict[str, object]]:
     """Time and extra peak memory of one prediction per extreme image (compressed to a few KB each)."""
-    from acmr_core.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO
+    from acmr_core.data.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO
     from tests.test_app_api import huge_png  # the API test's bomb writer (1-bit PNG, written row by row)
 
     short_side = int((DEFAULT_MAX_PIXELS / MAX_ASPECT_RATIO) ** 0.5)  # the widest strip under the pixel cap

@@ -4,8 +4,9 @@
         [--workers 1] [--threads N] [--repeats 3] [--latency-runs 10] [--json out.json]
 
 1. **bare forward**: the ResNet-101 alone on a ready tensor batch (``torch.inference_mode``, and on CUDA
-   channels_last + autocast, exactly as :class:`acmr_core.backbone.Backbone` runs it), images/s.
-2. **extraction**: :func:`acmr_core.extract.extract_paths` over JPEG files on disk (decode, EXIF, mode
+   channels_last + autocast, exactly as :class:`acmr_core.features.backbone.Backbone` runs it), images/s.
+2. **extraction**: :func:`acmr_core.features.extract.extract_paths` over JPEG files on disk
+(decode, EXIF, mode
    conversion, timm transform in DataLoader workers, forward), images/s at the same batch size; the target
    is ≥ 90 % of (1).
 3. **single-image latency**: ``load_image`` (decode) + timm transform + forward of one image, as the app
@@ -32,9 +33,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acmr_core.backbone import Backbone, create_backbone
-from acmr_core.extract import extract_paths
-from acmr_core.images import load_image
+from acmr_core.data.images import load_image
+from acmr_core.features.backbone import Backbone, create_backbone
+from acmr_core.features.extract import extract_paths
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

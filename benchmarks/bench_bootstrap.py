@@ -4,9 +4,11 @@ time of a whole ``acmr bootstrap`` on a tiny CUB-layout dataset served from 127.
     .venv/bin/python benchmarks/bench_bootstrap.py [--megabytes 128] [--images-per-class 3] [--epochs 1]
         [--device cpu] [--json out.json]
 
-1. **download**: :func:`acmr_core.download.fetch` of an in-memory file over loopback HTTP, MB/s including the
+1. **download**: :func:`acmr_core.data.download.fetch` of an in-memory file over loopback HTTP,
+MB/s including the
    sha256 verification; then the same file with the connection cut half-way (resumed with ``Range``).
-2. **pipeline**: every step of :func:`acmr_core.bootstrap.bootstrap` (backbone, sources, plan, features,
+2. **pipeline**: every step of :func:`acmr_core.pipelines.bootstrap.bootstrap` (backbone, sources,
+plan, features,
    dataset, train, bundle) on 8 classes × ``--images-per-class`` tiny JPEGs with random backbone weights,
    then the same command again (everything cached).
 
@@ -32,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from acmr_core.bootstrap import BootstrapOptions, bootstrap  # noqa: E402
-from acmr_core.download import fetch  # noqa: E402
+from acmr_core.data.download import fetch  # noqa: E402
+from acmr_core.pipelines.bootstrap import BootstrapOptions, bootstrap  # noqa: E402
 from tests.fixtures_archives import LoopbackServer, build_tiny_dataset, sha256_hex  # noqa: E402
 
 

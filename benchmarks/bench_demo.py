@@ -30,7 +30,7 @@ def median_seconds(action: Callable[[], Any], repeats: int) -> float:
 
 def evaluation_renders(bundle: Any, backbone: Any, per_class: int) -> tuple[Any, Any]:
     """Features and labels of ``per_class`` fresh renders per class (render seed 2026, as acmr evaluate)."""
-    from acmr_core import demo_world
+    from acmr_core.data import demo_world
 
     world = demo_world.default_world().subset(list(bundle.catalog.names))
     features, labels, _ = demo_world.extract_renders(
@@ -43,7 +43,7 @@ def decoded_attribute_accuracy(bundle: Any, features: Any, labels: Any) -> dict[
     """Per attribute group: % of fresh renders whose decoded attributes pick the class's true value."""
     import numpy as np
 
-    from acmr_core.bundle import attribute_group
+    from acmr_core.bundle.bundle import attribute_group
 
     decoded = bundle.decode_attributes(bundle.latents(features))
     truth = bundle.catalog.attribute_matrix[labels]
@@ -74,8 +74,8 @@ def main() -> None:
 
     import numpy as np
 
-    from acmr_core import demo_world
-    from acmr_core.bundle import load_bundle
+    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.data import demo_world
 
     world = demo_world.default_world()
     results: dict[str, float] = {}
@@ -103,7 +103,7 @@ def main() -> None:
         100.0 * results["bundle_head_one_image_ms"] / results["backbone_forward_one_image_ms"]
     )
     if args.decode_per_class > 0:
-        from acmr_core.bundle import TrainingSet, evaluate_bundle
+        from acmr_core.bundle.bundle import TrainingSet, evaluate_bundle
 
         features, labels = evaluation_renders(bundle, backbone, args.decode_per_class)
         results.update(decoded_attribute_accuracy(bundle, features, labels))

@@ -37,7 +37,7 @@ DEMO_BUNDLE = REPO_ROOT / "checkpoints" / "demo-world"
 def group_scores(cases: Sequence[dict], names: Sequence[str]) -> dict[str, int]:
     from dataclasses import asdict
 
-    from acmr_core.describe import score_descriptions
+    from acmr_core.describe.reader import score_descriptions
 
     return asdict(score_descriptions(cases, names))
 
@@ -53,7 +53,7 @@ def timed(call: Callable[[], object]) -> float:
 
 
 def text_latency(cases: Sequence[dict], names: Sequence[str], repeats: int) -> dict[str, float]:
-    from acmr_core.describe import _vocabulary, read_description
+    from acmr_core.describe.reader import _vocabulary, read_description
     from acmr_core.errors import UserClassError
 
     def read_all() -> list[float]:
@@ -79,8 +79,8 @@ def image_latency(repeats: int) -> dict[str, float]:
     """One image reading vs the bare backbone forward on the same decoded image, interleaved."""
     import torch
 
-    from acmr_core.images import load_image
-    from acmr_core.service import StudioService
+    from acmr_core.data.images import load_image
+    from acmr_core.serving.service import StudioService
 
     torch.set_num_threads(1)
     image_path = sorted((REPO_ROOT / "assets" / "examples").glob("*.png"))[0]
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats (default 15)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     args = parser.parse_args()
-    from acmr_core.bundle import load_bundle
+    from acmr_core.bundle.bundle import load_bundle
 
     data = json.loads(DESCRIPTIONS.read_text(encoding="utf-8"))
     demo_names = load_bundle(DEMO_BUNDLE, device="cpu").catalog.attribute_names

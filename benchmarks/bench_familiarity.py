@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from acmr_core import demo_world
-    from acmr_core.bundle import load_bundle
+    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.data import demo_world
 
     bundle = load_bundle(args.bundle, device="cpu")
     backbone = bundle.create_backbone(device="cpu")

@@ -5,7 +5,7 @@ from attributes) of the same ACMR model and scored on the same test latents, in 
 
 * reference: :func:`benchmarks.reference_port.fit_reference_classifier` — reports its last epoch and its best
   test epoch (the reference's test-set selection, shown for comparison only);
-* acmr_core: :func:`acmr_core.gzsl.train_classifier` (on-device batches of 256, Adam 3e-3) for the given
+* acmr_core: :func:`acmr_core.model.gzsl.train_classifier` (on-device batches of 256, Adam 3e-3) for the given
   number of epochs (default: the validation-selected count of the saved model, else 20), scored once,
   uncalibrated and with the model's validation-selected gamma.
 
@@ -30,12 +30,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_port import fit_reference_classifier, hypers_from_config
 
-from acmr_core.checkpoint import load_trained
-from acmr_core.config import make_configs
-from acmr_core.data import FeatureScaler, load_xlsa17
-from acmr_core.evaluation import gzsl_scores
-from acmr_core.gzsl import predict_scores, sample_classifier_data, train_classifier
-from acmr_core.training import fit_acmr, scale_epochs
+from acmr_core.data.xlsa17 import FeatureScaler, load_xlsa17
+from acmr_core.model.checkpoint import load_trained
+from acmr_core.model.config import make_configs
+from acmr_core.model.gzsl import predict_scores, sample_classifier_data, train_classifier
+from acmr_core.training.metrics import gzsl_scores
+from acmr_core.training.protocol import fit_acmr, scale_epochs
 
 
 def main() -> int:

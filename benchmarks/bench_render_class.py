@@ -22,7 +22,7 @@ import numpy as np
 
 
 def new_combinations(known: list[dict[str, str]], count: int, seed: int) -> list[dict[str, str]]:
-    from acmr_core.demo_world import ATTRIBUTE_GROUPS
+    from acmr_core.data.demo_world import ATTRIBUTE_GROUPS
 
     everything = [
         dict(zip(ATTRIBUTE_GROUPS, values, strict=True))
@@ -42,8 +42,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from acmr_core.demo_world import DemoClass, default_world
-    from acmr_core.service import StudioService
+    from acmr_core.data.demo_world import DemoClass, default_world
+    from acmr_core.serving.service import StudioService
 
     world = default_world()
     with tempfile.TemporaryDirectory() as folder:

@@ -6,12 +6,14 @@ number of ACMR epochs. Measured for each implementation:
 * reference port (:mod:`benchmarks.reference_port`): ``train_vae`` (host randperm per step, 3 ``.item()`` per
   step, for-loop Adam) + its classifier stage (DataLoader batch 32, 50 epochs, test pass every epoch); H of
   its last epoch and of its best test epoch (the reference's test-set selection, for comparison only);
-* acmr_core, one training: :func:`acmr_core.training.fit_acmr` (on-device batches, fused Adam, no per-step
-  sync) + the fast classifier (:func:`acmr_core.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs),
+* acmr_core, one training: :func:`acmr_core.training.protocol.fit_acmr` (on-device batches, fused
+Adam, no per-step
+  sync) + the fast classifier (:func:`acmr_core.model.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs),
   uncalibrated H; once per precision in ``--precisions`` (fp32 = the reference's arithmetic; bf16 = autocast
   matrix products);
 * ``acmr train`` as a whole, once per precision in ``--protocol-precisions``:
-  :func:`acmr_core.training.run_protocol` with its defaults (validation stage with ACMR epochs chosen by the
+  :func:`acmr_core.training.protocol.run_protocol` with its defaults (validation stage with ACMR
+  epochs chosen by the
   patience rule, classifier epochs and calibration chosen there, then the final training and one test
   evaluation), timed end to end, with the chosen epochs and the validation curve.
 
@@ -37,11 +39,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_port import ReferenceModel, classifier_stage, hypers_from_config, train_vae
 
-from acmr_core.config import make_configs
-from acmr_core.data import FeatureScaler, load_xlsa17
-from acmr_core.evaluation import gzsl_scores
-from acmr_core.gzsl import fit_gzsl_classifier
-from acmr_core.training import fit_acmr, run_protocol, scale_epochs
+from acmr_core.data.xlsa17 import FeatureScaler, load_xlsa17
+from acmr_core.model.config import make_configs
+from acmr_core.model.gzsl import fit_gzsl_classifier
+from acmr_core.training.metrics import gzsl_scores
+from acmr_core.training.protocol import fit_acmr, run_protocol, scale_epochs
 
 
 def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> dict:

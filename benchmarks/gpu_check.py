@@ -11,15 +11,17 @@ Dry run on the CPU with tiny inputs (what the test suite runs, in seconds; the f
 
 Sections, each timed after a warm-up and synchronised on CUDA:
 
-1. **ACMR steps/s** — :func:`acmr_core.training.fit_acmr` for one epoch of random CUB-shaped data (batch 50),
+1. **ACMR steps/s** — :func:`acmr_core.training.protocol.fit_acmr` for one epoch of random
+CUB-shaped data (batch 50),
    fp32 and bf16 autocast, eager and with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) on CUDA.
-2. **ResNet-101 forward images/s** at batch 1 / 64 / 256, run exactly as :class:`acmr_core.backbone.Backbone`
+2. **ResNet-101 forward images/s** at batch 1 / 64 / 256, run exactly as
+:class:`acmr_core.features.backbone.Backbone`
    runs it (channels_last + bf16 autocast on CUDA), and **extraction from JPEG files**
-   (:func:`acmr_core.extract.extract_paths`: decode, timm transform, forward) at batch 256.
+   (:func:`acmr_core.features.extract.extract_paths`: decode, timm transform, forward) at batch 256.
 3. **Multi-GPU extraction** with ``torchrun --standalone --nproc_per_node=<GPUs> -m acmr_core extract``;
    skipped, with the reason, where ``acmr extract`` under torchrun is not available.
 4. **Predict latency** end to end (decode + preprocess + backbone + ACMR + classifier) through
-   :class:`acmr_core.service.StudioService` on the shipped demo bundle; median and p90.
+   :class:`acmr_core.serving.service.StudioService` on the shipped demo bundle; median and p90.
 5. **Whole ``acmr train``** (the default protocol, one seed) on synthetic CUB written in the xlsa17 layout
    (real CUB attributes and splits when ``--xlsa17`` / ``ACMR_XLSA17`` points at the metadata).
 
@@ -49,11 +51,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backbone import bare_forward_throughput, describe_device, synchronize, write_images
 
-from acmr_core.backbone import create_backbone
-from acmr_core.config import make_configs
-from acmr_core.extract import extract_paths
+from acmr_core.features.backbone import create_backbone
+from acmr_core.features.extract import extract_paths
+from acmr_core.model.config import make_configs
 from acmr_core.runtime import has_native_bf16, resolve_device
-from acmr_core.training import fit_acmr
+from acmr_core.training.protocol import fit_acmr
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = REPO / "checkpoints" / "demo-world"
@@ -190,7 +192,7 @@ def torchrun_extraction(
 
 def predict_latency(device: torch.device, sizes: Sizes, paths: list[Path], folder: Path) -> dict[str, Any]:
     """End-to-end predict on the shipped demo bundle: decode + preprocess + backbone + ACMR + classifier."""
-    from acmr_core.service import StudioService
+    from acmr_core.serving.service import StudioService
 
     service = StudioService.open(DEMO_BUNDLE, device=str(device), user_classes_dir=folder / "user_classes")
     times = []
@@ -207,9 +209,9 @@ def predict_latency(device: torch.device, sizes: Sizes, paths: list[Path], folde
 
 def whole_train(device: torch.device, sizes: Sizes, folder: Path, xlsa17: Path | None) -> dict[str, Any]:
     """``acmr train``'s protocol on synthetic CUB, one seed, timed end to end (data loading included)."""
-    from acmr_core.data import load_xlsa17
-    from acmr_core.synthetic import write_synthetic_xlsa17
-    from acmr_core.training import run_protocol
+    from acmr_core.data.synthetic import write_synthetic_xlsa17
+    from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.training.protocol import run_protocol
 
     write_synthetic_xlsa17(
         folder, "CUB", feature_dim=sizes.train_feature_dim, images_per_class=sizes.train_images_per_class,

@@ -19,8 +19,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from acmr_core import demo_world
-from acmr_core.backbone import create_backbone
+from acmr_core.data import demo_world
+from acmr_core.features.backbone import create_backbone
 
 
 def random_values(rng: np.random.Generator) -> dict[str, str]:

@@ -116,7 +116,7 @@ class ReferenceModel(nn.Module):
 
 
 def hypers_from_config(train) -> dict:
-    """The reference's hyper-parameter dict, filled from an :class:`acmr_core.config.TrainConfig`."""
+    """The reference's hyper-parameter dict, filled from an :class:`acmr_core.model.config.TrainConfig`."""
     warm = {name: getattr(train, name).to_dict() for name in ("beta", "distance", "classify")}
     return {
         "lr_gen_model": train.lr_vae, "lr_iem_model": train.lr_iem, "lr_aux_cls": train.lr_vsa,

@@ -50,7 +50,7 @@ def one_torch_thread() -> Iterator[None]:
 def random_backbone() -> Any:
     """The cached seed-0 random ResNet-101 (what the demo bundle uses); ``acmr extract --weights random`` run
     in-process reuses the same model instead of building its own."""
-    from acmr_core.backbone import create_backbone
+    from acmr_core.features.backbone import create_backbone
 
     return create_backbone("random", device="cpu", seed=0, batch_size=2)
 

@@ -421,7 +421,7 @@ def test_a_value_below_the_epsilon_counts_as_zero(client) -> None:
 
 
 def test_the_latent_space_has_kind_colours_and_alignment_lines(client) -> None:
-    from acmr_core.plots import KIND_COLOURS
+    from acmr_core.viz.plots import KIND_COLOURS
 
     plot = json.loads(client.predict(api_name="/latent_space")["plot"])
     colours = {trace["name"]: trace["marker"]["color"] for trace in plot["data"]}

@@ -14,7 +14,7 @@ from tests.test_app_api import EXAMPLES_DIR, require_demo_bundle
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory):
-    from acmr_core.service import StudioService
+    from acmr_core.serving.service import StudioService
 
     opened = StudioService.open(
         require_demo_bundle(), device="cpu", user_classes_dir=tmp_path_factory.mktemp("uc"), warm=False
@@ -128,7 +128,7 @@ def test_header_line_and_alignment_figure_follow_the_classes(service) -> None:
 
 
 def test_a_full_store_refuses_before_refitting(service, monkeypatch: pytest.MonkeyPatch) -> None:
-    import acmr_core.user_classes as user_classes
+    import acmr_core.serving.user_classes as user_classes
     from acmr_core.errors import UserClassError
 
     monkeypatch.setattr(user_classes, "MAX_USER_CLASSES", 0)

@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acmr_core.bootstrap import BootstrapOptions, StepCache, _source_roots, weights_slug
-from acmr_core.errors import DataError, DownloadError
-from acmr_core.sources import (
+from acmr_core.data.sources import (
     ORIGIN_REBUILT,
     ORIGIN_RES101,
     SOURCES,
@@ -24,6 +22,8 @@ from acmr_core.sources import (
     relative_image_path,
     write_xlsa17_folder,
 )
+from acmr_core.errors import DataError, DownloadError
+from acmr_core.pipelines.bootstrap import BootstrapOptions, StepCache, _source_roots, weights_slug
 from tests.fixtures_archives import (
     LoopbackServer,
     TinyDataset,
@@ -197,7 +197,7 @@ def test_a_missing_image_is_named(server: LoopbackServer, tmp_path: Path) -> Non
 def test_written_dataset_folder_loads_as_xlsa17(
     server: LoopbackServer, tmp_path: Path, with_res101: bool, val_locs: bool
 ) -> None:
-    from acmr_core.data import load_xlsa17
+    from acmr_core.data.xlsa17 import load_xlsa17
 
     served = serve_tiny(server, "cub", with_res101=with_res101, with_val_locs=val_locs)
     plan, meta, layout = plan_for(served, tmp_path)
@@ -221,7 +221,7 @@ def test_written_dataset_folder_loads_as_xlsa17(
 def test_xlsa17_columns_are_cross_checked_against_the_datasets_own_table(
     server: LoopbackServer, tmp_path: Path, key: str
 ) -> None:
-    from acmr_core.sources import check_attribute_order
+    from acmr_core.data.sources import check_attribute_order
 
     served = serve_tiny(server, key)
     _, meta, layout = plan_for(served, tmp_path)
@@ -236,7 +236,7 @@ def test_xlsa17_columns_are_cross_checked_against_the_datasets_own_table(
 
 
 def test_unreadable_images_leave_the_split_consistently(server: LoopbackServer, tmp_path: Path) -> None:
-    from acmr_core.data import load_xlsa17
+    from acmr_core.data.xlsa17 import load_xlsa17
 
     served = serve_tiny(server, "awa2")
     plan, meta, layout = plan_for(served, tmp_path)
@@ -303,7 +303,7 @@ def test_offline_bootstrap_fails_fast(
 
 def test_default_urls_are_unreachable_here_and_say_how_to_use_a_mirror(tmp_path: Path) -> None:
     # The loopback-only guard stands in for "offline": the default host cannot be resolved.
-    from acmr_core.bootstrap import bootstrap
+    from acmr_core.pipelines.bootstrap import bootstrap
 
     with pytest.raises(DownloadError) as error:
         bootstrap(
@@ -321,9 +321,9 @@ def test_default_urls_are_unreachable_here_and_say_how_to_use_a_mirror(tmp_path:
 def test_full_bootstrap_cub_with_random_weights_serves_in_the_app(
     server: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from acmr_core.bundle import list_bundles, load_bundle
+    from acmr_core.bundle.bundle import list_bundles, load_bundle
     from acmr_core.cli import main
-    from acmr_core.service import StudioService
+    from acmr_core.serving.service import StudioService
 
     served = serve_tiny(server, "cub", images_per_class=3)
     server.plan("cub/CUB_200_2011.tgz", "cut")  # the first transfer breaks off half-way
@@ -384,8 +384,8 @@ def test_unavailable_weights_fail_before_any_download(
     server: LoopbackServer, tmp_path: Path, sleeps: list[float]
 ) -> None:
     # HF_HUB_OFFLINE=1 with an empty cache (tests/conftest.py): the default timm weights cannot be had.
-    from acmr_core.bootstrap import bootstrap
     from acmr_core.errors import ACMRError
+    from acmr_core.pipelines.bootstrap import bootstrap
 
     served = serve_tiny(server, "cub")
     with pytest.raises(ACMRError) as error:
@@ -417,7 +417,7 @@ class _CountingModel:
 def _tiny_backbone(model: _CountingModel):
     import torch
 
-    from acmr_core.backbone import Backbone, BackboneIdentity
+    from acmr_core.features.backbone import Backbone, BackboneIdentity
 
     identity = BackboneIdentity("tiny", "test", "0" * 64, {"size": 16}, feature_dim=8)
 
@@ -432,7 +432,7 @@ def _interrupted_extraction(
 ) -> tuple[Any, Any, Any, Path, Path]:
     """A tiny extraction (32 images, 4 shards of 2 batches) stopped by Ctrl-C in its 3rd shard: (plan, class
     metadata, options, work folder, shard folder)."""
-    import acmr_core.bootstrap as bootstrap_module
+    import acmr_core.pipelines.bootstrap as bootstrap_module
 
     served = serve_tiny(server, "sun")
     plan, meta, _ = plan_for(served, tmp_path)
@@ -449,8 +449,8 @@ def _interrupted_extraction(
 def test_extraction_resumes_at_the_first_unfinished_shard(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import acmr_core.bootstrap as bootstrap_module
-    from acmr_core.extract import load_features
+    import acmr_core.pipelines.bootstrap as bootstrap_module
+    from acmr_core.features.extract import load_features
 
     plan, meta, options, work, shard_dir = _interrupted_extraction(server, tmp_path, monkeypatch)
     assert sorted(p.name for p in shard_dir.glob("*.safetensors")) == [
@@ -476,8 +476,8 @@ def test_extraction_resumes_at_the_first_unfinished_shard(
 def test_a_damaged_feature_shard_is_extracted_again(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import acmr_core.bootstrap as bootstrap_module
-    from acmr_core.extract import load_features
+    import acmr_core.pipelines.bootstrap as bootstrap_module
+    from acmr_core.features.extract import load_features
 
     plan, meta, options, work, shard_dir = _interrupted_extraction(server, tmp_path, monkeypatch)
     shard = shard_dir / "00001.safetensors"  # the second of the two shards completed before Ctrl-C
@@ -485,7 +485,7 @@ def test_a_damaged_feature_shard_is_extracted_again(
 
     resumed = _CountingModel()
     monkeypatch.setattr(bootstrap_module, "_create_backbone", lambda _: _tiny_backbone(resumed))
-    with caplog.at_level("WARNING", logger="acmr_core.sharding"):
+    with caplog.at_level("WARNING", logger="acmr_core.features.sharding"):
         outputs = bootstrap_module._extract_features(plan, meta.class_names, options, work, "a" * 64)
     assert f"{shard} is not a readable features shard" in caplog.text
     assert "its images are extracted again" in caplog.text
@@ -500,8 +500,8 @@ def test_a_damaged_feature_shard_is_extracted_again(
 def test_an_unreadable_image_is_dropped_and_recorded(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import acmr_core.bootstrap as bootstrap_module
-    from acmr_core.extract import load_features
+    import acmr_core.pipelines.bootstrap as bootstrap_module
+    from acmr_core.features.extract import load_features
 
     served = serve_tiny(server, "awa2")
     plan, meta, _ = plan_for(served, tmp_path)
@@ -564,7 +564,7 @@ def test_xlsa17_metadata_is_found_in_any_usual_folder_but_never_another_datasets
 ) -> None:
     import shutil
 
-    from acmr_core.sources import _xlsa17_dataset_folder
+    from acmr_core.data.sources import _xlsa17_dataset_folder
 
     data = tmp_path / "xlsa17" / "data"
     for name in ("CUB", "AWA1"):  # the real metadata (no res101.mat), in the xlsa17.zip layout
@@ -585,8 +585,8 @@ def test_rebuilt_split_on_the_real_cub_class_lists(tmp_path: Path, xlsa17_dir: P
 
     from PIL import Image
 
-    from acmr_core.data import load_xlsa17
-    from acmr_core.sources import DatasetLayout
+    from acmr_core.data.sources import DatasetLayout
+    from acmr_core.data.xlsa17 import load_xlsa17
 
     shutil.copytree(xlsa17_dir / "CUB", tmp_path / "xlsa17" / "data" / "CUB")
     meta = load_xlsa17_meta(tmp_path / "xlsa17", get_dataset("cub"), "local")

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core.backbone import BackboneIdentity
-from acmr_core.bundle import (
+from acmr_core.bundle.bundle import (
     FORMAT_VERSION,
     MANIFEST,
     PARTS,
@@ -24,8 +23,9 @@ from acmr_core.bundle import (
     load_class_metadata,
     save_bundle,
 )
-from acmr_core.demo_world import DEFAULT_RESIDUAL_SCALE, default_world
+from acmr_core.data.demo_world import DEFAULT_RESIDUAL_SCALE, default_world
 from acmr_core.errors import BundleError, DataError
+from acmr_core.features.backbone import BackboneIdentity
 
 IDENTITY = BackboneIdentity(
     model_name="resnet101",
@@ -375,7 +375,7 @@ def test_unreadable_class_metadata_file_is_refused(tmp_path: Path) -> None:
 def test_shipped_demo_bundle_loads_and_recognises_unseen_classes() -> None:
     import torch
 
-    from acmr_core.gzsl import predict_scores
+    from acmr_core.model.gzsl import predict_scores
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-world"
     bundle = load_bundle(shipped, device="cpu")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core import demo_world
-from acmr_core.bundle import evaluate_bundle, load_bundle, predict_images
+from acmr_core.bundle.bundle import evaluate_bundle, load_bundle, predict_images
 from acmr_core.cli import main
+from acmr_core.data import demo_world
 from tests.test_bundle import rehash_manifest
 from tests.test_evaluation import recomputed_metrics
 
@@ -171,7 +171,7 @@ def test_evaluate_renders_fresh_held_out_images(mini_bundle: Path, held_out: tup
 def test_evaluate_a_bundle_on_a_features_file_text_and_json(
     capsys: pytest.CaptureFixture[str], mini_bundle: Path, mini_world, held_out: tuple, tmp_path: Path
 ) -> None:
-    from acmr_core.extract import FeatureSet, save_features
+    from acmr_core.features.extract import FeatureSet, save_features
 
     bundle = load_bundle(mini_bundle, device="cpu")
     features, labels = held_out
@@ -215,7 +215,7 @@ def test_evaluate_refuses_a_training_seed(capsys: pytest.CaptureFixture[str], mi
 def test_bundle_command_builds_from_features_and_class_metadata(
     capsys: pytest.CaptureFixture[str], mini_bundle: Path, mini_world: demo_world.DemoWorld, tmp_path: Path
 ) -> None:
-    from acmr_core.extract import FeatureSet, save_features
+    from acmr_core.features.extract import FeatureSet, save_features
 
     identity = load_bundle(mini_bundle, device="cpu").identity
     rng = np.random.default_rng(0)

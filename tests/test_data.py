@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from acmr_core.data import FeatureScaler, holdout_split, load_xlsa17
+from acmr_core.data.synthetic import write_synthetic_xlsa17
+from acmr_core.data.xlsa17 import FeatureScaler, holdout_split, load_xlsa17
 from acmr_core.errors import DataError
-from acmr_core.synthetic import write_synthetic_xlsa17
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acmr_core import demo_world
-from acmr_core.backbone import BackboneIdentity, create_backbone
-from acmr_core.bundle import backbone_spec_from_identity, load_bundle
+from acmr_core.bundle.bundle import backbone_spec_from_identity, load_bundle
+from acmr_core.data import demo_world
 from acmr_core.errors import BackboneError, BundleError
+from acmr_core.features.backbone import BackboneIdentity, create_backbone
 from tests.test_service import DEMO_BUNDLE
 
 

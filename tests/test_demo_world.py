@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from acmr_core import demo_world
-from acmr_core.demo_world import ATTRIBUTE_GROUPS, STRONG_GROUPS, default_world
+from acmr_core.data import demo_world
+from acmr_core.data.demo_world import ATTRIBUTE_GROUPS, STRONG_GROUPS, default_world
 from acmr_core.errors import ACMRError
 
 

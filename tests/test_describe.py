@@ -16,8 +16,13 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from acmr_core.bundle import ClassCatalog, TrainingSet, build_bundle
-from acmr_core.describe import HEDGED_VALUE, MAX_DESCRIPTION_CHARS, read_description, score_descriptions
+from acmr_core.bundle.bundle import ClassCatalog, TrainingSet, build_bundle
+from acmr_core.describe.reader import (
+    HEDGED_VALUE,
+    MAX_DESCRIPTION_CHARS,
+    read_description,
+    score_descriptions,
+)
 from acmr_core.errors import ImageError, UserClassError
 from tests.test_bundle import _features
 from tests.test_cli_bundle import _run
@@ -241,8 +246,8 @@ def test_cli_reads_against_a_bundle_with_cub_attributes(
 def test_service_reads_text_and_images_on_a_cub_bundle(
     cub_bundle: Path, tmp_path: Path, random_backbone, one_torch_thread
 ) -> None:
-    from acmr_core.bundle import load_bundle
-    from acmr_core.service import StudioService, open_store
+    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.serving.service import StudioService, open_store
 
     bundle = load_bundle(cub_bundle, device="cpu")
     store = open_store(tmp_path, cub_bundle.name, bundle.catalog.attribute_names)

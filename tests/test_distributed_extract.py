@@ -23,8 +23,8 @@ from PIL import Image
 
 from acmr_core.cli import main
 from acmr_core.commands.extract import shards_folder
-from acmr_core.extract import extract_features, find_images, load_features, save_features
-from acmr_core.sharding import (
+from acmr_core.features.extract import extract_features, find_images, load_features, save_features
+from acmr_core.features.sharding import (
     Shard,
     ShardJob,
     ShardLayout,
@@ -151,7 +151,7 @@ def test_two_processes_write_the_single_process_file_byte_for_byte(
 def test_sharding_does_not_change_a_bit_of_the_unsharded_extraction(
     image_folder: Path, reference: bytes, tmp_path: Path
 ) -> None:
-    from acmr_core.backbone import create_backbone
+    from acmr_core.features.backbone import create_backbone
 
     backbone = create_backbone("random", model_name=MODEL, device="cpu", seed=0, batch_size=BATCH)
     whole = extract_features(backbone, find_images(image_folder), workers=0, progress=False)
@@ -193,7 +193,7 @@ def test_a_killed_rank_loses_only_unfinished_shards_and_a_rerun_finishes_identic
 
 
 def job_of(image_folder: Path, seed: int = 0) -> ShardJob:
-    from acmr_core.backbone import create_backbone
+    from acmr_core.features.backbone import create_backbone
 
     images = find_images(image_folder)
     backbone = create_backbone("random", model_name=MODEL, device="cpu", seed=seed, batch_size=BATCH)
@@ -263,7 +263,7 @@ def test_layout_is_whole_batches_and_independent_of_the_process_count() -> None:
 def test_bootstrap_under_torchrun_shares_the_extraction_and_rank_0_writes_the_bundle(tmp_path: Path) -> None:
     import json
 
-    from acmr_core.sources import ImagePlan
+    from acmr_core.data.sources import ImagePlan
     from tests.fixtures_archives import LoopbackServer, build_tiny_dataset
 
     data_dir, checkpoints, log = tmp_path / "data", tmp_path / "checkpoints", tmp_path / "bootstrap.log"

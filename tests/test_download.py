@@ -1,4 +1,5 @@
-"""acmr_core.download: resumable, checksummed downloads and safe extraction, on a loopback HTTP server."""
+"""acmr_core.data.download: resumable, checksummed downloads and safe extraction, on a loopback
+HTTP server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from acmr_core.download import Checksum, extract_archive, fetch, local_source
+from acmr_core.data.download import Checksum, extract_archive, fetch, local_source
 from acmr_core.errors import DownloadError
 from tests.fixtures_archives import LoopbackServer, install_loopback_only_guard, sha256_hex, tar_gz, zip_bytes
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from acmr_core.cli import main
-from acmr_core.config import ACMRConfig, TrainConfig, WarmUp, get_preset
-from acmr_core.data import ZSLData
-from acmr_core.gzsl import GZSLClassifier, train_classifier
-from acmr_core.model import ACMR
-from acmr_core.synthetic import write_synthetic_xlsa17
-from acmr_core.training import EpochStopper, fit_acmr
+from acmr_core.data.synthetic import write_synthetic_xlsa17
+from acmr_core.data.xlsa17 import ZSLData
+from acmr_core.model.config import ACMRConfig, TrainConfig, WarmUp, get_preset
+from acmr_core.model.gzsl import GZSLClassifier, train_classifier
+from acmr_core.model.network import ACMR
+from acmr_core.training.protocol import EpochStopper, fit_acmr
 from tests.test_training import train_on_world, validation_classes, world  # noqa: F401 (fixture)
 
 

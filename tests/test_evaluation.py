@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from acmr_core.evaluation import aggregate_seeds, gzsl_scores, harmonic_mean, per_class_accuracy, zsl_top1
-from acmr_core.gzsl import gzsl_selection_table, predict_scores
+from acmr_core.model.gzsl import gzsl_selection_table, predict_scores
+from acmr_core.training.metrics import (
+    aggregate_seeds,
+    gzsl_scores,
+    harmonic_mean,
+    per_class_accuracy,
+    zsl_top1,
+)
 
 
 def test_per_class_accuracy_is_mean_of_class_accuracies() -> None:

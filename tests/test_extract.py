@@ -12,10 +12,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from acmr_core.backbone import Backbone, BackboneIdentity
 from acmr_core.cli import main
 from acmr_core.errors import BackboneError, DataError
-from acmr_core.extract import (
+from acmr_core.features.backbone import Backbone, BackboneIdentity
+from acmr_core.features.extract import (
     FeatureSet,
     extract_paths,
     find_images,
@@ -112,7 +112,7 @@ def test_extract_paths_reports_failures_by_index(backbone: Backbone, image_folde
 def test_folder_where_nothing_is_readable_is_an_error(backbone: Backbone, tmp_path: Path) -> None:
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "empty.png").write_bytes(b"")
-    from acmr_core.extract import extract_features
+    from acmr_core.features.extract import extract_features
 
     with pytest.raises(DataError, match="none of the 1 images"):
         extract_features(backbone, find_images(tmp_path), progress=False)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core import demo_world
-from acmr_core.bundle import FORMAT_VERSION, load_bundle, predict_images
+from acmr_core.bundle.bundle import FORMAT_VERSION, load_bundle, predict_images
+from acmr_core.bundle.familiarity import Familiarity, fit_familiarity
 from acmr_core.cli import main
+from acmr_core.data import demo_world
 from acmr_core.errors import BundleError
-from acmr_core.familiarity import Familiarity, fit_familiarity
 from tests.test_bundle import rehash_manifest
 from tests.test_service import DEMO_BUNDLE
 
@@ -50,7 +50,7 @@ def test_score_is_one_half_exactly_at_the_threshold() -> None:
 def test_pixel_measure_flags_a_textured_image_among_flat_renders() -> None:
     from PIL import Image
 
-    from acmr_core.familiarity import pixel_histogram
+    from acmr_core.bundle.familiarity import pixel_histogram
 
     world = demo_world.default_world()
     renders = [world.render(c, seed=0, index=i) for c in range(6) for i in range(12)]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
+from acmr_core.data.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO, load_image, resized_pixels, to_rgb
 from acmr_core.errors import ImageError
-from acmr_core.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO, load_image, resized_pixels, to_rgb
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from acmr_core.errors import ACMRError
-from acmr_core.latent_space import LatentProjection, alignment_scores, place_points
+from acmr_core.viz.latent_space import LatentProjection, alignment_scores, place_points
 
 # Three reference latents on a line (1-D latent space padded to 2-D) with known map positions.
 REFERENCE = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]], dtype=np.float32)
@@ -82,7 +82,7 @@ def test_alignment_scores_refuse_bad_labels() -> None:
 
 
 def test_overall_alignment_counts_only_classes_with_images() -> None:
-    from acmr_core.latent_space import summarise_alignment
+    from acmr_core.viz.latent_space import summarise_alignment
 
     # Same hand-checked scene as above: class 0 aligned, class 1 not, class 2 (a user class) has no images.
     visual = np.array([[-1.0, 0.0], [1.0, 0.0], [4.0, 1.0], [4.0, -1.0]])
@@ -99,7 +99,7 @@ def test_overall_alignment_counts_only_classes_with_images() -> None:
 
 
 def _scene():
-    from acmr_core.plots import LatentScene
+    from acmr_core.viz.plots import LatentScene
 
     return LatentScene(
         class_names=["zebra", "okapi", "mine"],
@@ -112,7 +112,7 @@ def _scene():
 
 
 def test_colours_mean_the_kind_of_class_and_the_legend_names_them() -> None:
-    from acmr_core.plots import KIND_COLOURS, latent_figure
+    from acmr_core.viz.plots import KIND_COLOURS, latent_figure
 
     figure = latent_figure(_scene())
     by_name = {trace.name: trace for trace in figure.data}
@@ -126,7 +126,7 @@ def test_colours_mean_the_kind_of_class_and_the_legend_names_them() -> None:
 
 
 def test_each_prototype_is_joined_to_the_centre_of_its_images() -> None:
-    from acmr_core.plots import latent_figure
+    from acmr_core.viz.plots import latent_figure
 
     lines = latent_figure(_scene()).layout.shapes
     assert len(lines) == 2  # zebra and okapi; "mine" (a user class) has no images
@@ -138,7 +138,7 @@ def test_each_prototype_is_joined_to_the_centre_of_its_images() -> None:
 
 
 def test_highlight_brings_one_class_forward_and_fades_the_rest() -> None:
-    from acmr_core.plots import latent_figure
+    from acmr_core.viz.plots import latent_figure
 
     figure = latent_figure(_scene(), highlight="okapi")
     by_name = {trace.name: trace for trace in figure.data}

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from acmr_core.config import TrainConfig, WarmUp, get_preset, make_configs
 from acmr_core.errors import DataError
-from acmr_core.losses import (
+from acmr_core.model.config import TrainConfig, WarmUp, get_preset, make_configs
+from acmr_core.model.losses import (
     LossWeights,
     acmr_loss,
     distribution_alignment,
@@ -18,7 +18,7 @@ from acmr_core.losses import (
     reconstruction_loss,
     vsa_classification_loss,
 )
-from acmr_core.model import ACMROutput
+from acmr_core.model.network import ACMROutput
 
 
 def test_reconstruction_is_summed_l1() -> None:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from acmr_core.config import ACMRConfig
-from acmr_core.model import ACMR, cross_alignment_weights, vsa_reweight
+from acmr_core.model.config import ACMRConfig
+from acmr_core.model.network import ACMR, cross_alignment_weights, vsa_reweight
 
 TINY = {
     "feature_dim": 12,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core import demo_world
+from acmr_core.data import demo_world
 from acmr_core.errors import ACMRError, UserClassError
 from tests.test_service import loaded, make_service  # noqa: F401  (module fixture reused)
 
@@ -103,7 +103,7 @@ def test_undrawable_classes_and_bad_counts_are_refused(service) -> None:
 
 
 def test_only_a_demo_world_bundle_can_draw(loaded, tmp_path: Path) -> None:  # noqa: F811
-    from acmr_core.service import StudioService, open_store
+    from acmr_core.serving.service import StudioService, open_store
 
     bundle, backbone = loaded
     other = dataclasses.replace(

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acmr_core import demo_world
+from acmr_core.data import demo_world
 from acmr_core.errors import ACMRError, ImageError, UserClassError
-from acmr_core.plots import LatentScene, QueryPoint, latent_figure
+from acmr_core.viz.plots import LatentScene, QueryPoint, latent_figure
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HTML_NAME = '<img src=x onerror="alert(1)">'
@@ -91,7 +91,7 @@ EXAMPLES_DIR = Path(os.environ.get("ACMR_TEST_EXAMPLES", REPO_ROOT / "assets" / 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory):
     """The bundle and its backbone, loaded once for the module (services are cheap to build around them)."""
-    from acmr_core.bundle import load_bundle
+    from acmr_core.bundle.bundle import load_bundle
 
     if not (DEMO_BUNDLE / "manifest.json").is_file():
         raise AssertionError(
@@ -102,7 +102,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
 
 
 def make_service(loaded, folder: Path):
-    from acmr_core.service import StudioService, open_store
+    from acmr_core.serving.service import StudioService, open_store
 
     bundle, backbone = loaded
     store = open_store(folder, DEMO_BUNDLE.name, bundle.catalog.attribute_names)
@@ -119,7 +119,7 @@ def service(loaded, tmp_path: Path):
 @pytest.fixture(scope="module")
 def example_features(loaded) -> dict[str, np.ndarray]:
     """Backbone features of one example image per class (the forward pass is the slow part: do it once)."""
-    from acmr_core.images import load_image
+    from acmr_core.data.images import load_image
 
     _, backbone = loaded
     chosen: dict[str, Path] = {}
@@ -400,7 +400,7 @@ def test_registry_lists_bundles_and_opens_another_on_demand(tmp_path: Path) -> N
     import shutil
 
     from acmr_core.errors import BundleError
-    from acmr_core.service import ServiceRegistry
+    from acmr_core.serving.service import ServiceRegistry
 
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(DEMO_BUNDLE, checkpoints / "demo-copy")

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from acmr_core import training
-from acmr_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
-from acmr_core.config import ACMRConfig, TrainConfig, WarmUp
-from acmr_core.data import ZSLData, load_xlsa17
+from acmr_core.data.synthetic import write_synthetic_xlsa17
+from acmr_core.data.xlsa17 import ZSLData, load_xlsa17
 from acmr_core.errors import ACMRError, BundleError, DataError
-from acmr_core.gzsl import fit_gzsl_classifier
-from acmr_core.synthetic import write_synthetic_xlsa17
-from acmr_core.training import (
+from acmr_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
+from acmr_core.model.config import ACMRConfig, TrainConfig, WarmUp
+from acmr_core.model.gzsl import fit_gzsl_classifier
+from acmr_core.training import protocol as training
+from acmr_core.training.protocol import (
     TrainedModel,
     evaluate_on_data,
     run_protocol,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from acmr_core.errors import UserClassError
-from acmr_core.user_classes import (
+from acmr_core.serving.user_classes import (
     MAX_NAME_LENGTH,
     UserClassStore,
     parse_attributes_json,
@@ -208,7 +208,7 @@ def test_a_class_is_on_disk_when_add_returns(tmp_path: Path) -> None:
 def test_the_total_number_of_user_classes_is_bounded(
     store: UserClassStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import acmr_core.user_classes as user_classes
+    import acmr_core.serving.user_classes as user_classes
 
     monkeypatch.setattr(user_classes, "MAX_USER_CLASSES", 3)
     store.add("one", {"red": 1})
@@ -230,14 +230,14 @@ def test_the_total_number_of_user_classes_is_bounded(
 
 
 def test_the_import_cap_never_exceeds_the_total_limit() -> None:
-    from acmr_core.user_classes import MAX_IMPORT_CLASSES, MAX_USER_CLASSES
+    from acmr_core.serving.user_classes import MAX_IMPORT_CLASSES, MAX_USER_CLASSES
 
     assert MAX_IMPORT_CLASSES <= MAX_USER_CLASSES
 
 
 @pytest.mark.parametrize("tiny", [1e-320, 5e-324, 1e-9])
 def test_values_below_the_epsilon_count_as_zero(tiny: float) -> None:
-    from acmr_core.user_classes import VALUE_EPSILON
+    from acmr_core.serving.user_classes import VALUE_EPSILON
 
     assert tiny < VALUE_EPSILON
     with pytest.raises(UserClassError, match="every attribute is 0"):

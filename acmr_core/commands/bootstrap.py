@@ -8,7 +8,7 @@ from pathlib import Path
 
 from acmr_core.commands._args import positive_int
 
-# Kept in step with acmr_core.sources.SOURCES (not imported here so `acmr --help` stays instant).
+# Kept in step with acmr_core.data.sources.SOURCES (not imported here so `acmr --help` stays instant).
 URL_FLAGS = (
     ("cub", "--cub-url", "ACMR_CUB_URL", "CUB_200_2011.tgz"),
     ("xlsa17", "--xlsa17-url", "ACMR_XLSA17_URL", "xlsa17.zip"),
@@ -85,9 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.bootstrap import BootstrapOptions, bootstrap
-    from acmr_core.distributed import ReportedByRoot, distributed_session
     from acmr_core.errors import ACMRError
+    from acmr_core.features.distributed import ReportedByRoot, distributed_session
+    from acmr_core.pipelines.bootstrap import BootstrapOptions, bootstrap
     from acmr_core.runtime import resolve_device
 
     if args.epochs is not None and args.epochs < 1:

@@ -54,7 +54,7 @@ def _chosen(given: int | None, quick: bool, quick_default: int, default: int) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core import demo_world
+    from acmr_core.data import demo_world
     from acmr_core.errors import ACMRError
 
     quick = bool(args.quick)

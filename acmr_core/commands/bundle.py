@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.bundle import backbone_spec_from_identity, build_bundle, load_class_metadata
+    from acmr_core.bundle.bundle import backbone_spec_from_identity, build_bundle, load_class_metadata
     from acmr_core.errors import ACMRError
-    from acmr_core.extract import load_features
+    from acmr_core.features.extract import load_features
 
     if args.epochs is not None and args.epochs < 1:
         raise ACMRError(f"--epochs must be at least 1, got {args.epochs}")

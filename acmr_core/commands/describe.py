@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.bundle import default_bundle_path, load_bundle
-    from acmr_core.describe import read_description
+    from acmr_core.bundle.bundle import default_bundle_path, load_bundle
+    from acmr_core.describe.reader import read_description
 
     text = sys.stdin.read() if args.text == "-" else args.text
     bundle = load_bundle(args.bundle or default_bundle_path(), device="cpu")

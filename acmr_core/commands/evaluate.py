@@ -4,7 +4,7 @@
   (``acmr.json`` + ``acmr.safetensors``) or an ``acmr train`` output folder (all ``models/seed_*``).
   Prints U/S/H and ZSL top-1 (mean over the models); ``--json`` prints the full result as JSON.
 * ``acmr evaluate --bundle B [--seed S] [--per-class N] [--features F] [--json]``: handled by
-  :func:`acmr_core.bundle.evaluate_bundle_command` (bundle area).
+  :func:`acmr_core.bundle.bundle.evaluate_bundle_command` (bundle area).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="a saved model folder or an 'acmr train --out' folder")
-    # --- bundle mode: implemented by the bundle area (acmr_core.bundle.evaluate_bundle_command) -----------
+    # --- bundle mode: implemented by the bundle area
+    # (acmr_core.bundle.bundle.evaluate_bundle_command) -----------
     source.add_argument("--bundle", type=Path, help="a model bundle folder (bundle evaluation)")
     parser.add_argument(
         "--data-root", type=Path, help="folder containing <DATASET>/res101.mat (with --model)"
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    # Options read by the bundle evaluation (acmr_core.bundle.evaluate_bundle_command).
+    # Options read by the bundle evaluation (acmr_core.bundle.bundle.evaluate_bundle_command).
     parser.add_argument("--seed", type=int, default=None, help="(--bundle) seed for fresh evaluation renders")
     parser.add_argument("--per-class", type=int, default=None, help="(--bundle) evaluation images per class")
     parser.add_argument("--features", type=Path, default=None, help="(--bundle) score a features file")
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_dirs(path: Path) -> list[Path]:
-    from acmr_core.checkpoint import is_trained_dir
+    from acmr_core.model.checkpoint import is_trained_dir
 
     if is_trained_dir(path):
         return [path]
@@ -68,7 +69,7 @@ def _dataset_name(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         # Bundle evaluation lives with the bundle code (imported lazily: it pulls in the backbone).
-        from acmr_core.bundle import evaluate_bundle_command
+        from acmr_core.bundle.bundle import evaluate_bundle_command
 
         return int(evaluate_bundle_command(args) or 0)
     if args.data_root is None:
@@ -76,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.model.exists():
         raise BundleError(f"model folder {args.model} does not exist")
 
-    from acmr_core.checkpoint import load_trained
-    from acmr_core.data import load_xlsa17
-    from acmr_core.evaluation import aggregate_seeds
+    from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.model.checkpoint import load_trained
     from acmr_core.runtime import resolve_device
-    from acmr_core.training import evaluate_on_data
+    from acmr_core.training.metrics import aggregate_seeds
+    from acmr_core.training.protocol import evaluate_on_data
 
     device = resolve_device(args.device)
     directories = _model_dirs(args.model)

@@ -4,9 +4,10 @@ Writes one ``.safetensors`` file (features, labels, relative image paths, class 
 the list of skipped images) and, with ``--res101-mat``, the same features in the xlsa17 ``res101.mat``
 layout. Unreadable images are skipped with a warning each and counted in the printed summary.
 
-Extraction runs in shards (:mod:`acmr_core.sharding`) kept in ``<out stem>.shards/`` until the features file
+Extraction runs in shards (:mod:`acmr_core.features.sharding`) kept in ``<out stem>.shards/`` until
+the features file
 is written, so an interrupted run resumes where it stopped; under ``torchrun`` the same command spreads the
-shards over every process (:mod:`acmr_core.distributed`) and rank 0 writes the one features file.
+shards over every process (:mod:`acmr_core.features.distributed`) and rank 0 writes the one features file.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from acmr_core.commands._args import non_negative_int, positive_int
 from acmr_core.errors import ACMRError
 
 if TYPE_CHECKING:
-    from acmr_core.distributed import Session
-    from acmr_core.sharding import ShardJob
+    from acmr_core.features.distributed import Session
+    from acmr_core.features.sharding import ShardJob
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.distributed import ReportedByRoot, distributed_session
+    from acmr_core.features.distributed import ReportedByRoot, distributed_session
 
     if args.out.suffix != ".safetensors":
         raise ACMRError(f"--out {args.out}: the features file must end in .safetensors")
@@ -112,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace, session: Session) -> int:
-    from acmr_core.backbone import create_backbone
-    from acmr_core.extract import feature_set_of, find_images, save_features, write_res101_mat
-    from acmr_core.images import DEFAULT_MAX_PIXELS
-    from acmr_core.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
+    from acmr_core.data.images import DEFAULT_MAX_PIXELS
+    from acmr_core.features.backbone import create_backbone
+    from acmr_core.features.extract import feature_set_of, find_images, save_features, write_res101_mat
+    from acmr_core.features.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
 
     images = session.agreed(lambda: find_images(args.images, args.root))
     if args.threads:

@@ -5,12 +5,12 @@ records a hash of the step's inputs and the outputs it made; a rerun skips every
 unchanged and whose outputs still exist:
 
 1. ``sources``  — download (resumable, checksummed where published) and extract each archive the dataset needs
-   plus ``xlsa17.zip`` (:mod:`acmr_core.download`, :mod:`acmr_core.sources`).
+   plus ``xlsa17.zip`` (:mod:`acmr_core.data.download`, :mod:`acmr_core.data.sources`).
 2. ``plan``     — exactly the images of the xlsa17 split, in xlsa17 order (``res101.mat`` ``image_files``), or
    the split rebuilt from the class lists when ``res101.mat`` is absent (said in the log and the provenance).
-3. ``features`` — features of those images with the chosen backbone (:mod:`acmr_core.extract`).
+3. ``features`` — features of those images with the chosen backbone (:mod:`acmr_core.features.extract`).
 4. ``dataset``  — an xlsa17-layout folder (our ``res101.mat`` + ``att_splits.mat`` + names) that
-   :func:`acmr_core.data.load_xlsa17` reads, so training is exactly ``acmr train`` on it.
+   :func:`acmr_core.data.xlsa17.load_xlsa17` reads, so training is exactly ``acmr train`` on it.
 5. ``train``    — ACMR with validation-based selection, evaluated once on the test split (U, S, H, ZSL top-1).
 6. ``bundle``   — a bundle under ``checkpoints/<dataset>-<weights>/`` that the app lists.
 
@@ -19,7 +19,7 @@ Folders under ``--data-dir``: ``downloads/`` (archives), ``sources/<name>/`` (ex
 
 Under torchrun (``torchrun --nproc_per_node=N -m acmr_core bootstrap cub``) rank 0 runs every step and the
 other ranks join for the ``features`` step only: they wait for rank 0's plan, extract their share of the
-shards (:mod:`acmr_core.sharding`) and exit; rank 0 merges, trains and writes the bundle.
+shards (:mod:`acmr_core.features.sharding`) and exit; rank 0 merges, trains and writes the bundle.
 """
 
 from __future__ import annotations
@@ -39,10 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from acmr_core.distributed import Session
-from acmr_core.download import DEFAULT_TIMEOUT_S, Fetched, extract_archive, fetch, local_source
-from acmr_core.errors import DataError, DownloadError
-from acmr_core.sources import (
+from acmr_core.data.download import DEFAULT_TIMEOUT_S, Fetched, extract_archive, fetch, local_source
+from acmr_core.data.sources import (
     SOURCES,
     DatasetSpec,
     ImagePlan,
@@ -52,6 +50,8 @@ from acmr_core.sources import (
     plan_images,
     write_xlsa17_folder,
 )
+from acmr_core.errors import DataError, DownloadError
+from acmr_core.features.distributed import Session
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def _sources_and_plan(
         _create_backbone(options)
         cache.lap("backbone")
 
-    # 1. sources (download + extract are individually cached by acmr_core.download)
+    # 1. sources (download + extract are individually cached by acmr_core.data.download)
     roots, urls, source_ids = _source_roots(spec, options)
     meta = load_xlsa17_meta(roots["xlsa17"], spec, urls["xlsa17"])
     layout = spec.locate(roots, urls)
@@ -362,8 +362,8 @@ def _sources_and_plan(
 
 
 def _create_backbone(options: BootstrapOptions) -> Any:
-    """The chosen backbone (kept in acmr_core.backbone's cache, so asking twice costs nothing)."""
-    from acmr_core.backbone import create_backbone
+    """The chosen backbone (kept in acmr_core.features.backbone's cache, so asking twice costs nothing)."""
+    from acmr_core.features.backbone import create_backbone
 
     return create_backbone(
         weights=options.weights, device=options.device, seed=options.seed, batch_size=options.batch_size
@@ -385,8 +385,8 @@ def _extract_features(
     distributed ``session`` the shards are shared out between the ranks; rank 0 merges and returns the
     outputs, the other ranks ``None``.
     """
-    from acmr_core.extract import FeatureSet, save_features
-    from acmr_core.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
+    from acmr_core.features.extract import FeatureSet, save_features
+    from acmr_core.features.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
 
     session = session or Session()
     backbone = session.agreed(lambda: _create_backbone(options))
@@ -445,14 +445,14 @@ def _extract_features_as_helper(options: BootstrapOptions, work: Path, session: 
 
 
 def _load_feature_matrix(path: Path) -> np.ndarray:
-    from acmr_core.extract import load_features
+    from acmr_core.features.extract import load_features
 
     return np.asarray(load_features(path).features, dtype=np.float32)
 
 
 def _train(spec: DatasetSpec, data_root: Path, train_dir: Path, options: BootstrapOptions) -> dict[str, Any]:
-    from acmr_core.data import load_xlsa17
-    from acmr_core.training import run_protocol
+    from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.training.protocol import run_protocol
 
     data = load_xlsa17(data_root, spec.xlsa17)
     if options.selection == "validation" and not data.has_validation_split:
@@ -493,8 +493,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _backbone_spec(identity: dict[str, Any], options: BootstrapOptions) -> dict[str, Any]:
-    from acmr_core.backbone import BackboneIdentity
-    from acmr_core.bundle import backbone_spec_from_identity
+    from acmr_core.bundle.bundle import backbone_spec_from_identity
+    from acmr_core.features.backbone import BackboneIdentity
 
     weights = options.weights
     if Path(weights).expanduser().is_file():
@@ -540,7 +540,7 @@ def display_name(xlsa17_name: str) -> str:
 
 def _catalog(data: Any) -> Any:
     """The bundle's class catalog: readable names (xlsa17's if they would collide) and the xlsa17 matrix."""
-    from acmr_core.bundle import ClassCatalog
+    from acmr_core.bundle.bundle import ClassCatalog
 
     names = [display_name(name) or name for name in data.class_names]
     if len({name.casefold() for name in names}) != len(names):
@@ -565,16 +565,16 @@ def _write_bundle(
     options: BootstrapOptions,
 ) -> None:
     """Assemble the bundle from the model that was trained and evaluated (no second training)."""
-    from acmr_core.backbone import BackboneIdentity
-    from acmr_core.bundle import (
+    from acmr_core.bundle.bundle import (
         DEFAULT_PLOT_PER_CLASS,
         TrainingSet,
         assemble_bundle,
         sample_per_class,
         save_bundle,
     )
-    from acmr_core.checkpoint import load_trained
-    from acmr_core.data import load_xlsa17
+    from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.features.backbone import BackboneIdentity
+    from acmr_core.model.checkpoint import load_trained
     from acmr_core.runtime import resolve_device
 
     data = load_xlsa17(data_root, spec.xlsa17)
@@ -593,6 +593,6 @@ def _write_bundle(
         training=TrainingSet(data.features[data.trainval], data.labels[data.trainval], ()),
         plotted=TrainingSet(data.features[plotted], data.labels[plotted], plotted_ids),
         seed=options.seed,
-        provenance={"builder": "acmr_core.bootstrap", "preset": spec.preset, **provenance},
+        provenance={"builder": "acmr_core.pipelines.bootstrap", "preset": spec.preset, **provenance},
     )
     save_bundle(bundle, bundle_dir)

@@ -10,7 +10,8 @@ it starts; :func:`distributed_session` reads them and joins the job with ``init_
 variables, or with one process, the session is a plain single-process one and nothing distributed is touched.
 
 The extracted features never travel through collectives (every rank writes its shards to the output folder,
-see :mod:`acmr_core.sharding`); collectives only carry small control messages on CPU tensors (gloo): who does
+see :mod:`acmr_core.features.sharding`); collectives only carry small control messages on CPU
+tensors (gloo): who does
 what, whether any rank hit an error, and progress counts.
 """
 

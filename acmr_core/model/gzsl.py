@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from acmr_core.model import ACMR, reference_init
+from acmr_core.model.network import ACMR, reference_init
 
 log = logging.getLogger(__name__)
 

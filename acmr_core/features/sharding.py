@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from acmr_core.backbone import Backbone, BackboneIdentity
-from acmr_core.distributed import JobProgress, Session
+from acmr_core.data.images import DEFAULT_MAX_PIXELS
 from acmr_core.errors import ACMRError, DataError
-from acmr_core.extract import atomic_write, canonical_safetensors, extract_paths
-from acmr_core.images import DEFAULT_MAX_PIXELS
+from acmr_core.features.backbone import Backbone, BackboneIdentity
+from acmr_core.features.distributed import JobProgress, Session
+from acmr_core.features.extract import atomic_write, canonical_safetensors, extract_paths
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,8 @@ def extract_in_shards(
     """Extract every unfinished shard of ``job`` on this rank's share, then merge on rank 0.
 
     Collective in a distributed ``session`` (every rank calls it with the same job). Returns rank 0's merged
-    ``(features, kept, failures)`` (as :func:`acmr_core.extract.extract_paths`, over the whole list) and
+    ``(features, kept, failures)`` (as :func:`acmr_core.features.extract.extract_paths`, over the
+    whole list) and
     ``None`` on the other ranks. Finished shards stay in ``folder``; the caller removes it once it has saved
     the result.
     """

@@ -42,14 +42,21 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from acmr_core.config import PRECISION_CHOICES, SELECTIONS, ACMRConfig, TrainConfig, WarmUp, make_configs
-from acmr_core.data import FeatureScaler, ZSLData, holdout_split
+from acmr_core.data.xlsa17 import FeatureScaler, ZSLData, holdout_split
 from acmr_core.errors import DataError
-from acmr_core.evaluation import aggregate_seeds, gzsl_scores, zsl_top1
-from acmr_core.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
-from acmr_core.losses import acmr_loss, loss_weights
-from acmr_core.model import ACMR
+from acmr_core.model.config import (
+    PRECISION_CHOICES,
+    SELECTIONS,
+    ACMRConfig,
+    TrainConfig,
+    WarmUp,
+    make_configs,
+)
+from acmr_core.model.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
+from acmr_core.model.losses import acmr_loss, loss_weights
+from acmr_core.model.network import ACMR
 from acmr_core.runtime import has_native_bf16, resolve_device, seed_everything, training_autocast
+from acmr_core.training.metrics import aggregate_seeds, gzsl_scores, zsl_top1
 
 log = logging.getLogger(__name__)
 
@@ -645,7 +652,7 @@ def run_protocol(
     validation split (up to the preset's); ``epochs`` gives a fixed schedule instead (warm-ups scaled).
     ``precision`` may be ``"auto"`` (bf16 where the device has native bfloat16, else fp32).
     """
-    from acmr_core.checkpoint import save_trained  # local: checkpoint imports this module
+    from acmr_core.model.checkpoint import save_trained  # local: checkpoint imports this module
 
     device = _device(device)
     preset = preset or data.dataset

@@ -197,7 +197,7 @@ class Backbone:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One RGB PIL image → a normalised (3, H, W) tensor, exactly as timm's eval transform does it."""
-        from acmr_core.images import to_rgb
+        from acmr_core.data.images import to_rgb
 
         return self.transform(to_rgb(image))
 

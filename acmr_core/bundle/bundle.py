@@ -16,7 +16,7 @@ Layout (format version :data:`FORMAT_VERSION`; every part is JSON or safetensors
                            and the posterior (mu, logvar) of every training image so the classifier can be
                            re-fitted for user-defined classes without the features
     familiarity.json       "outside my world" threshold and how it was calibrated (held-out training images)
-    familiarity.safetensors  per-feature mean and scale of the training images (acmr_core.familiarity)
+    familiarity.safetensors  per-feature mean and scale of the training images (acmr_core.bundle.familiarity)
 
 :func:`load_bundle` verifies the manifest, the format version, each part's size and SHA-256, then the
 contents' mutual consistency; any problem raises :class:`~acmr_core.errors.BundleError` with a one-line
@@ -260,7 +260,7 @@ class LatentCache:
     neighbours: int = 8
 
     def projection(self) -> Any:
-        from acmr_core.latent_space import LatentProjection
+        from acmr_core.viz.latent_space import LatentProjection
 
         return LatentProjection(self.reference, self.reference_xy, self.neighbours)
 
@@ -281,17 +281,17 @@ class LatentCache:
 class Bundle:
     """A loaded (or freshly built) model bundle.
 
-    ``trained`` is a :class:`acmr_core.training.TrainedModel` (ACMR, GZSL classifier, gamma, scaler).
+    ``trained`` is a :class:`acmr_core.training.protocol.TrainedModel` (ACMR, GZSL classifier, gamma, scaler).
     """
 
-    identity: Any  # acmr_core.backbone.BackboneIdentity
+    identity: Any  # acmr_core.features.backbone.BackboneIdentity
     catalog: ClassCatalog
-    trained: Any  # acmr_core.training.TrainedModel
+    trained: Any  # acmr_core.training.protocol.TrainedModel
     latent: LatentCache
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
-    familiarity: Any = None  # acmr_core.familiarity.Familiarity of the training images
+    familiarity: Any = None  # acmr_core.bundle.familiarity.Familiarity of the training images
     _projection: Any = field(default=None, repr=False)
 
     # --- parts ------------------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ class Bundle:
 
     @property
     def projection(self) -> Any:
-        """The :class:`~acmr_core.latent_space.LatentProjection` used to place new points (built once)."""
+        """The :class:`~acmr_core.viz.latent_space.LatentProjection` used to place new points (built once)."""
         if self._projection is None:
             self._projection = self.latent.projection()
         return self._projection
@@ -347,7 +347,7 @@ class Bundle:
 
     def create_backbone(self, device: str = "auto", **kwargs: Any) -> Any:
         """The backbone this bundle was built with (recorded weights), checked against its identity."""
-        from acmr_core.backbone import create_backbone
+        from acmr_core.features.backbone import create_backbone
 
         spec = self.backbone_spec
         if "weights" not in spec:
@@ -432,8 +432,8 @@ class Bundle:
         return self.projection.place(np.asarray(latents, dtype=np.float32))
 
     def alignment(self) -> list[Any]:
-        """Per-class alignment scores (see :func:`acmr_core.latent_space.alignment_scores`)."""
-        from acmr_core.latent_space import alignment_scores
+        """Per-class alignment scores (see :func:`acmr_core.viz.latent_space.alignment_scores`)."""
+        from acmr_core.viz.latent_space import alignment_scores
 
         return alignment_scores(self.latent.visual, self.latent.visual_labels, self.latent.semantic)
 
@@ -452,7 +452,7 @@ class Bundle:
         by latents sampled from the stored training posteriors; every other class by latents sampled from its
         attributes — the same recipe as training, without the training features. A few hundred ms on CPU.
         """
-        from acmr_core.gzsl import train_classifier
+        from acmr_core.model.gzsl import train_classifier
 
         attributes = np.asarray(class_attributes, dtype=np.float32)
         mask = np.asarray(seen_mask, dtype=bool)
@@ -564,7 +564,9 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         _write_json(staging / "latent.json", latent_meta)
         save_numpy(bundle.latent.arrays(), str(staging / "latent.safetensors"))
         if bundle.familiarity is None:
-            raise BundleError("a bundle needs familiarity statistics (acmr_core.familiarity.fit_familiarity)")
+            raise BundleError(
+                "a bundle needs familiarity statistics (acmr_core.bundle.familiarity.fit_familiarity)"
+            )
         _write_json(staging / "familiarity.json", _jsonable(bundle.familiarity.meta()))
         save_numpy(bundle.familiarity.arrays(), str(staging / "familiarity.safetensors"))
         manifest = {
@@ -704,14 +706,14 @@ def _require(tensors: Mapping[str, torch.Tensor], names: Sequence[str], where: s
 
 def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> Bundle:
     """Load and validate a bundle folder; every problem is a one-line :class:`BundleError`."""
-    from acmr_core.backbone import BackboneIdentity
-    from acmr_core.config import ACMRConfig, TrainConfig
-    from acmr_core.data import FeatureScaler
-    from acmr_core.familiarity import Familiarity
-    from acmr_core.gzsl import GZSLClassifier
-    from acmr_core.model import ACMR
+    from acmr_core.bundle.familiarity import Familiarity
+    from acmr_core.data.xlsa17 import FeatureScaler
+    from acmr_core.features.backbone import BackboneIdentity
+    from acmr_core.model.config import ACMRConfig, TrainConfig
+    from acmr_core.model.gzsl import GZSLClassifier
+    from acmr_core.model.network import ACMR
     from acmr_core.runtime import resolve_device
-    from acmr_core.training import TrainedModel
+    from acmr_core.training.protocol import TrainedModel
 
     directory = Path(directory)
     manifest = verify_bundle(directory)
@@ -906,18 +908,20 @@ def build_bundle(
 ) -> Bundle:
     """Train ACMR + GZSL classifier on ``features`` and assemble (and, with ``out_dir``, save) a bundle.
 
-    ``features``: an :class:`acmr_core.extract.FeatureSet` (labels matched to catalog classes by name) or a
+    ``features``: an :class:`acmr_core.features.extract.FeatureSet` (labels matched to catalog
+    classes by name) or a
     :class:`TrainingSet`. Only images of *seen* classes train the model; images of unseen classes, if present,
     only appear in the latent-space plot. ``plot_features`` (same types) chooses the plotted images instead
     (e.g. renders never used in training). ``identity`` defaults to the features' backbone identity.
     ``projection``: ``"umap"`` (the latent-space map) or ``"pca"`` (a fast stand-in for smoke tests).
     ``val_unseen_classes``: seen classes that play "unseen" in the validation split that picks the classifier
     epochs and calibration gamma (default: a seeded random choice). ``train_overrides``: TrainConfig fields
-    to change (e.g. ``cls_gamma_grid``). ``pixel_histograms``: :func:`acmr_core.familiarity.pixel_histogram`
+    to change (e.g. ``cls_gamma_grid``). ``pixel_histograms``:
+    :func:`acmr_core.bundle.familiarity.pixel_histogram`
     of the training images, where they are at hand, for the familiarity's pixel measure.
     """
     from acmr_core.runtime import resolve_device
-    from acmr_core.training import scale_epochs, train_gzsl
+    from acmr_core.training.protocol import scale_epochs, train_gzsl
 
     if out_dir is not None:
         check_output_dir(out_dir)  # fail before training, not after
@@ -935,7 +939,7 @@ def build_bundle(
         raise BundleError(f"no training images for seen class {catalog.names[int(missing[0])]!r}")
     torch_device = resolve_device(device)
 
-    from acmr_core.config import TrainConfig, make_configs
+    from acmr_core.model.config import TrainConfig, make_configs
 
     arch, train = make_configs(
         preset,
@@ -970,7 +974,7 @@ def build_bundle(
     plot_ids = tuple(ids[i] for i in plot_rows)
     record = {
         "projection": projection,
-        "builder": "acmr_core.bundle.build_bundle",
+        "builder": "acmr_core.bundle.bundle.build_bundle",
         "preset": preset,
         "seed": seed,
         **dict(provenance or {}),
@@ -1008,12 +1012,13 @@ def assemble_bundle(
     ``training``: the (seen-class) images the model was trained on; their posterior statistics let the app
     re-fit the GZSL classifier without the features. ``plotted``: the images shown in the latent-space plot.
     The familiarity statistics are fitted on the training features, their threshold calibrated on a held-out
-    share of them (:func:`acmr_core.familiarity.fit_familiarity`; ``pixel_histograms`` of the training images
+    share of them (:func:`acmr_core.bundle.familiarity.fit_familiarity`; ``pixel_histograms`` of
+    the training images
     add its pixel measure where the images are at hand).
     Used by :func:`build_bundle` and by the bootstrap, which bundles the model it trained and evaluated.
     """
-    from acmr_core.familiarity import fit_familiarity
-    from acmr_core.latent_space import fit_projection
+    from acmr_core.bundle.familiarity import fit_familiarity
+    from acmr_core.viz.latent_space import fit_projection
 
     device = trained.device
     with torch.no_grad():
@@ -1105,9 +1110,9 @@ def evaluate_bundle(
 
     With ``features`` (a FeatureSet or TrainingSet of held-out images) they are scored; without, a demo-world
     bundle renders ``per_class`` fresh images per class with ``seed`` (default
-    :data:`acmr_core.demo_world.DEFAULT_EVAL_SEED`), which must not be a seed its training used.
+    :data:`acmr_core.data.demo_world.DEFAULT_EVAL_SEED`), which must not be a seed its training used.
     """
-    from acmr_core.training import evaluate_trained
+    from acmr_core.training.protocol import evaluate_trained
 
     if features is None:
         test, source = _render_evaluation_set(bundle, seed, per_class, device, progress)
@@ -1134,13 +1139,13 @@ def evaluate_bundle(
 def _render_evaluation_set(
     bundle: Bundle, seed: int | None, per_class: int, device: str, progress: bool
 ) -> tuple[TrainingSet, dict[str, Any]]:
-    from acmr_core import demo_world
+    from acmr_core.data import demo_world
 
     demo = bundle.provenance.get("demo_world")
     if not isinstance(demo, dict):
         raise BundleError(
             f"bundle {bundle.name} is not a demo-world bundle, so there is nothing to render; score it on "
-            "held-out extracted features (acmr_core.bundle.evaluate_bundle)"
+            "held-out extracted features (acmr_core.bundle.bundle.evaluate_bundle)"
         )
     seed = demo_world.DEFAULT_EVAL_SEED if seed is None else int(seed)
     used = {int(s) for s in demo.get("used_seeds", [])}
@@ -1166,7 +1171,7 @@ def evaluate_bundle_command(args: Any) -> int:
     """``acmr evaluate --bundle B [--json] [--seed S] [--per-class N] [--features F]``."""
     features = None
     if getattr(args, "features", None):
-        from acmr_core.extract import load_features
+        from acmr_core.features.extract import load_features
 
         features = load_features(args.features)
     bundle = load_bundle(args.bundle, device=getattr(args, "device", "auto"))
@@ -1203,7 +1208,7 @@ def default_bundle_path() -> Path:
     local = DEFAULT_ROOT / "demo-world"
     if (local / MANIFEST).is_file():
         return local
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-world"
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "demo-world"
     return shipped if (shipped / MANIFEST).is_file() else local
 
 
@@ -1254,7 +1259,7 @@ def predict_images(
 ) -> list[dict[str, Any]]:
     """Top-k classes for image files: ``[{"image", "familiarity", "unfamiliar", "top_k": [{"class",
     "probability", "kind"}]}]`` (``unfamiliar``: the image is unlike the bundle's training images)."""
-    from acmr_core.images import load_image
+    from acmr_core.data.images import load_image
 
     loaded = [load_image(path) for path in images]  # a bad image raises a one-line ImageError first
     backbone = backbone if backbone is not None else bundle.create_backbone(device=device)

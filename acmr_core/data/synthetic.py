@@ -6,7 +6,7 @@ Public interface:
   xlsa17_dir=None) -> Path`` — writes ``root/<dataset>/res101.mat`` and ``att_splits.mat`` (+ class-list and
   attribute-name files) and returns that folder.
 * :func:`default_xlsa17_dir` — ``$ACMR_XLSA17`` or ``../shared/data/xlsa17`` beside the repository.
-* ``python -m acmr_core.synthetic --dataset CUB --out DIR`` does the same from the shell.
+* ``python -m acmr_core.data.synthetic --dataset CUB --out DIR`` does the same from the shell.
 
 Class metadata: the real attribute matrix, class names, seen/unseen classes (``trainvalclasses.txt`` /
 ``testclasses.txt``) and validation split 1 (``trainclasses1.txt`` / ``valclasses1.txt``) of the chosen
@@ -49,7 +49,7 @@ from acmr_core.errors import DataError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME_FILES = ("allclasses.txt", "attributes.txt", "predicates.txt", "attributes.mat")
 
 
@@ -83,7 +83,7 @@ def _indices(names: list[str], index: dict[str, int], path: Path) -> np.ndarray:
 
 def real_metadata(folder: Path) -> ClassMetadata:
     """Attributes, names and class splits of a real xlsa17 metadata folder."""
-    from acmr_core.data import mat_strings  # the loader's MATLAB cell-string reader
+    from acmr_core.data.xlsa17 import mat_strings  # the loader's MATLAB cell-string reader
 
     mat = scipy.io.loadmat(str(folder / "att_splits.mat"))
     attributes = np.asarray(mat["att"], dtype=np.float32).T

@@ -1,4 +1,4 @@
-"""Saving and loading a :class:`~acmr_core.training.TrainedModel` as safetensors + JSON (no pickle).
+"""Saving and loading a :class:`~acmr_core.training.protocol.TrainedModel` as safetensors + JSON (no pickle).
 
 Public interface:
 
@@ -24,13 +24,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from acmr_core.config import ACMRConfig, TrainConfig
-from acmr_core.data import FeatureScaler
+from acmr_core.data.xlsa17 import FeatureScaler
 from acmr_core.errors import ACMRError, BundleError
-from acmr_core.gzsl import GZSLClassifier
-from acmr_core.model import ACMR
+from acmr_core.model.config import ACMRConfig, TrainConfig
+from acmr_core.model.gzsl import GZSLClassifier
+from acmr_core.model.network import ACMR
 from acmr_core.runtime import resolve_device
-from acmr_core.training import TrainedModel
+from acmr_core.training.protocol import TrainedModel
 
 FORMAT = "acmr-trained"
 FORMAT_VERSION = 1

@@ -33,9 +33,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from acmr_core.backbone import Backbone, BackboneIdentity
+from acmr_core.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
 from acmr_core.errors import ACMRError, DataError
-from acmr_core.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
+from acmr_core.features.backbone import Backbone, BackboneIdentity
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,8 @@ def extract_paths(
     Returns ``(features, kept_indices, failures)``: ``features[i]`` belongs to ``paths[kept_indices[i]]``;
     ``failures`` lists ``(index, one-line reason)`` of the images that could not be read (each is logged).
     Images are batched in order (``paths[0:b]``, ``paths[b:2b]``…), which is what lets a sharded run give the
-    same floats (:mod:`acmr_core.sharding`). ``on_batch(n)`` is told how many images each batch settled.
+    same floats (:mod:`acmr_core.features.sharding`). ``on_batch(n)`` is told how many images each
+    batch settled.
     """
     dataset = _ImageDataset(paths, backbone.transform, max_pixels)
     loader = DataLoader(

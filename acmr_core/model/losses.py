@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from acmr_core.config import TrainConfig
-from acmr_core.model import ACMROutput
+from acmr_core.model.config import TrainConfig
+from acmr_core.model.network import ACMROutput
 
 
 def reconstruction_loss(reconstruction: Tensor, target: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from acmr_core.data import mat_strings
+from acmr_core.data.xlsa17 import mat_strings
 from acmr_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class DatasetSpec:
     key: str  # CLI name: cub, awa2, sun
     xlsa17: str  # folder name in xlsa17/data/
     sources: tuple[str, ...]  # image/metadata sources (xlsa17 is always added)
-    preset: str  # acmr_core.config preset name
+    preset: str  # acmr_core.model.config preset name
     anchor: str  # folder name in res101.mat image_files after which the path is relative to images_root
     locate: Callable[[dict[str, Path], dict[str, str]], DatasetLayout]
     class_of: Callable[[str], str]  # relative image path -> xlsa17 class name
@@ -612,7 +612,7 @@ def _plan_rebuilt(spec: DatasetSpec, layout: DatasetLayout, meta: Xlsa17Meta) ->
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Writing the xlsa17-layout folder that acmr_core.data.load_xlsa17 reads
+# Writing the xlsa17-layout folder that acmr_core.data.xlsa17.load_xlsa17 reads
 
 
 def write_xlsa17_folder(

@@ -36,18 +36,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from acmr_core.bundle import attribute_group
-from acmr_core.describe import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
+from acmr_core.bundle.bundle import attribute_group
+from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
 from acmr_core.errors import ACMRError, BundleError, ImageError, UserClassError
-from acmr_core.latent_space import AlignmentSummary, alignment_scores, place_points, summarise_alignment
-from acmr_core.plots import KINDS, LatentScene, QueryPoint, latent_figure
-from acmr_core.user_classes import (
+from acmr_core.serving.user_classes import (
     UserClass,
     UserClassStore,
     parse_attributes_json,
     validate_name,
     validate_values,
 )
+from acmr_core.viz.latent_space import AlignmentSummary, alignment_scores, place_points, summarise_alignment
+from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class ClassSpace:
     unit_attributes: np.ndarray  # (C, A) in [0, 1]
     semantic_latents: np.ndarray  # (C, latent)
     semantic_xy: np.ndarray  # (C, 2)
-    classifier: Any  # acmr_core.gzsl.GZSLClassifier over these classes, in this order
+    classifier: Any  # acmr_core.model.gzsl.GZSLClassifier over these classes, in this order
     user_classes: tuple[UserClass, ...] = ()
 
     @functools.cached_property
@@ -236,7 +236,7 @@ class StudioService:
         warm: bool = True,
     ) -> StudioService:
         """Load a bundle, its backbone and its user-class store; warm up so the first request is fast."""
-        from acmr_core.bundle import load_bundle
+        from acmr_core.bundle.bundle import load_bundle
 
         started = time.perf_counter()
         bundle_dir = Path(bundle_dir)
@@ -315,7 +315,7 @@ class StudioService:
 
     def predict(self, image: Any, gamma: float | None = None, top_k: int = 5) -> Prediction:
         """Top-k classes of an image (a path, bytes or PIL image); bad images raise ImageError."""
-        from acmr_core.images import load_image
+        from acmr_core.data.images import load_image
 
         loaded = load_image(image)
         features = self.backbone.features([loaded])
@@ -329,7 +329,7 @@ class StudioService:
 
         ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
         """
-        from acmr_core.gzsl import predict_scores
+        from acmr_core.model.gzsl import predict_scores
 
         gamma = self.default_gamma if gamma is None else float(gamma)
         if not np.isfinite(gamma):
@@ -377,7 +377,7 @@ class StudioService:
         trained on an image of it, yet should recognise it. Renders use :data:`demo_world.EXAMPLES_SEED`,
         a seed no bundle is built with, and are a pure function of the class's values.
         """
-        from acmr_core import demo_world
+        from acmr_core.data import demo_world
 
         if not self.can_render:
             raise UserClassError(
@@ -437,7 +437,7 @@ class StudioService:
         A bad image is refused with its own message and the others are still read; only when none can be read
         is an :class:`ImageError` raised (listing why for each).
         """
-        from acmr_core.images import describe_source, load_image
+        from acmr_core.data.images import describe_source, load_image
 
         images = [image for image in images or [] if image is not None]
         if not images:
@@ -766,7 +766,7 @@ class ServiceRegistry:
 
     def names(self) -> list[str]:
         """The default bundle first, then every bundle folder in ``checkpoints``."""
-        from acmr_core.bundle import list_bundles
+        from acmr_core.bundle.bundle import list_bundles
 
         found = [Path(path) for path in list_bundles(self.checkpoints)] if self.checkpoints.is_dir() else []
         for path in found:

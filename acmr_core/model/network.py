@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from acmr_core.config import ACMRConfig
+from acmr_core.model.config import ACMRConfig
 
 
 def reference_init(module: nn.Module) -> None:

@@ -167,7 +167,9 @@ class DemoWorld:
         by_name = {c.name: c for c in self.classes}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise ACMRError(f"unknown demo class {missing[0]!r}; see acmr_core.demo_world.default_world()")
+            raise ACMRError(
+                f"unknown demo class {missing[0]!r}; see acmr_core.data.demo_world.default_world()"
+            )
         return DemoWorld(classes=tuple(by_name[n] for n in names), groups=self.groups)
 
     def uncovered_values(self) -> list[str]:
@@ -428,8 +430,8 @@ def build_demo_bundle(
     ``rendered``: the ``(training, plot)`` sets of :func:`render_demo_sets` for these settings, already
     extracted (the ablation benchmark trains several models on one extraction).
     """
-    from acmr_core.backbone import create_backbone
-    from acmr_core.bundle import ClassCatalog, build_bundle, check_output_dir
+    from acmr_core.bundle.bundle import ClassCatalog, build_bundle, check_output_dir
+    from acmr_core.features.backbone import create_backbone
 
     if out_dir is not None:
         check_output_dir(out_dir)  # before minutes of rendering
@@ -477,7 +479,7 @@ def build_demo_bundle(
     # preset's coarse grid (…, 0.5, 1.0, …) is too coarse for 24 classes.
     val_unseen = world.validation_unseen(seed)
     # The familiarity's pixel measure needs the training images themselves: re-render them (cheap, pure).
-    from acmr_core.familiarity import pixel_histogram
+    from acmr_core.bundle.familiarity import pixel_histogram
 
     histograms = np.stack(
         [
@@ -499,7 +501,7 @@ def render_demo_sets(
 ) -> tuple[Any, Any]:
     """The training set (:data:`TRAIN_SEED`, seen classes) and the plot set (:data:`GALLERY_SEED`, every
     class) of a demo bundle, rendered and run through ``backbone``: two ``bundle.TrainingSet``."""
-    from acmr_core.bundle import TrainingSet
+    from acmr_core.bundle.bundle import TrainingSet
 
     train = TrainingSet(
         *extract_renders(

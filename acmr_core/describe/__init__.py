@@ -1,0 +1,1 @@
+"""Reading a class description (words) into attribute values, with each bundle's own attribute names."""
