@@ -77,3 +77,12 @@ def training_autocast(device: torch.device, precision: str) -> Any:
         # Still correct, only emulated: say so instead of silently training slower than fp32.
         log.warning("%s has no native bfloat16 arithmetic; bf16 training will be slower than fp32", device)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def as_tensor(values: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` (a tensor, array or sequence) as a tensor of ``dtype`` on ``device``."""
+    import torch
+
+    if isinstance(values, torch.Tensor):
+        return values.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)

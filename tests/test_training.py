@@ -18,9 +18,9 @@ from acmr_core.errors import ACMRError, BundleError, DataError
 from acmr_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
 from acmr_core.model.config import ACMRConfig, TrainConfig, WarmUp
 from acmr_core.model.gzsl import fit_gzsl_classifier
+from acmr_core.model.predictor import TrainedModel
 from acmr_core.training import protocol as training
 from acmr_core.training.protocol import (
-    TrainedModel,
     evaluate_on_data,
     run_protocol,
     scale_epochs,

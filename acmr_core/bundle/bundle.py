@@ -281,12 +281,12 @@ class LatentCache:
 class Bundle:
     """A loaded (or freshly built) model bundle.
 
-    ``trained`` is a :class:`acmr_core.training.protocol.TrainedModel` (ACMR, GZSL classifier, gamma, scaler).
+    ``trained`` is a :class:`acmr_core.model.predictor.TrainedModel` (ACMR, GZSL classifier, gamma, scaler).
     """
 
     identity: Any  # acmr_core.features.backbone.BackboneIdentity
     catalog: ClassCatalog
-    trained: Any  # acmr_core.training.protocol.TrainedModel
+    trained: Any  # acmr_core.model.predictor.TrainedModel
     latent: LatentCache
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -712,8 +712,8 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     from acmr_core.model.config import ACMRConfig, TrainConfig
     from acmr_core.model.gzsl import GZSLClassifier
     from acmr_core.model.network import ACMR
+    from acmr_core.model.predictor import TrainedModel
     from acmr_core.runtime import resolve_device
-    from acmr_core.training.protocol import TrainedModel
 
     directory = Path(directory)
     manifest = verify_bundle(directory)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from tqdm.auto import tqdm
 from acmr_core.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
 from acmr_core.errors import ACMRError, DataError
 from acmr_core.features.backbone import Backbone, BackboneIdentity
+from acmr_core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -373,24 +372,3 @@ def write_res101_mat(path: str | Path, feature_set: FeatureSet) -> Path:
     # The temporary-file wrapper delegates attributes, which scipy's `dir()` check misses: pass the real file.
     atomic_write(path, lambda handle: savemat(handle.file, content, do_compression=False))
     return path
-
-
-def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
-        try:
-            if isinstance(data, bytes):
-                tmp.write(data)
-            else:
-                data(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-            os.chmod(tmp.name, 0o644)  # temporary files are created private; the result is a normal file
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)

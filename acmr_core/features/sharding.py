@@ -33,7 +33,8 @@ from acmr_core.data.images import DEFAULT_MAX_PIXELS
 from acmr_core.errors import ACMRError, DataError
 from acmr_core.features.backbone import Backbone, BackboneIdentity
 from acmr_core.features.distributed import JobProgress, Session
-from acmr_core.features.extract import atomic_write, canonical_safetensors, extract_paths
+from acmr_core.features.extract import canonical_safetensors, extract_paths
+from acmr_core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

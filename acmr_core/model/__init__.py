@@ -1,2 +1,2 @@
 """The ACMR method itself: configs and presets, the network, losses, the GZSL classifier, the predictor
-(features -> calibrated scores) and the trained-model file format. Depends only on ``data`` and ``runtime``."""
+(features -> calibrated scores) and the trained-model file format. Depends only on ``data``, ``runtime``."""

@@ -1,4 +1,4 @@
-"""Saving and loading a :class:`~acmr_core.training.protocol.TrainedModel` as safetensors + JSON (no pickle).
+"""Saving and loading a :class:`~acmr_core.model.predictor.TrainedModel` as safetensors + JSON (no pickle).
 
 Public interface:
 
@@ -29,8 +29,8 @@ from acmr_core.errors import ACMRError, BundleError
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
+from acmr_core.model.predictor import TrainedModel
 from acmr_core.runtime import resolve_device
-from acmr_core.training.protocol import TrainedModel
 
 FORMAT = "acmr-trained"
 FORMAT_VERSION = 1

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from acmr_core.model.network import ACMR, reference_init
+from acmr_core.runtime import as_tensor
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,6 @@ class GZSLClassifier(nn.Module):
 def predict_scores(logits: Tensor, seen_mask: Tensor, gamma: float | Tensor) -> Tensor:
     """Calibrated stacking (Chao et al. 2016): ``log_softmax(logits) - gamma * seen_mask``."""
     return F.log_softmax(logits, dim=-1) - gamma * seen_mask.to(logits.dtype)
-
-
-def _as_tensor(values: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if isinstance(values, Tensor):
-        return values.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
 
 def _per_class_take(
@@ -197,9 +192,9 @@ def fit_gzsl_classifier(
     attributes.
     """
     device = torch.device(device)
-    features = _as_tensor(seen_features, device, torch.float32)
-    labels = _as_tensor(seen_labels, device, torch.int64)
-    attributes = _as_tensor(class_attributes, device, torch.float32)
+    features = as_tensor(seen_features, device, torch.float32)
+    labels = as_tensor(seen_labels, device, torch.int64)
+    attributes = as_tensor(class_attributes, device, torch.float32)
     n_classes = int(num_classes or attributes.shape[0])
     model = model.to(device)
     z, y = sample_classifier_data(

@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,11 @@ from acmr_core.model.config import (
     WarmUp,
     make_configs,
 )
-from acmr_core.model.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
+from acmr_core.model.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table
 from acmr_core.model.losses import acmr_loss, loss_weights
 from acmr_core.model.network import ACMR
-from acmr_core.runtime import has_native_bf16, resolve_device, seed_everything, training_autocast
+from acmr_core.model.predictor import TrainedModel
+from acmr_core.runtime import as_tensor, has_native_bf16, resolve_device, seed_everything, training_autocast
 from acmr_core.training.metrics import aggregate_seeds, gzsl_scores, zsl_top1
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,6 @@ log = logging.getLogger(__name__)
 
 def _device(device: torch.device | str) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device)
-
-
-def _tensor(values: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if isinstance(values, Tensor):
-        return values.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -135,9 +130,9 @@ def fit_acmr(
     """
     device = _device(device)
     seed_everything(seed)
-    x_all = _tensor(features, device, torch.float32)
-    y_all = _tensor(labels, device, torch.int64)
-    attributes = _tensor(class_attributes, device, torch.float32)
+    x_all = as_tensor(features, device, torch.float32)
+    y_all = as_tensor(labels, device, torch.int64)
+    attributes = as_tensor(class_attributes, device, torch.float32)
     if x_all.shape[0] != y_all.shape[0] or x_all.shape[0] == 0:
         raise DataError(
             f"{x_all.shape[0]} feature rows for {y_all.shape[0]} labels; need the same, non-zero count"
@@ -220,64 +215,6 @@ class EpochStopper:
         return self.misses >= self.patience or epochs_done >= self.max_epochs
 
 
-@dataclass
-class TrainedModel:
-    """A trained ACMR with its GZSL classifier, ready to score raw (unscaled) features."""
-
-    model: ACMR
-    classifier: GZSLClassifier
-    arch: ACMRConfig
-    train: TrainConfig
-    class_attributes: np.ndarray
-    seen_classes: np.ndarray
-    unseen_classes: np.ndarray
-    gamma: float = 0.0
-    classifier_epochs: int = 0
-    selection: dict[str, Any] = field(default_factory=dict)
-    scaler: FeatureScaler | None = None
-    class_names: list[str] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.classifier.parameters()).device
-
-    @property
-    def seen_mask(self) -> Tensor:
-        mask = torch.zeros(self.classifier.num_classes, device=self.device)
-        mask[torch.as_tensor(self.seen_classes, device=self.device)] = 1.0
-        return mask
-
-    def to(self, device: torch.device | str) -> TrainedModel:
-        self.model.to(device)
-        self.classifier.to(device)
-        return self
-
-    def prepare(self, features: Any) -> Tensor:
-        """Raw features -> scaled float32 tensor on the model's device."""
-        array = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
-        if self.scaler is not None:
-            array = self.scaler.transform(array)
-        return _tensor(array, self.device, torch.float32)
-
-    @torch.no_grad()
-    def latents(self, features: Any) -> Tensor:
-        self.model.eval()
-        return self.model.visual_latent(self.prepare(features))
-
-    @torch.no_grad()
-    def logits(self, features: Any) -> Tensor:
-        self.classifier.eval()
-        return self.classifier(self.latents(features))
-
-    @torch.no_grad()
-    def scores(self, features: Any, gamma: float | None = None) -> Tensor:
-        """Calibrated log-probabilities over all classes (``gamma`` defaults to the selected one)."""
-        return predict_scores(self.logits(features), self.seen_mask, self.gamma if gamma is None else gamma)
-
-    def predict(self, features: Any, gamma: float | None = None) -> np.ndarray:
-        return self.scores(features, gamma).argmax(dim=1).cpu().numpy()
-
-
 def _check_labels(labels: np.ndarray, seen: np.ndarray, n_classes: int) -> None:
     if labels.size == 0:
         raise DataError("no training images were given")
@@ -323,17 +260,17 @@ def select_on_validation(
         raise DataError("validation train classes need at least two images each to hold out seen test images")
     scaler = FeatureScaler().fit(features[kept])  # fitted on the validation training images only
     x_kept = scaler.transform(features[kept])
-    x_held = _tensor(scaler.transform(features[held]), device, torch.float32)
-    x_unseen = _tensor(scaler.transform(features[unseen_rows]), device, torch.float32)
-    y_held = _tensor(labels[held], device, torch.int64)
-    y_unseen = _tensor(labels[unseen_rows], device, torch.int64)
+    x_held = as_tensor(scaler.transform(features[held]), device, torch.float32)
+    x_unseen = as_tensor(scaler.transform(features[unseen_rows]), device, torch.float32)
+    y_held = as_tensor(labels[held], device, torch.int64)
+    y_unseen = as_tensor(labels[unseen_rows], device, torch.int64)
     n_classes = class_attributes.shape[0]
     seen_mask = torch.zeros(n_classes, device=device)
-    seen_mask[_tensor(val_seen, device, torch.int64)] = 1.0
+    seen_mask[as_tensor(val_seen, device, torch.int64)] = 1.0
     # Only the validation classes compete (the real unseen classes have no training data at this stage).
     candidates = torch.full((n_classes,), float("-inf"), device=device)
-    candidates[_tensor(np.concatenate([val_seen, val_unseen]), device, torch.int64)] = 0.0
-    gammas = _tensor(train.cls_gamma_grid, device, torch.float32)
+    candidates[as_tensor(np.concatenate([val_seen, val_unseen]), device, torch.int64)] = 0.0
+    gammas = as_tensor(train.cls_gamma_grid, device, torch.float32)
 
     def score(model: ACMR) -> dict[str, Any]:
         """Fit the validation classifier on ``model``'s latents; its best (epochs, gamma) and U/S/H."""

@@ -1,0 +1,12 @@
+"""Defaults shared by the CLI, the app and the pipelines, each defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Folder of model bundles (the app lists them; ``acmr build-demo`` and ``acmr bootstrap`` write there).
+CHECKPOINTS_DIR = Path("checkpoints")
+#: The bundle served when none is named: the shipped demo world.
+DEFAULT_BUNDLE = "demo-world"
+#: Where user-defined classes are stored (one SQLite file per bundle) unless ``ACMR_USER_CLASSES_DIR`` is set.
+USER_CLASSES_DIR = Path("user_classes")

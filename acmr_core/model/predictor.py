@@ -1,0 +1,81 @@
+"""The one prediction path: raw backbone features -> scaled -> visual latent -> logits -> calibrated scores.
+
+:class:`TrainedModel` is a trained ACMR with its GZSL classifier, calibration ``gamma``, feature scaler and
+class metadata. Training returns one, the trained-model folder (:mod:`acmr_core.model.checkpoint`) and a
+bundle hold one, and every prediction (``acmr predict``, ``acmr evaluate``, the app) goes through
+:meth:`TrainedModel.scores` / :meth:`TrainedModel.top_k` (the app passes the classifier it re-fitted over its
+user classes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from acmr_core.data.xlsa17 import FeatureScaler
+from acmr_core.model.config import ACMRConfig, TrainConfig
+from acmr_core.model.gzsl import GZSLClassifier, predict_scores
+from acmr_core.model.network import ACMR
+from acmr_core.runtime import as_tensor
+
+
+@dataclass
+class TrainedModel:
+    """A trained ACMR with its GZSL classifier, ready to score raw (unscaled) features."""
+
+    model: ACMR
+    classifier: GZSLClassifier
+    arch: ACMRConfig
+    train: TrainConfig
+    class_attributes: np.ndarray
+    seen_classes: np.ndarray
+    unseen_classes: np.ndarray
+    gamma: float = 0.0
+    classifier_epochs: int = 0
+    selection: dict[str, Any] = field(default_factory=dict)
+    scaler: FeatureScaler | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.classifier.parameters()).device
+
+    @property
+    def seen_mask(self) -> Tensor:
+        mask = torch.zeros(self.classifier.num_classes, device=self.device)
+        mask[torch.as_tensor(self.seen_classes, device=self.device)] = 1.0
+        return mask
+
+    def to(self, device: torch.device | str) -> TrainedModel:
+        self.model.to(device)
+        self.classifier.to(device)
+        return self
+
+    def prepare(self, features: Any) -> Tensor:
+        """Raw features -> scaled float32 tensor on the model's device."""
+        array = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
+        if self.scaler is not None:
+            array = self.scaler.transform(array)
+        return as_tensor(array, self.device, torch.float32)
+
+    @torch.no_grad()
+    def latents(self, features: Any) -> Tensor:
+        self.model.eval()
+        return self.model.visual_latent(self.prepare(features))
+
+    @torch.no_grad()
+    def logits(self, features: Any) -> Tensor:
+        self.classifier.eval()
+        return self.classifier(self.latents(features))
+
+    @torch.no_grad()
+    def scores(self, features: Any, gamma: float | None = None) -> Tensor:
+        """Calibrated log-probabilities over all classes (``gamma`` defaults to the selected one)."""
+        return predict_scores(self.logits(features), self.seen_mask, self.gamma if gamma is None else gamma)
+
+    def predict(self, features: Any, gamma: float | None = None) -> np.ndarray:
+        return self.scores(features, gamma).argmax(dim=1).cpu().numpy()
