@@ -46,7 +46,11 @@ class TrainedModel:
 
     @property
     def seen_mask(self) -> Tensor:
-        mask = torch.zeros(self.classifier.num_classes, device=self.device)
+        return self.seen_mask_for(self.classifier.num_classes)
+
+    def seen_mask_for(self, num_classes: int) -> Tensor:
+        """1 on the seen classes among ``num_classes`` (a re-fitted classifier appends classes after them)."""
+        mask = torch.zeros(num_classes, device=self.device)
         mask[torch.as_tensor(self.seen_classes, device=self.device)] = 1.0
         return mask
 
@@ -73,9 +77,42 @@ class TrainedModel:
         return self.classifier(self.latents(features))
 
     @torch.no_grad()
-    def scores(self, features: Any, gamma: float | None = None) -> Tensor:
-        """Calibrated log-probabilities over all classes (``gamma`` defaults to the selected one)."""
-        return predict_scores(self.logits(features), self.seen_mask, self.gamma if gamma is None else gamma)
+    def scores_of_latents(
+        self, latents: Tensor, gamma: float | None = None, classifier: GZSLClassifier | None = None
+    ) -> Tensor:
+        """Calibrated log-probabilities of visual latents: seen classes lowered by ``gamma`` (default: the
+        selected one). ``classifier``: one re-fitted over more classes (the app's user classes), else ours."""
+        classifier = self.classifier if classifier is None else classifier
+        classifier.eval()
+        mask = self.seen_mask_for(classifier.num_classes)
+        return predict_scores(classifier(latents), mask, self.gamma if gamma is None else gamma)
+
+    def scores(
+        self, features: Any, gamma: float | None = None, classifier: GZSLClassifier | None = None
+    ) -> Tensor:
+        """Calibrated log-probabilities ``(N, C)`` of raw features (see :meth:`scores_of_latents`)."""
+        return self.scores_of_latents(self.latents(features), gamma, classifier)
+
+    def probabilities(
+        self, features: Any, gamma: float | None = None, classifier: GZSLClassifier | None = None
+    ) -> np.ndarray:
+        """Class probabilities ``(N, C)``: softmax of the calibrated scores (they sum to 1 per image)."""
+        return torch.softmax(self.scores(features, gamma, classifier).float(), dim=-1).cpu().numpy()
+
+    def top_k(
+        self, features: Any, k: int = 5, gamma: float | None = None, classifier: GZSLClassifier | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """Per image, the ``k`` most probable ``(class index, probability)``."""
+        return rank(self.probabilities(features, gamma, classifier), k)
 
     def predict(self, features: Any, gamma: float | None = None) -> np.ndarray:
         return self.scores(features, gamma).argmax(dim=1).cpu().numpy()
+
+
+def rank(probabilities: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Per row of ``(N, C)`` probabilities, the ``k`` (clamped to 1..C) most probable
+    ``(class, probability)``; ties keep class order."""
+    probabilities = np.atleast_2d(probabilities)
+    k = max(1, min(int(k), probabilities.shape[1]))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[(int(c), float(row[c])) for c in top] for row, top in zip(probabilities, order, strict=True)]
