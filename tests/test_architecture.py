@@ -1,0 +1,178 @@
+"""The package layout is the architecture: layers import only downwards, no cycles, no god modules.
+
+Read from the source with ``ast`` (nothing is imported), so a violation names the file and the import.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import acmr_core
+
+PACKAGE = Path(acmr_core.__file__).parent
+ROOT = PACKAGE.parent
+
+#: Layer of each top-level part of acmr_core, bottom (0) to top. A module may import its own layer or below.
+LAYERS: dict[str, int] = {
+    "errors": 0,
+    "runtime": 0,
+    "fileio": 0,
+    "defaults": 0,
+    "data": 1,
+    "features": 1,
+    "viz": 1,
+    "model": 2,
+    "training": 3,
+    "bundle": 4,
+    "describe": 4,
+    "pipelines": 5,
+    "serving": 6,
+    "cli": 7,
+    "commands": 7,
+    "__main__": 7,
+}
+#: Modules that are data tables (word lists, URL tables) rather than logic may be longer.
+LONG_DATA_TABLES = {"describe/vocabulary.py"}
+MAX_LINES = 500
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every acmr_core / app module imported anywhere in the file (module level or inside functions)."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] in {"acmr_core", "app", "gradio"}}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The acmr_core module ``name`` refers to (``from pkg import name`` may name a function)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for name in _imports(path, module):
+            if name.split(".")[0] != "acmr_core":
+                targets.add(name)
+                continue
+            target = _resolve(name, modules)
+            if target and target != module and target != "acmr_core":
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def test_every_part_of_the_package_has_a_layer() -> None:
+    parts = {module.split(".")[1] for module in _modules() if "." in module}
+    assert parts <= set(LAYERS), f"give these a layer in LAYERS: {sorted(parts - set(LAYERS))}"
+
+
+def test_the_library_never_imports_the_app_or_gradio() -> None:
+    offenders = [
+        (module, target)
+        for module, targets in _graph().items()
+        for target in targets
+        if target.split(".")[0] in {"app", "gradio"}
+    ]
+    assert offenders == []
+
+
+def test_imports_only_point_down() -> None:
+    upward = []
+    for module, targets in _graph().items():
+        source = _layer(module)
+        for target in targets:
+            if target.startswith("acmr_core.") and source is not None:
+                destination = _layer(target)
+                if destination is not None and destination > source:
+                    upward.append(f"{module} (layer {source}) imports {target} (layer {destination})")
+    assert upward == [], "\n".join(upward)
+
+
+def test_no_import_cycles() -> None:
+    graph = {
+        module: {t for t in targets if t.startswith("acmr_core")} for module, targets in _graph().items()
+    }
+    cycles = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert cycles == [], "\n".join(cycles)
+
+
+def test_no_module_is_a_god_module() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        and str(path.relative_to(PACKAGE)) not in LONG_DATA_TABLES
+    }
+    assert long == {}
+
+
+def test_the_public_api_resolves_to_its_defining_modules() -> None:
+    exported = set(acmr_core.__all__)
+    assert set(acmr_core._EXPORTS) <= exported
+    for name, module in acmr_core._EXPORTS.items():
+        value = getattr(acmr_core, name)
+        assert getattr(value, "__module__", module) == module, f"{name} is defined in {value.__module__}"
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        _ = acmr_core.not_a_name
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    # `acmr --help` imports acmr_core: the public names must resolve lazily.
+    code = (
+        "import sys, acmr_core, acmr_core.cli; "
+        "print(sorted(m for m in ('torch', 'timm', 'gradio') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
