@@ -3,6 +3,9 @@
 Each step is a function of :class:`BootstrapOptions` and the previous steps' outputs: download and unpack the
 sources, extract the features of the planned images (in resumable shards, shared out under torchrun), train
 and evaluate ACMR on the xlsa17-layout folder, and assemble the bundle from the model that was evaluated.
+
+The step functions keep the leading underscore they had inside ``bootstrap.py``: they are the runner's
+building blocks (and the tests' seams), not a public API; :func:`acmr_core.pipelines.bootstrap.bootstrap` is.
 """
 
 from __future__ import annotations
