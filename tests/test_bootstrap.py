@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acmr_core.data.sources import (
+from acmr_core.data.image_plan import (
     ORIGIN_REBUILT,
     ORIGIN_RES101,
-    SOURCES,
-    get_dataset,
-    load_xlsa17_meta,
     plan_images,
     relative_image_path,
     write_xlsa17_folder,
 )
+from acmr_core.data.layouts import get_dataset, load_xlsa17_meta
+from acmr_core.data.sources import SOURCES
 from acmr_core.errors import DataError, DownloadError
-from acmr_core.pipelines.bootstrap import BootstrapOptions, StepCache, _source_roots, weights_slug
+from acmr_core.pipelines.bootstrap import BootstrapOptions, StepCache, weights_slug
+from acmr_core.pipelines.bootstrap_steps import _source_roots
 from tests.fixtures_archives import (
     LoopbackServer,
     TinyDataset,
@@ -221,7 +221,7 @@ def test_written_dataset_folder_loads_as_xlsa17(
 def test_xlsa17_columns_are_cross_checked_against_the_datasets_own_table(
     server: LoopbackServer, tmp_path: Path, key: str
 ) -> None:
-    from acmr_core.data.sources import check_attribute_order
+    from acmr_core.data.image_plan import check_attribute_order
 
     served = serve_tiny(server, key)
     _, meta, layout = plan_for(served, tmp_path)
@@ -432,7 +432,7 @@ def _interrupted_extraction(
 ) -> tuple[Any, Any, Any, Path, Path]:
     """A tiny extraction (32 images, 4 shards of 2 batches) stopped by Ctrl-C in its 3rd shard: (plan, class
     metadata, options, work folder, shard folder)."""
-    import acmr_core.pipelines.bootstrap as bootstrap_module
+    import acmr_core.pipelines.bootstrap_steps as bootstrap_module
 
     served = serve_tiny(server, "sun")
     plan, meta, _ = plan_for(served, tmp_path)
@@ -449,7 +449,7 @@ def _interrupted_extraction(
 def test_extraction_resumes_at_the_first_unfinished_shard(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import acmr_core.pipelines.bootstrap as bootstrap_module
+    import acmr_core.pipelines.bootstrap_steps as bootstrap_module
     from acmr_core.features.extract import load_features
 
     plan, meta, options, work, shard_dir = _interrupted_extraction(server, tmp_path, monkeypatch)
@@ -476,7 +476,7 @@ def test_extraction_resumes_at_the_first_unfinished_shard(
 def test_a_damaged_feature_shard_is_extracted_again(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import acmr_core.pipelines.bootstrap as bootstrap_module
+    import acmr_core.pipelines.bootstrap_steps as bootstrap_module
     from acmr_core.features.extract import load_features
 
     plan, meta, options, work, shard_dir = _interrupted_extraction(server, tmp_path, monkeypatch)
@@ -500,7 +500,7 @@ def test_a_damaged_feature_shard_is_extracted_again(
 def test_an_unreadable_image_is_dropped_and_recorded(
     server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import acmr_core.pipelines.bootstrap as bootstrap_module
+    import acmr_core.pipelines.bootstrap_steps as bootstrap_module
     from acmr_core.features.extract import load_features
 
     served = serve_tiny(server, "awa2")
@@ -564,7 +564,7 @@ def test_xlsa17_metadata_is_found_in_any_usual_folder_but_never_another_datasets
 ) -> None:
     import shutil
 
-    from acmr_core.data.sources import _xlsa17_dataset_folder
+    from acmr_core.data.layouts import _xlsa17_dataset_folder
 
     data = tmp_path / "xlsa17" / "data"
     for name in ("CUB", "AWA1"):  # the real metadata (no res101.mat), in the xlsa17.zip layout
@@ -585,7 +585,7 @@ def test_rebuilt_split_on_the_real_cub_class_lists(tmp_path: Path, xlsa17_dir: P
 
     from PIL import Image
 
-    from acmr_core.data.sources import DatasetLayout
+    from acmr_core.data.layouts import DatasetLayout
     from acmr_core.data.xlsa17 import load_xlsa17
 
     shutil.copytree(xlsa17_dir / "CUB", tmp_path / "xlsa17" / "data" / "CUB")

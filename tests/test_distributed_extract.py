@@ -263,7 +263,7 @@ def test_layout_is_whole_batches_and_independent_of_the_process_count() -> None:
 def test_bootstrap_under_torchrun_shares_the_extraction_and_rank_0_writes_the_bundle(tmp_path: Path) -> None:
     import json
 
-    from acmr_core.data.sources import ImagePlan
+    from acmr_core.data.image_plan import ImagePlan
     from tests.fixtures_archives import LoopbackServer, build_tiny_dataset
 
     data_dir, checkpoints, log = tmp_path / "data", tmp_path / "checkpoints", tmp_path / "bootstrap.log"

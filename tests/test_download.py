@@ -1,4 +1,4 @@
-"""acmr_core.data.download: resumable, checksummed downloads and safe extraction, on a loopback
+"""acmr_core.data.download / .archives: resumable, checksummed downloads and safe unpacking, on a loopback
 HTTP server."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from acmr_core.data.download import Checksum, extract_archive, fetch, local_source
+from acmr_core.data.archives import unpack_archive
+from acmr_core.data.download import Checksum, fetch, local_source
 from acmr_core.errors import DownloadError
 from tests.fixtures_archives import LoopbackServer, install_loopback_only_guard, sha256_hex, tar_gz, zip_bytes
 
@@ -226,11 +227,11 @@ def test_extracts_tar_gz_and_zip_atomically_and_reuses_the_result(tmp_path: Path
         archive = tmp_path / name
         archive.write_bytes(data)
         dest = tmp_path / f"out-{name}"
-        assert extract_archive(archive, dest, progress=False) == dest
+        assert unpack_archive(archive, dest, progress=False) == dest
         assert (dest / "root" / "sub" / "b.txt").read_bytes() == b"bb"
         assert not (tmp_path / f"out-{name}.extracting").exists()
         (dest / "root" / "a.txt").write_bytes(b"changed")  # proves the second call does not re-extract
-        extract_archive(archive, dest, progress=False)
+        unpack_archive(archive, dest, progress=False)
         assert (dest / "root" / "a.txt").read_bytes() == b"changed"
 
 
@@ -238,7 +239,7 @@ def test_zip_path_traversal_is_refused(tmp_path: Path) -> None:
     archive = tmp_path / "evil.zip"
     archive.write_bytes(zip_bytes({"ok.txt": b"1", "../escaped.txt": b"2"}))
     with pytest.raises(DownloadError, match=r"refusing to extract '\.\./escaped\.txt'.*unsafe"):
-        extract_archive(archive, tmp_path / "out", progress=False)
+        unpack_archive(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out").exists()
 
 
@@ -261,7 +262,7 @@ def test_tar_path_traversal_is_refused(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "evil.tgz"
     path.write_bytes(buffer.getvalue())
     with pytest.raises(DownloadError, match="unsafe archive"):
-        extract_archive(path, tmp_path / "out", progress=False)
+        unpack_archive(path, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
 
 
@@ -269,12 +270,12 @@ def test_corrupt_and_non_archives_are_explained(tmp_path: Path) -> None:
     html = tmp_path / "page.tgz"
     html.write_bytes(b"<html>mirror moved</html>")
     with pytest.raises(DownloadError, match="not a zip or tar archive"):
-        extract_archive(html, tmp_path / "out", progress=False)
+        unpack_archive(html, tmp_path / "out", progress=False)
     truncated = tmp_path / "cut.tgz"
     truncated.write_bytes(tar_gz({"a/" + str(i): bytes(5000) for i in range(20)})[:-400])
     # A cut gzip stream does not even open as a tar archive: told apart from a damaged zip below.
     with pytest.raises(DownloadError, match=r"cut\.tgz' is not a zip or tar archive \(corrupt, truncated"):
-        extract_archive(truncated, tmp_path / "out2", progress=False)
+        unpack_archive(truncated, tmp_path / "out2", progress=False)
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out2.extracting").exists()
     broken_zip = tmp_path / "b.zip"
     data = bytearray(zip_bytes({"a.txt": b"x" * 5000}))
@@ -283,7 +284,7 @@ def test_corrupt_and_non_archives_are_explained(tmp_path: Path) -> None:
     with pytest.raises(
         DownloadError, match=r"cannot extract .*b\.zip: .*the archive is corrupt or truncated"
     ):
-        extract_archive(broken_zip, tmp_path / "out3", progress=False)
+        unpack_archive(broken_zip, tmp_path / "out3", progress=False)
     assert not (tmp_path / "out3").exists() and not (tmp_path / "out3.extracting").exists()
 
 
@@ -296,7 +297,7 @@ def test_zip_symlink_members_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "link.zip"
     path.write_bytes(buffer.getvalue())
     with pytest.raises(DownloadError, match="symbolic link"):
-        extract_archive(path, tmp_path / "out", progress=False)
+        unpack_archive(path, tmp_path / "out", progress=False)
 
 
 def test_zip_extraction_checks_disk_space_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,5 +309,5 @@ def test_zip_extraction_checks_disk_space_first(tmp_path: Path, monkeypatch: pyt
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 100, 100))
     with pytest.raises(DownloadError, match=r"not enough disk space to extract big\.zip"):
-        extract_archive(archive, tmp_path / "out", progress=False)
+        unpack_archive(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.extracting").exists()

@@ -7,15 +7,15 @@ import os
 from pathlib import Path
 
 from acmr_core.commands._args import positive_int
+from acmr_core.data.sources import SOURCES
+from acmr_core.defaults import CHECKPOINTS_DIR
+from acmr_core.errors import ACMRError
+from acmr_core.runtime import resolve_device
 
-# Kept in step with acmr_core.data.sources.SOURCES (not imported here so `acmr --help` stays instant).
-URL_FLAGS = (
-    ("cub", "--cub-url", "ACMR_CUB_URL", "CUB_200_2011.tgz"),
-    ("xlsa17", "--xlsa17-url", "ACMR_XLSA17_URL", "xlsa17.zip"),
-    ("awa2", "--awa2-url", "ACMR_AWA2_URL", "AwA2-data.zip"),
-    ("sun", "--sun-url", "ACMR_SUN_URL", "SUNAttributeDB_Images.tar.gz"),
-    ("sun-attributes", "--sun-attributes-url", "ACMR_SUN_ATTRIBUTES_URL", "SUNAttributeDB.tar.gz"),
-)
+
+def _url_dest(source_name: str) -> str:
+    """The namespace attribute of a source's URL flag (``sun-attributes`` -> ``url_sun_attributes``)."""
+    return f"url_{source_name.replace('-', '_')}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="bundle folder (default: checkpoints/<dataset>-<weights>)"
     )
     parser.add_argument(
-        "--checkpoints", type=Path, default=Path("checkpoints"), help="folder the app lists bundles from"
+        "--checkpoints", type=Path, default=CHECKPOINTS_DIR, help="folder the app lists bundles from"
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="fixed ACMR epochs (default: chosen on validation)"
@@ -73,33 +73,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     mirrors = parser.add_argument_group("sources (each overridable for a mirror or a local copy)")
-    for name, flag, env, filename in URL_FLAGS:
+    for source in SOURCES.values():
         mirrors.add_argument(
-            flag,
-            dest=f"url_{name.replace('-', '_')}",
+            source.flag,
+            dest=_url_dest(source.name),
             default=None,
             metavar="URL_OR_PATH",
-            help=f"{filename}: URL, local file, or extracted folder (env {env})",
+            help=f"{source.filename}: URL, local file, or extracted folder (env {source.env})",
         )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.errors import ACMRError
+    # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.features.distributed import ReportedByRoot, distributed_session
     from acmr_core.pipelines.bootstrap import BootstrapOptions, bootstrap
-    from acmr_core.runtime import resolve_device
 
     if args.epochs is not None and args.epochs < 1:
         raise ACMRError(f"--epochs must be at least 1, got {args.epochs}")
     if args.batch_size < 1 or args.workers < 0 or args.timeout <= 0:
         raise ACMRError("--batch-size must be >= 1, --workers >= 0 and --timeout > 0")
     resolve_device(args.device)  # an unknown or unavailable device is refused before any download
-    urls = {
-        name: getattr(args, f"url_{name.replace('-', '_')}")
-        for name, *_ in URL_FLAGS
-        if getattr(args, f"url_{name.replace('-', '_')}")
-    }
+    urls = {name: getattr(args, _url_dest(name)) for name in SOURCES if getattr(args, _url_dest(name))}
     options = BootstrapOptions(
         dataset=args.dataset,
         data_dir=args.data_dir,

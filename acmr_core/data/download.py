@@ -1,4 +1,4 @@
-"""Resumable, checksummed downloads and safe archive extraction.
+"""Resumable, checksummed downloads (unpacking the archives is :mod:`acmr_core.data.archives`).
 
 ``fetch(url, dest)`` brings one file to ``dest``:
 
@@ -13,10 +13,6 @@
 Every failure is a :class:`~acmr_core.errors.DownloadError` with one line that names the URL, says what went
 wrong (offline, DNS, refused, timeout, HTTP status, checksum) and how to use a mirror or a local copy instead.
 Sockets always carry a timeout, so nothing here can hang.
-
-``extract_archive(archive, dest)`` unpacks ``.tar``/``.tar.gz``/``.tgz``/``.zip`` into a temporary sibling
-folder and renames it into place only when complete, refusing members that would land outside ``dest`` (path
-traversal, absolute paths, links, device files).
 """
 
 from __future__ import annotations
@@ -29,20 +25,18 @@ import logging
 import re
 import shutil
 import socket
-import stat
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from acmr_core.errors import DownloadError
+from acmr_core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +45,6 @@ DEFAULT_RETRIES = 3
 CHUNK_BYTES = 1 << 20
 SUPPORTED_DIGESTS = ("sha256", "md5")
 USER_AGENT = "acmr-studio-bootstrap/0.1 (+https://github.com/; resumable dataset download)"
-_EXTRACTED_MARKER = ".acmr-extracted.json"
 
 
 @dataclass(frozen=True)
@@ -217,7 +210,7 @@ def _fetch_local(source: Path, url: str, expected: Checksum | None, hint: str, p
     if not source.exists():
         raise DownloadError(f"local copy '{source}' does not exist{_hint(hint)}")
     if source.is_dir():
-        # An already-extracted copy: there is nothing to verify byte-for-byte.
+        # An already-unpacked copy: there is nothing to verify byte-for-byte.
         return Fetched(source, 0, {}, downloaded=False)
     if expected is None:
         return Fetched(source, source.stat().st_size, {}, downloaded=False)
@@ -231,6 +224,12 @@ def _fetch_local(source: Path, url: str, expected: Checksum | None, hint: str, p
     return Fetched(source, source.stat().st_size, digests, downloaded=False)
 
 
+def discard_download(dest: Path) -> None:
+    """Delete a downloaded file and its completion record: the next :func:`fetch` downloads it again."""
+    Path(dest).unlink(missing_ok=True)
+    _record_path(Path(dest)).unlink(missing_ok=True)
+
+
 def _write_record(dest: Path, url: str, size: int, digests: dict[str, str]) -> None:
     record = {
         "url": url,
@@ -238,9 +237,7 @@ def _write_record(dest: Path, url: str, size: int, digests: dict[str, str]) -> N
         "digests": digests,
         "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = _record_path(dest).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(_record_path(dest))
+    atomic_write(_record_path(dest), json.dumps(record, indent=1).encode())
 
 
 def _describe_network_error(error: BaseException, timeout: float) -> str:
@@ -397,147 +394,13 @@ def _check_disk_space(part: Path, needed: int | None, url: str, hint: str) -> No
         )
 
 
-# ----------------------------------------------------------------------------------------------------
-# Archives
-
-
-def archive_kind(path: Path) -> str:
-    """``"zip"`` or ``"tar"`` from the file's content (not its name); DownloadError otherwise."""
-    if zipfile.is_zipfile(path):
-        return "zip"
-    try:
-        if tarfile.is_tarfile(path):
-            return "tar"
-    except OSError:
-        pass
-    raise DownloadError(
-        f"'{path}' is not a zip or tar archive (corrupt, truncated or HTML?); delete it and rerun"
-    )
-
-
-def _unsafe_reason(name: str) -> str | None:
-    """Why an archive member name would escape the extraction folder, or None when it is safe."""
-    posix = PurePosixPath(name.replace("\\", "/"))
-    if posix.is_absolute() or re.match(r"^[A-Za-z]:", name):
-        return "absolute path"
-    if ".." in posix.parts:
-        return "'..' in path"
-    return None
-
-
-def _safe_zip_members(archive: zipfile.ZipFile, path: Path) -> list[zipfile.ZipInfo]:
-    members = archive.infolist()
-    for info in members:
-        reason = _unsafe_reason(info.filename)
-        mode = info.external_attr >> 16
-        if reason is None and stat.S_ISLNK(mode):
-            reason = "symbolic link"
-        if reason is not None:
-            raise DownloadError(
-                f"refusing to extract '{info.filename}' from {path.name}: {reason} (unsafe archive)"
-            )
-    return members
-
-
-def _check_tar_member(member: tarfile.TarInfo, path: Path) -> None:
-    reason = _unsafe_reason(member.name)
-    if reason is None and (member.issym() or member.islnk()):
-        target = PurePosixPath(member.name).parent / member.linkname if member.issym() else member.linkname
-        reason = (
-            f"link pointing outside the archive ({member.linkname})" if _unsafe_reason(str(target)) else None
-        )
-    if reason is None and (member.isdev() or member.isfifo()):
-        reason = "device or fifo"
-    if reason is not None:
-        raise DownloadError(
-            f"refusing to extract '{member.name}' from {path.name}: {reason} (unsafe archive)"
-        )
-
-
-def extract_archive(archive: Path, dest: Path, *, progress: bool = True) -> Path:
-    """Unpack ``archive`` into ``dest``, atomically; a finished extraction of the same file is reused."""
-    archive, dest = Path(archive), Path(dest)
-    identity = {
-        "archive": archive.name,
-        "size": archive.stat().st_size,
-        "mtime_ns": archive.stat().st_mtime_ns,
-    }
-    marker = dest / _EXTRACTED_MARKER
-    try:
-        if json.loads(marker.read_text()) == identity:
-            log.info("already extracted: %s", dest)
-            return dest
-    except (OSError, ValueError):
-        pass
-    kind = archive_kind(archive)
-    staging = dest.with_name(dest.name + ".extracting")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        if kind == "zip":
-            _extract_zip(archive, staging, progress)
-        else:
-            _extract_tar(archive, staging, progress)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            raise DownloadError(f"disk full while extracting {archive.name} into {dest.parent}") from None
-        raise DownloadError(
-            f"cannot extract {archive}: {error.__class__.__name__}: {error}; "
-            "the archive is corrupt or truncated — delete it and rerun"
-        ) from None
-    except DownloadError:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    (staging / _EXTRACTED_MARKER).write_text(json.dumps(identity))
-    if dest.exists():
-        shutil.rmtree(dest)
-    staging.rename(dest)
-    log.info("extracted %s into %s", archive.name, dest)
-    return dest
-
-
-def _extract_zip(archive: Path, staging: Path, progress: bool) -> None:
-    with zipfile.ZipFile(archive) as handle:
-        members = _safe_zip_members(handle, archive)
-        needed, free = sum(info.file_size for info in members), shutil.disk_usage(staging).free
-        if needed > free:
-            raise DownloadError(
-                f"not enough disk space to extract {archive.name}: {needed / 1e9:.2f} GB needed, "
-                f"{free / 1e9:.2f} GB free in {staging.parent}; free space or choose another --data-dir"
-            )
-        for info in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=not progress):
-            handle.extract(info, staging)
-
-
-def _extract_tar(archive: Path, staging: Path, progress: bool) -> None:
-    # One sequential pass: listing members first would decompress a multi-GB .tar.gz twice.
-    # The stdlib 'data' filter (Python >= 3.10.12 / 3.11.4) re-checks every member: a second line of defence.
-    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-    with (
-        tarfile.open(archive, mode="r:*") as handle,
-        tqdm(desc=f"extract {archive.name}", unit="file", disable=not progress) as bar,
-    ):
-        for member in handle:
-            _check_tar_member(member, archive)
-            handle.extract(member, staging, **extra)
-            bar.update(1)
-
-
-def directory_size(path: Path) -> int:
-    """Total bytes of the files under ``path`` (for the disk-usage summary)."""
-    return sum(entry.stat().st_size for entry in Path(path).rglob("*") if entry.is_file())
-
-
 __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT_S",
     "SUPPORTED_DIGESTS",
     "Checksum",
     "Fetched",
-    "archive_kind",
-    "directory_size",
-    "extract_archive",
+    "discard_download",
     "fetch",
     "local_source",
 ]

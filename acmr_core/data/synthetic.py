@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from acmr_core.data.xlsa17 import mat_cell, mat_strings, read_name_list
 from acmr_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,6 @@ class ClassMetadata:
     source: Path | None
 
 
-def _names(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _indices(names: list[str], index: dict[str, int], path: Path) -> np.ndarray:
     missing = [n for n in names if n not in index]
     if missing:
@@ -83,16 +80,14 @@ def _indices(names: list[str], index: dict[str, int], path: Path) -> np.ndarray:
 
 def real_metadata(folder: Path) -> ClassMetadata:
     """Attributes, names and class splits of a real xlsa17 metadata folder."""
-    from acmr_core.data.xlsa17 import mat_strings  # the loader's MATLAB cell-string reader
-
     mat = scipy.io.loadmat(str(folder / "att_splits.mat"))
     attributes = np.asarray(mat["att"], dtype=np.float32).T
     class_names = mat_strings(mat["allclasses_names"])
     index = {name: i for i, name in enumerate(class_names)}
-    seen = _indices(_names(folder / "trainvalclasses.txt"), index, folder / "trainvalclasses.txt")
-    unseen = _indices(_names(folder / "testclasses.txt"), index, folder / "testclasses.txt")
-    train = _indices(_names(folder / "trainclasses1.txt"), index, folder / "trainclasses1.txt")
-    val = _indices(_names(folder / "valclasses1.txt"), index, folder / "valclasses1.txt")
+    seen = _indices(read_name_list(folder / "trainvalclasses.txt"), index, folder / "trainvalclasses.txt")
+    unseen = _indices(read_name_list(folder / "testclasses.txt"), index, folder / "testclasses.txt")
+    train = _indices(read_name_list(folder / "trainclasses1.txt"), index, folder / "trainclasses1.txt")
+    val = _indices(read_name_list(folder / "valclasses1.txt"), index, folder / "valclasses1.txt")
     counts = tuple(int(np.asarray(mat[k]).size) for k in ("trainval_loc", "test_seen_loc", "test_unseen_loc"))
     return ClassMetadata(
         attributes,
@@ -200,13 +195,6 @@ def _loc(indices: np.ndarray, n_images: int) -> np.ndarray:
     return (np.sort(indices) + 1).astype(dtype).reshape(-1, 1)
 
 
-def _cell(strings: list[str]) -> np.ndarray:
-    cell = np.empty((len(strings), 1), dtype=object)
-    for i, text in enumerate(strings):
-        cell[i, 0] = text
-    return cell
-
-
 def write_synthetic_xlsa17(
     root: str | Path,
     dataset: str = "CUB",
@@ -265,13 +253,13 @@ def write_synthetic_xlsa17(
         {
             "features": features,
             "labels": (labels + 1).astype(np.float64).reshape(-1, 1),
-            "image_files": _cell(image_files),
+            "image_files": mat_cell(image_files),
         },
         do_compression=False,
     )
     splits = {
         "att": meta.attributes.T.astype(np.float64),
-        "allclasses_names": _cell(meta.class_names),
+        "allclasses_names": mat_cell(meta.class_names),
         "trainval_loc": _loc(trainval, n_images),
         "test_seen_loc": _loc(test_seen, n_images),
         "test_unseen_loc": _loc(test_unseen, n_images),

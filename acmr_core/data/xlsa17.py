@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,24 @@ def _locs(mat: dict[str, Any], key: str, path: Path, n_images: int) -> np.ndarra
     return locs - 1
 
 
-def _read_name_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def mat_cell(strings: Sequence[str]) -> np.ndarray:
+    """A column cell array of strings as ``scipy.io.savemat`` writes it (inverse of :func:`mat_strings`)."""
+    cell = np.empty((len(strings), 1), dtype=object)
+    for row, text in enumerate(strings):
+        cell[row, 0] = text
+    return cell
+
+
+def read_name_list(path: Path, *, errors: str = "strict") -> list[str]:
+    """The non-blank lines of a class or attribute list, stripped; ``errors`` as in :meth:`bytes.decode`."""
+    return [
+        line.strip() for line in path.read_text(encoding="utf-8", errors=errors).splitlines() if line.strip()
+    ]
+
+
+def read_id_name_list(path: Path, *, errors: str = "strict") -> list[str]:
+    """``<id> <name>`` lines (classes.txt, attributes.txt, predicates.txt) → names in file order."""
+    return [re.sub(r"^\d+\s+", "", line) for line in read_name_list(path, errors=errors)]
 
 
 def _read_attribute_names(folder: Path, n_attributes: int) -> list[str]:
@@ -114,7 +131,7 @@ def _read_attribute_names(folder: Path, n_attributes: int) -> list[str]:
     for name in ("attributes.txt", "predicates.txt"):
         path = folder / name
         if path.is_file():
-            names = [re.sub(r"^\d+\s+", "", line) for line in _read_name_list(path)]
+            names = read_id_name_list(path)
             if len(names) == n_attributes:
                 return names
             log.warning("%s lists %d names for %d attributes; ignoring it", path, len(names), n_attributes)
@@ -158,7 +175,7 @@ def _validation_classes(
         index = {name: i for i, name in enumerate(class_names)}
         resolved = []
         for path in (train_file, val_file):
-            names = _read_name_list(path)
+            names = read_name_list(path)
             unknown = [n for n in names if n not in index]
             if unknown:
                 raise DataError(
