@@ -493,8 +493,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _backbone_spec(identity: dict[str, Any], options: BootstrapOptions) -> dict[str, Any]:
-    from acmr_core.bundle.bundle import backbone_spec_from_identity
     from acmr_core.features.backbone import BackboneIdentity
+    from acmr_core.pipelines.build import backbone_spec_from_identity
 
     weights = options.weights
     if Path(weights).expanduser().is_file():
@@ -540,7 +540,7 @@ def display_name(xlsa17_name: str) -> str:
 
 def _catalog(data: Any) -> Any:
     """The bundle's class catalog: readable names (xlsa17's if they would collide) and the xlsa17 matrix."""
-    from acmr_core.bundle.bundle import ClassCatalog
+    from acmr_core.bundle.catalog import ClassCatalog
 
     names = [display_name(name) or name for name in data.class_names]
     if len({name.casefold() for name in names}) != len(names):
@@ -565,16 +565,12 @@ def _write_bundle(
     options: BootstrapOptions,
 ) -> None:
     """Assemble the bundle from the model that was trained and evaluated (no second training)."""
-    from acmr_core.bundle.bundle import (
-        DEFAULT_PLOT_PER_CLASS,
-        TrainingSet,
-        assemble_bundle,
-        sample_per_class,
-        save_bundle,
-    )
+    from acmr_core.bundle.format import save_bundle
     from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.defaults import DEFAULT_PLOT_PER_CLASS
     from acmr_core.features.backbone import BackboneIdentity
     from acmr_core.model.checkpoint import load_trained
+    from acmr_core.pipelines.build import LabelledFeatures, assemble_bundle, sample_per_class
     from acmr_core.runtime import resolve_device
 
     data = load_xlsa17(data_root, spec.xlsa17)
@@ -590,8 +586,8 @@ def _write_bundle(
         trained,
         catalog,
         BackboneIdentity.from_dict(features["identity"]),
-        training=TrainingSet(data.features[data.trainval], data.labels[data.trainval], ()),
-        plotted=TrainingSet(data.features[plotted], data.labels[plotted], plotted_ids),
+        training=LabelledFeatures(data.features[data.trainval], data.labels[data.trainval], ()),
+        plotted=LabelledFeatures(data.features[plotted], data.labels[plotted], plotted_ids),
         seed=options.seed,
         provenance={"builder": "acmr_core.pipelines.bootstrap", "preset": spec.preset, **provenance},
     )
