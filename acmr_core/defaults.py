@@ -10,3 +10,7 @@ CHECKPOINTS_DIR = Path("checkpoints")
 DEFAULT_BUNDLE = "demo-world"
 #: Where user-defined classes are stored (one SQLite file per bundle) unless ``ACMR_USER_CLASSES_DIR`` is set.
 USER_CLASSES_DIR = Path("user_classes")
+
+# --- added by rf-bundle (issue 12) ------------------------------------------------------------------------
+#: Plotted images per class in a bundle's latent-space cache (the plot shows a sample, not every image).
+DEFAULT_PLOT_PER_CLASS = 12

@@ -23,15 +23,15 @@ import numpy as np
 
 def first_per_class(train, per_class: int):
     """The first ``per_class`` renders of every class (renders are extracted class by class, index order)."""
-    from acmr_core.bundle.bundle import TrainingSet
+    from acmr_core.pipelines.build import LabelledFeatures
 
     rows = [i for i, image_id in enumerate(train.image_ids) if int(image_id.rsplit("/", 1)[1]) < per_class]
-    return TrainingSet(train.features[rows], train.labels[rows], tuple(train.image_ids[i] for i in rows))
+    return LabelledFeatures(train.features[rows], train.labels[rows], tuple(train.image_ids[i] for i in rows))
 
 
 def cached_sets(backbone, world, max_per_class: int, plot_per_class: int, cache: Path):
-    from acmr_core.bundle.bundle import TrainingSet
-    from acmr_core.data import demo_world
+    from acmr_core.pipelines import demo
+    from acmr_core.pipelines.build import LabelledFeatures
 
     key = f"{backbone.identity.weights_sha256[:12]}-{max_per_class}-{plot_per_class}"
     path = cache / f"demo-sets-{key}.npz"
@@ -40,9 +40,9 @@ def cached_sets(backbone, world, max_per_class: int, plot_per_class: int, cache:
         sets = []
         for part in ("train", "plot"):
             ids = tuple(str(i) for i in data[f"{part}_ids"])
-            sets.append(TrainingSet(data[f"{part}_features"], data[f"{part}_labels"], ids))
+            sets.append(LabelledFeatures(data[f"{part}_features"], data[f"{part}_labels"], ids))
         return tuple(sets)
-    train, plot = demo_world.render_demo_sets(world, backbone, max_per_class, plot_per_class)
+    train, plot = demo.render_demo_sets(world, backbone, max_per_class, plot_per_class)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(
         path,
@@ -65,6 +65,7 @@ def main() -> None:
 
     from acmr_core.data import demo_world
     from acmr_core.features.backbone import create_backbone
+    from acmr_core.pipelines import demo
 
     world = demo_world.default_world()
     backbone = create_backbone(device="cpu", residual_scale=args.residual_scale)
@@ -73,7 +74,7 @@ def main() -> None:
     for config in args.configs:
         per_class, epochs = (int(v) for v in config.split(":"))
         started = time.perf_counter()
-        bundle = demo_world.build_demo_bundle(
+        bundle = demo.build_demo_bundle(
             None, train_per_class=per_class, plot_per_class=args.plot_per_class, epochs=epochs,
             projection="pca", rendered=(first_per_class(train, per_class), plot), **common,
         )  # fmt: skip
@@ -85,7 +86,7 @@ def main() -> None:
         }), flush=True)  # fmt: skip
     if args.out is not None and args.final:
         per_class, epochs = (int(v) for v in args.final.split(":"))
-        bundle = demo_world.build_demo_bundle(
+        bundle = demo.build_demo_bundle(
             args.out, train_per_class=per_class, plot_per_class=args.plot_per_class, epochs=epochs,
             rendered=(first_per_class(train, per_class), plot), **common,
         )  # fmt: skip

@@ -43,7 +43,7 @@ def decoded_attribute_accuracy(bundle: Any, features: Any, labels: Any) -> dict[
     """Per attribute group: % of fresh renders whose decoded attributes pick the class's true value."""
     import numpy as np
 
-    from acmr_core.bundle.bundle import attribute_group
+    from acmr_core.bundle.catalog import attribute_group
 
     decoded = bundle.decode_attributes(bundle.latents(features))
     truth = bundle.catalog.attribute_matrix[labels]
@@ -74,7 +74,7 @@ def main() -> None:
 
     import numpy as np
 
-    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.bundle.format import load_bundle
     from acmr_core.data import demo_world
 
     world = demo_world.default_world()
@@ -103,12 +103,13 @@ def main() -> None:
         100.0 * results["bundle_head_one_image_ms"] / results["backbone_forward_one_image_ms"]
     )
     if args.decode_per_class > 0:
-        from acmr_core.bundle.bundle import TrainingSet, evaluate_bundle
+        from acmr_core.pipelines.build import LabelledFeatures
+        from acmr_core.pipelines.evaluate import evaluate_bundle
 
         features, labels = evaluation_renders(bundle, backbone, args.decode_per_class)
         results.update(decoded_attribute_accuracy(bundle, features, labels))
         # The same renders scored as `acmr evaluate --per-class N` scores them (same seed, same function).
-        accuracy = evaluate_bundle(bundle, TrainingSet(features, labels), progress=False)
+        accuracy = evaluate_bundle(bundle, LabelledFeatures(features, labels), progress=False)
         results.update({key: accuracy[key] for key in ("U", "S", "H", "H_uncalibrated", "zsl_top1")})
     if args.json:
         print(json.dumps(results, indent=1))

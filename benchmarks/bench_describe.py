@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats (default 15)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     args = parser.parse_args()
-    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.bundle.format import load_bundle
 
     data = json.loads(DESCRIPTIONS.read_text(encoding="utf-8"))
     demo_names = load_bundle(DEMO_BUNDLE, device="cpu").catalog.attribute_names

@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.bundle.format import load_bundle
     from acmr_core.data import demo_world
 
     bundle = load_bundle(args.bundle, device="cpu")

@@ -19,7 +19,6 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from acmr_core.bundle.bundle import backbone_spec_from_identity
 from acmr_core.errors import BackboneError
 from acmr_core.features.backbone import (
     DEFAULT_WEIGHTS_TAG,
@@ -29,6 +28,7 @@ from acmr_core.features.backbone import (
     seeded_random_state_dict,
     state_dict_sha256,
 )
+from acmr_core.pipelines.build import backbone_spec_from_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_BACKBONE = REPO_ROOT / "checkpoints" / "demo-world" / "backbone.json"

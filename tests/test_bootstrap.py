@@ -321,7 +321,7 @@ def test_default_urls_are_unreachable_here_and_say_how_to_use_a_mirror(tmp_path:
 def test_full_bootstrap_cub_with_random_weights_serves_in_the_app(
     server: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from acmr_core.bundle.bundle import list_bundles, load_bundle
+    from acmr_core.bundle.format import list_bundles, load_bundle
     from acmr_core.cli import main
     from acmr_core.serving.service import StudioService
 

@@ -11,21 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core.bundle.bundle import (
-    FORMAT_VERSION,
-    MANIFEST,
-    PARTS,
-    ClassCatalog,
-    TrainingSet,
-    build_bundle,
-    list_bundles,
-    load_bundle,
-    load_class_metadata,
-    save_bundle,
-)
+from acmr_core.bundle.catalog import ClassCatalog, load_class_metadata
+from acmr_core.bundle.format import FORMAT_VERSION, MANIFEST, PARTS, list_bundles, load_bundle, save_bundle
 from acmr_core.data.demo_world import DEFAULT_RESIDUAL_SCALE, default_world
 from acmr_core.errors import BundleError, DataError
 from acmr_core.features.backbone import BackboneIdentity
+from acmr_core.pipelines.build import LabelledFeatures, build_bundle
 
 IDENTITY = BackboneIdentity(
     model_name="resnet101",
@@ -65,11 +56,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plot_labels = np.repeat(np.arange(catalog.num_classes), 2)
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     build_bundle(
-        TrainingSet(_features(catalog, train_labels, 0), train_labels),
+        LabelledFeatures(_features(catalog, train_labels, 0), train_labels),
         catalog,
         out,
         identity=IDENTITY,
-        plot_features=TrainingSet(
+        plot_features=LabelledFeatures(
             _features(catalog, plot_labels, 1),
             plot_labels,
             tuple(f"img-{i}" for i in range(plot_labels.size)),

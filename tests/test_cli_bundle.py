@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core.bundle.bundle import evaluate_bundle, load_bundle, predict_images
+from acmr_core.bundle.format import load_bundle
 from acmr_core.cli import main
 from acmr_core.data import demo_world
+from acmr_core.pipelines import demo
+from acmr_core.pipelines.evaluate import evaluate_bundle
+from acmr_core.pipelines.predict import predict_images
 from tests.test_bundle import rehash_manifest
 from tests.test_evaluation import recomputed_metrics
 
@@ -41,7 +44,7 @@ def mini_world() -> demo_world.DemoWorld:
 @pytest.fixture(scope="module")
 def mini_bundle(tmp_path_factory: pytest.TempPathFactory, mini_world: demo_world.DemoWorld) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo-mini"
-    demo_world.build_demo_bundle(
+    demo.build_demo_bundle(
         out, world=mini_world, train_per_class=4, plot_per_class=2, epochs=3, device="cpu", progress=False
     )
     return out

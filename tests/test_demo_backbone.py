@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acmr_core.bundle.bundle import backbone_spec_from_identity, load_bundle
+from acmr_core.bundle.format import load_bundle
 from acmr_core.data import demo_world
 from acmr_core.errors import BackboneError, BundleError
 from acmr_core.features.backbone import BackboneIdentity, create_backbone
+from acmr_core.pipelines.build import backbone_spec_from_identity
 from tests.test_service import DEMO_BUNDLE
 
 

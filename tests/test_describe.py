@@ -16,7 +16,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from acmr_core.bundle.bundle import ClassCatalog, TrainingSet, build_bundle
+from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.describe.reader import (
     HEDGED_VALUE,
     MAX_DESCRIPTION_CHARS,
@@ -24,6 +24,7 @@ from acmr_core.describe.reader import (
     score_descriptions,
 )
 from acmr_core.errors import ImageError, UserClassError
+from acmr_core.pipelines.build import LabelledFeatures, build_bundle
 from tests.test_bundle import _features
 from tests.test_cli_bundle import _run
 from tests.test_service import DEMO_BUNDLE, EXAMPLES_DIR, loaded, make_service  # noqa: F401 (fixture)
@@ -217,11 +218,11 @@ def cub_bundle(
     plot_labels = np.repeat(np.arange(6), 2)
     out = tmp_path_factory.mktemp("bundles") / "cub-mini"
     build_bundle(
-        TrainingSet(_features(catalog, labels, 0), labels),
+        LabelledFeatures(_features(catalog, labels, 0), labels),
         catalog,
         out,
         identity=random_backbone.identity,  # the seed-0 random ResNet-101 of the demo: images can be read
-        plot_features=TrainingSet(
+        plot_features=LabelledFeatures(
             _features(catalog, plot_labels, 1), plot_labels, tuple(f"img-{i}" for i in range(12))
         ),
         epochs=2,
@@ -246,7 +247,7 @@ def test_cli_reads_against_a_bundle_with_cub_attributes(
 def test_service_reads_text_and_images_on_a_cub_bundle(
     cub_bundle: Path, tmp_path: Path, random_backbone, one_torch_thread
 ) -> None:
-    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.bundle.format import load_bundle
     from acmr_core.serving.service import StudioService, open_store
 
     bundle = load_bundle(cub_bundle, device="cpu")

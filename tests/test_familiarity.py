@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core.bundle.bundle import FORMAT_VERSION, load_bundle, predict_images
 from acmr_core.bundle.familiarity import Familiarity, fit_familiarity
+from acmr_core.bundle.format import FORMAT_VERSION, load_bundle
 from acmr_core.cli import main
 from acmr_core.data import demo_world
 from acmr_core.errors import BundleError
+from acmr_core.pipelines.predict import predict_images
 from tests.test_bundle import rehash_manifest
 from tests.test_service import DEMO_BUNDLE
 

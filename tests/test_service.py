@@ -91,7 +91,7 @@ EXAMPLES_DIR = Path(os.environ.get("ACMR_TEST_EXAMPLES", REPO_ROOT / "assets" / 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory):
     """The bundle and its backbone, loaded once for the module (services are cheap to build around them)."""
-    from acmr_core.bundle.bundle import load_bundle
+    from acmr_core.bundle.format import load_bundle
 
     if not (DEMO_BUNDLE / "manifest.json").is_file():
         raise AssertionError(

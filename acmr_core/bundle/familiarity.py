@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from acmr_core.errors import BundleError
 
@@ -55,10 +56,8 @@ RARE_BIN_SHARE = 1e-5
 PIXEL_THRESHOLD_FLOOR = 0.01
 
 
-def pixel_histogram(image: Any) -> np.ndarray:
+def pixel_histogram(image: Image.Image) -> np.ndarray:
     """Share of an image's pixels in each (quantised colour, local contrast) bin, ``(PIXEL_BINS,)``."""
-    from PIL import Image
-
     rgb = image.convert("RGB").resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BILINEAR)
     pixels = np.asarray(rgb, dtype=np.float32)
     levels = pixels.astype(np.int64) * COLOUR_LEVELS // 256
@@ -201,7 +200,7 @@ def _rare_bins(mean_histogram: np.ndarray) -> np.ndarray:
     """Bins that neither the training pixels nor any neighbouring colour (one level up or down per channel,
     same contrast) occupy: colours next to a common one are not "new" (a background tint that happens to
     cross a quantisation boundary must not make a render unfamiliar)."""
-    from scipy.ndimage import binary_dilation
+    from scipy.ndimage import binary_dilation  # lazy: only fitting needs scipy, loading a bundle does not
 
     shape = (COLOUR_LEVELS, COLOUR_LEVELS, COLOUR_LEVELS, len(CONTRAST_EDGES) + 1)
     common = (mean_histogram >= RARE_BIN_SHARE).reshape(shape)

@@ -6,7 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-DEFAULT_OUT = Path("checkpoints") / "demo-world"
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
+
+DEFAULT_OUT = CHECKPOINTS_DIR / DEFAULT_BUNDLE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,15 +58,14 @@ def _chosen(given: int | None, quick: bool, quick_default: int, default: int) ->
 def run(args: argparse.Namespace) -> int:
     from acmr_core.data import demo_world
     from acmr_core.errors import ACMRError
+    from acmr_core.pipelines import demo
 
     quick = bool(args.quick)
     train_per_class = _chosen(
-        args.train_per_class, quick, demo_world.QUICK_TRAIN_PER_CLASS, demo_world.DEFAULT_TRAIN_PER_CLASS
+        args.train_per_class, quick, demo.QUICK_TRAIN_PER_CLASS, demo.DEMO_TRAIN_PER_CLASS
     )
-    plot_per_class = _chosen(
-        args.plot_per_class, quick, demo_world.QUICK_PLOT_PER_CLASS, demo_world.DEFAULT_PLOT_PER_CLASS
-    )
-    epochs = _chosen(args.epochs, quick, demo_world.QUICK_EPOCHS, demo_world.DEFAULT_EPOCHS)
+    plot_per_class = _chosen(args.plot_per_class, quick, demo.QUICK_PLOT_PER_CLASS, demo.DEMO_PLOT_PER_CLASS)
+    epochs = _chosen(args.epochs, quick, demo.QUICK_EPOCHS, demo.DEMO_EPOCHS)
     for option, value, minimum in (
         ("--train-per-class", train_per_class, 2),
         ("--plot-per-class", plot_per_class, 1),
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if value < minimum:
             raise ACMRError(f"{option} must be at least {minimum}, got {value}")
     started = time.perf_counter()
-    bundle = demo_world.build_demo_bundle(
+    bundle = demo.build_demo_bundle(
         args.out,
         weights=args.weights,
         model_name=args.model,

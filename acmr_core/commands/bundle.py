@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from acmr_core.defaults import DEFAULT_PLOT_PER_CLASS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -33,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--backbone-seed", type=int, default=None, help="seed of random backbone weights")
     parser.add_argument(
-        "--plot-per-class", type=int, default=12, help="plotted images per class (default 12)"
+        "--plot-per-class",
+        type=int,
+        default=DEFAULT_PLOT_PER_CLASS,
+        help=f"plotted images per class (default {DEFAULT_PLOT_PER_CLASS})",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -41,9 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.bundle.bundle import backbone_spec_from_identity, build_bundle, load_class_metadata
+    from acmr_core.bundle.catalog import load_class_metadata
     from acmr_core.errors import ACMRError
     from acmr_core.features.extract import load_features
+    from acmr_core.pipelines.build import backbone_spec_from_identity, build_bundle
 
     if args.epochs is not None and args.epochs < 1:
         raise ACMRError(f"--epochs must be at least 1, got {args.epochs}")

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.bundle.bundle import default_bundle_path, load_bundle
+    from acmr_core.bundle.format import default_bundle_path, load_bundle
     from acmr_core.describe.reader import read_description
 
     text = sys.stdin.read() if args.text == "-" else args.text

@@ -4,14 +4,16 @@
   (``acmr.json`` + ``acmr.safetensors``) or an ``acmr train`` output folder (all ``models/seed_*``).
   Prints U/S/H and ZSL top-1 (mean over the models); ``--json`` prints the full result as JSON.
 * ``acmr evaluate --bundle B [--seed S] [--per-class N] [--features F] [--json]``: handled by
-  :func:`acmr_core.bundle.bundle.evaluate_bundle_command` (bundle area).
+  :func:`run_bundle` (scores with :func:`acmr_core.pipelines.evaluate.evaluate_bundle`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from acmr_core.errors import ACMRError, BundleError
 
@@ -25,8 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="a saved model folder or an 'acmr train --out' folder")
-    # --- bundle mode: implemented by the bundle area
-    # (acmr_core.bundle.bundle.evaluate_bundle_command) -----------
+    # --- bundle mode (run_bundle) ---
     source.add_argument("--bundle", type=Path, help="a model bundle folder (bundle evaluation)")
     parser.add_argument(
         "--data-root", type=Path, help="folder containing <DATASET>/res101.mat (with --model)"
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    # Options read by the bundle evaluation (acmr_core.bundle.bundle.evaluate_bundle_command).
+    # Options read by the bundle evaluation (run_bundle).
     parser.add_argument("--seed", type=int, default=None, help="(--bundle) seed for fresh evaluation renders")
     parser.add_argument("--per-class", type=int, default=None, help="(--bundle) evaluation images per class")
     parser.add_argument("--features", type=Path, default=None, help="(--bundle) score a features file")
@@ -68,10 +69,7 @@ def _dataset_name(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.bundle is not None:
-        # Bundle evaluation lives with the bundle code (imported lazily: it pulls in the backbone).
-        from acmr_core.bundle.bundle import evaluate_bundle_command
-
-        return int(evaluate_bundle_command(args) or 0)
+        return run_bundle(args)
     if args.data_root is None:
         raise ACMRError("--model needs --data-root (the folder containing <DATASET>/res101.mat)")
     if not args.model.exists():
@@ -103,3 +101,37 @@ def run(args: argparse.Namespace) -> int:
             f"S {output['S']:.2f}  H {output['H']:.2f}  ZSL {output['zsl_top1']:.2f}"
         )
     return 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """``acmr evaluate --bundle B [--json] [--seed S] [--per-class N] [--features F]``."""
+    # lazy: keeps acmr --help fast (torch, the backbone)
+    from acmr_core.bundle.format import load_bundle
+    from acmr_core.features.extract import load_features
+    from acmr_core.pipelines.evaluate import DEFAULT_EVAL_PER_CLASS, evaluate_bundle
+
+    features = load_features(args.features) if args.features else None
+    bundle = load_bundle(args.bundle, device=args.device)
+    if features is not None:
+        bundle.check_backbone(features.identity)
+    result = evaluate_bundle(
+        bundle,
+        features,
+        seed=args.seed,
+        per_class=int(args.per_class or DEFAULT_EVAL_PER_CLASS),
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(
+            f"{bundle.name}: GZSL U {result['U']:.1f}  S {result['S']:.1f}  H {result['H']:.1f}  "
+            f"ZSL top-1 {result['zsl_top1']:.1f}  (chance: GZSL {result['chance_gzsl']:.1f}, "
+            f"ZSL {result['chance_zsl']:.1f}; {result['images']['seen']} seen + {result['images']['unseen']} "
+            f"unseen images, {result.get('source')}{_seed_note(result)})"
+        )
+    return 0
+
+
+def _seed_note(result: Mapping[str, Any]) -> str:
+    return f", seed {result['render_seed']}" if "render_seed" in result else ""

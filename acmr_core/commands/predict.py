@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmr_core.bundle.bundle import default_bundle_path, load_bundle, predict_images
     from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
+    from acmr_core.bundle.format import default_bundle_path, load_bundle
     from acmr_core.errors import ACMRError
+    from acmr_core.pipelines.predict import predict_images
 
     if args.top_k < 1:
         raise ACMRError(f"--top-k must be at least 1, got {args.top_k}")

@@ -13,23 +13,25 @@ its pooled features reads colour, background, size, count and stripe/dot pattern
 chance (docs/benchmarks/demo.md). The classes are therefore chosen so that any two of them differ in at least
 two of the *strong* groups (colour, pattern, size, count, background); shape is part of every class but is
 never what alone separates two classes.
+
+This module is the world and its renderer only; building the demo bundle from it is
+:mod:`acmr_core.pipelines.demo`.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from acmr_core.errors import ACMRError
-
-log = logging.getLogger(__name__)
 
 # Render seeds. The bundle records which seeds trained it; evaluation refuses those.
 TRAIN_SEED = 0
@@ -356,27 +358,27 @@ def _pattern_layer(
     return layer
 
 
-# --- building the demo bundle --------------------------------------------------------------------------
+# --- the demo bundle's backbone, and rendered features -----------------------------------------------------
 
-#: Images per seen class that train the default bundle, and per class that populate its latent-space plot.
-DEFAULT_TRAIN_PER_CLASS = 40
-DEFAULT_PLOT_PER_CLASS = 5
 #: Residual-branch scale of the demo bundle's random backbone (``backbone.seeded_random_state_dict``): 0.1
 #: read pattern 82 / size 93 / count 93 % in the linear probe against 58 / 82 / 78 % for timm's zero-init.
 DEFAULT_RESIDUAL_SCALE = 0.1
-#: ACMR epochs of the demo bundle, chosen on the *validation* split (never on evaluation renders): with the
-#: scaled-residual backbone and 40 renders per class, 200 epochs gave validation H 56.3 against 41.9 for 100.
-DEFAULT_EPOCHS = 200
-QUICK_TRAIN_PER_CLASS = 8
-QUICK_PLOT_PER_CLASS = 3
-QUICK_EPOCHS = 15
-#: Calibration candidates for the demo bundle (validation picks one): 0, 0.1, ..., 3.0.
-DEMO_GAMMA_GRID = tuple(round(0.1 * step, 1) for step in range(31))
+
+
+class FeatureExtractor(Protocol):
+    """What :func:`extract_renders` needs of a backbone (:class:`acmr_core.features.backbone.Backbone`)."""
+
+    batch_size: int
+
+    @property
+    def feature_dim(self) -> int: ...
+
+    def features(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
 def extract_renders(
     world: DemoWorld,
-    backbone: Any,
+    backbone: FeatureExtractor,
     seed: int,
     per_class: int,
     class_indices: Sequence[int] | None = None,
@@ -384,8 +386,6 @@ def extract_renders(
     description: str = "render + extract",
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Render images and run them through ``backbone``: ``(features (N, D), labels (N,), image ids)``."""
-    from tqdm.auto import tqdm
-
     indices = list(range(len(world.classes)) if class_indices is None else class_indices)
     total = len(indices) * per_class
     features, labels, ids, batch = [], [], [], []
@@ -406,114 +406,6 @@ def extract_renders(
     return np.concatenate(features), np.asarray(labels, dtype=np.int64), tuple(ids)
 
 
-def build_demo_bundle(
-    out_dir: str | Path | None,
-    *,
-    weights: str = "random",
-    model_name: str = "resnet101",
-    backbone_seed: int = 0,
-    world: DemoWorld | None = None,
-    train_per_class: int = DEFAULT_TRAIN_PER_CLASS,
-    plot_per_class: int = DEFAULT_PLOT_PER_CLASS,
-    epochs: int | None = DEFAULT_EPOCHS,
-    device: str = "auto",
-    seed: int = 0,
-    projection: str = "umap",
-    progress: bool = True,
-    residual_scale: float = DEFAULT_RESIDUAL_SCALE,
-    rendered: tuple[Any, Any] | None = None,
-) -> Any:
-    """Render the demo world, extract features with the backbone, train ACMR, and write the bundle.
-
-    Training renders use :data:`TRAIN_SEED` (seen classes only); the latent-space plot uses
-    :data:`GALLERY_SEED` renders of every class; both seeds are recorded so evaluation can refuse them.
-    ``rendered``: the ``(training, plot)`` sets of :func:`render_demo_sets` for these settings, already
-    extracted (the ablation benchmark trains several models on one extraction).
-    """
-    from acmr_core.bundle.bundle import ClassCatalog, build_bundle, check_output_dir
-    from acmr_core.features.backbone import create_backbone
-
-    if out_dir is not None:
-        check_output_dir(out_dir)  # before minutes of rendering
-    world = world or default_world()
-    if train_per_class < 2 or plot_per_class < 1:
-        raise ACMRError(
-            "the demo bundle needs >= 2 training images per class and >= 1 plotted image per class"
-        )
-    backbone = create_backbone(
-        weights=weights,
-        model_name=model_name,
-        device=device,
-        seed=backbone_seed,
-        residual_scale=residual_scale,
-    )
-    log.info("demo world: %d classes (%d seen), backbone %s", len(world.classes), world.seen_mask.sum(),
-             backbone.identity.describe())  # fmt: skip
-    train, plot = rendered or render_demo_sets(world, backbone, train_per_class, plot_per_class, progress)
-    catalog = ClassCatalog(
-        names=tuple(world.class_names),
-        attribute_names=tuple(world.attribute_names),
-        attribute_matrix=world.attribute_matrix(),
-        seen_mask=world.seen_mask,
-        descriptions=tuple(c.description for c in world.classes),
-    )
-    provenance = {
-        "name": "demo-world",
-        "backbone": {
-            "weights": weights,
-            "model_name": model_name,
-            "seed": backbone_seed,
-            "residual_scale": residual_scale,
-        },
-        "demo_world": {
-            "used_seeds": [TRAIN_SEED, GALLERY_SEED],
-            "train_seed": TRAIN_SEED,
-            "plot_seed": GALLERY_SEED,
-            "train_per_class": train_per_class,
-            "plot_per_class": plot_per_class,
-            "render_size": RENDER_SIZE,
-        },
-        "caveat": SHAPE_CAVEAT,
-    }
-    # Validation "unseen" classes keep the zero-shot property, and gamma is chosen on a fine grid: the
-    # preset's coarse grid (…, 0.5, 1.0, …) is too coarse for 24 classes.
-    val_unseen = world.validation_unseen(seed)
-    # The familiarity's pixel measure needs the training images themselves: re-render them (cheap, pure).
-    from acmr_core.bundle.familiarity import pixel_histogram
-
-    histograms = np.stack(
-        [
-            pixel_histogram(image)
-            for image, _, _ in world.renders(TRAIN_SEED, train_per_class, world.seen_classes)
-        ]
-    )
-    return build_bundle(
-        train, catalog, out_dir, identity=backbone.identity, plot_features=plot, preset="DEMO", epochs=epochs,
-        val_unseen_classes=val_unseen if val_unseen.size else None,
-        train_overrides={"cls_gamma_grid": DEMO_GAMMA_GRID},
-        device=device, seed=seed, plot_per_class=plot_per_class, projection=projection, provenance=provenance,
-        progress=progress, pixel_histograms=histograms,
-    )  # fmt: skip
-
-
-def render_demo_sets(
-    world: DemoWorld, backbone: Any, train_per_class: int, plot_per_class: int, progress: bool = True
-) -> tuple[Any, Any]:
-    """The training set (:data:`TRAIN_SEED`, seen classes) and the plot set (:data:`GALLERY_SEED`, every
-    class) of a demo bundle, rendered and run through ``backbone``: two ``bundle.TrainingSet``."""
-    from acmr_core.bundle.bundle import TrainingSet
-
-    train = TrainingSet(
-        *extract_renders(
-            world, backbone, TRAIN_SEED, train_per_class, world.seen_classes, progress, "training renders"
-        )
-    )
-    plot = TrainingSet(
-        *extract_renders(world, backbone, GALLERY_SEED, plot_per_class, None, progress, "plot renders")
-    )
-    return train, plot
-
-
 SHAPE_CAVEAT = (
     "The demo bundle's backbone has random weights: its features carry colour, pattern, background, size and "
     "count well, but shape (circle / square / triangle) only weakly, so shape is the attribute it most often "
@@ -531,8 +423,6 @@ def write_examples(
 
     File names are ``<seen|unseen>__<class-slug>__<i>.png``; the index maps each file to class and image id.
     """
-    import json
-
     world = world or default_world()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

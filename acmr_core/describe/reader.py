@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from acmr_core.bundle.bundle import GROUP_SEPARATORS, attribute_group
+from acmr_core.bundle.catalog import GROUP_SEPARATORS, attribute_group
 from acmr_core.errors import UserClassError
 
 #: Most example images read for one class (each is a backbone forward: about half a second on a CPU).

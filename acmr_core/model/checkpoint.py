@@ -14,18 +14,16 @@ Public interface:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from acmr_core.data.xlsa17 import FeatureScaler
 from acmr_core.errors import ACMRError, BundleError
+from acmr_core.fileio import atomic_write, write_json
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
@@ -42,25 +40,36 @@ def is_trained_dir(directory: str | Path) -> bool:
     return (Path(directory) / CONFIG_FILE).is_file() and (Path(directory) / WEIGHTS_FILE).is_file()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict as contiguous CPU tensors, ready for safetensors (trained models and bundles)."""
+    return {name: value.detach().cpu().contiguous() for name, value in module.state_dict().items()}
+
+
+def read_tensors(path: Path, problem: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file on the CPU; an unreadable file is a one-line :class:`BundleError`
+    ``"<problem> (<reason>)"``."""
     try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own error types for bad headers / sizes
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BundleError(f"{problem} ({reason})") from None
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], problem: str) -> None:
+    """Load ``state`` strictly into ``module``; a mismatch is a one-line :class:`BundleError`
+    ``"<problem> (<torch's reason, bounded>)"``."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:200]  # one line, bounded: torch lists every mismatched key
+        raise BundleError(f"{problem} ({detail})") from None
 
 
 def save_trained(directory: str | Path, trained: TrainedModel) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, value in trained.model.state_dict().items():
-        tensors[f"model.{name}"] = value.detach().cpu().contiguous()
-    for name, value in trained.classifier.state_dict().items():
-        tensors[f"classifier.{name}"] = value.detach().cpu().contiguous()
+    tensors = {f"model.{name}": value for name, value in cpu_state(trained.model).items()}
+    tensors.update({f"classifier.{name}": value for name, value in cpu_state(trained.classifier).items()})
     if trained.scaler is not None:
         for name, value in trained.scaler.state_dict().items():
             tensors[f"scaler.{name}"] = torch.from_numpy(np.ascontiguousarray(value))
@@ -80,11 +89,8 @@ def save_trained(directory: str | Path, trained: TrainedModel) -> Path:
         "class_names": trained.class_names,
         "has_scaler": trained.scaler is not None,
     }
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    _atomic_write(
-        directory / CONFIG_FILE,
-        lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8"),
-    )
+    atomic_write(directory / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT}))
+    write_json(directory / CONFIG_FILE, config)
     return directory
 
 
@@ -107,23 +113,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise BundleError(f"{path} is missing; the model folder is incomplete")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BundleError(f"{path} is corrupt or truncated ({message})") from None
+    return read_tensors(path, f"{path} is corrupt or truncated")
 
 
 def _take(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
-
-
-def _load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise BundleError(f"{path}: the {what} weights do not match the saved config ({first})") from None
 
 
 def load_trained(directory: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
@@ -152,9 +146,14 @@ def load_trained(directory: str | Path, device: torch.device | str = "cpu") -> T
             f"({arch.num_classes} x {arch.attribute_dim})"
         )
     model = ACMR(arch)
-    _load_module(model, _take(tensors, "model."), "ACMR", directory / WEIGHTS_FILE)
+    weights = directory / WEIGHTS_FILE
+    load_state(model, _take(tensors, "model."), f"{weights}: the ACMR weights do not match the saved config")
     classifier = GZSLClassifier(arch.latent_dim, arch.num_classes)
-    _load_module(classifier, _take(tensors, "classifier."), "classifier", directory / WEIGHTS_FILE)
+    load_state(
+        classifier,
+        _take(tensors, "classifier."),
+        f"{weights}: the classifier weights do not match the saved config",
+    )
     scaler = None
     if config.get("has_scaler", False):
         try:

@@ -3,10 +3,12 @@
 Public interface:
 
 * :class:`GZSLClassifier` ``(latent_dim, num_classes)`` — ``forward(z) -> logits``.
-* :func:`sample_classifier_data` — latents sampled from seen images (``seen_samples`` per class) and from
-  unseen classes' attribute encodings (``unseen_samples`` per class), as in the reference — except that a
-  class's images are taken in a seeded random order, where the reference takes the first ``seen_samples``
-  of each class in file order (cycling when a class has fewer).
+* :func:`sample_latent_dataset` — the ONE sampler of the classifier's training set: latents sampled from
+  seen images' posteriors (``seen_samples`` per class) and from unseen classes' attribute encodings
+  (``unseen_samples`` per class), as in the reference — except that a class's images are taken in a seeded
+  random order, where the reference takes the first ``seen_samples`` of each class in file order (cycling
+  when a class has fewer). The posteriors are encoded from features (:func:`sample_classifier_data`, used
+  by training) or looked up in a stored table (a bundle's re-fit for user classes).
 * :func:`train_classifier` — mini-batch Adam on a latent dataset that stays on the device (batch indexing
   on-device, no per-step host sync); an optional ``on_epoch_end(epoch, classifier)`` hook.
 * :func:`fit_gzsl_classifier` ``(model, seen_features, seen_labels, class_attributes, unseen_classes, ...,
@@ -33,8 +35,6 @@ from acmr_core.runtime import as_tensor
 
 log = logging.getLogger(__name__)
 
-ENCODE_CHUNK = 4096
-
 
 class GZSLClassifier(nn.Module):
     """Linear softmax classifier over the latent space (outputs logits)."""
@@ -57,7 +57,14 @@ def predict_scores(logits: Tensor, seen_mask: Tensor, gamma: float | Tensor) -> 
     return F.log_softmax(logits, dim=-1) - gamma * seen_mask.to(logits.dtype)
 
 
-def _per_class_take(
+#: Rows encoded per forward pass when latents are sampled from features.
+ENCODE_CHUNK = 4096
+
+#: The posterior of some rows: ``row indices -> (mu, logvar)`` (encoded from inputs, or looked up).
+Posterior = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def per_class_rows(
     labels: np.ndarray, classes: np.ndarray, per_class: int, rng: np.random.Generator
 ) -> np.ndarray:
     """``per_class`` row indices per class: a random order of the class's rows, cycled when it has too few."""
@@ -71,31 +78,78 @@ def _per_class_take(
     return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def _noisy_latents(
-    model: ACMR,
-    encode: Callable[[Tensor], tuple[Tensor, Tensor]],
-    inputs: Tensor,
-    rows: Tensor,
-    generator: torch.Generator,
+def encoded_posterior(encode: Callable[[Tensor], tuple[Tensor, Tensor]], inputs: Tensor) -> Posterior:
+    """The posterior of rows of ``inputs`` (features or attribute vectors), ``ENCODE_CHUNK`` rows a pass."""
+
+    def posterior(rows: Tensor) -> tuple[Tensor, Tensor]:
+        encoded = [encode(inputs[rows[s : s + ENCODE_CHUNK]]) for s in range(0, rows.numel(), ENCODE_CHUNK)]
+        return torch.cat([m for m, _ in encoded]), torch.cat([v for _, v in encoded])
+
+    return posterior
+
+
+def stored_posterior(mu: Tensor, logvar: Tensor) -> Posterior:
+    """The posterior of rows of a stored ``(mu, logvar)`` table (a bundle keeps its training images')."""
+    return lambda rows: (mu[rows], logvar[rows])
+
+
+def noisy_latents(
+    model: ACMR, posterior: Posterior, rows: Tensor, generator: torch.Generator, noise_chunk: int
 ) -> Tensor:
-    """One noisy latent per entry of ``rows`` (indices into ``inputs``, with repeats). Each distinct row is
-    encoded once — the per-class samples repeat images (and every unseen class's attribute vector) many
-    times — and the noise is drawn per entry in ``ENCODE_CHUNK``-sized chunks, the same draws as encoding
-    every repeat."""
+    """One noisy latent per entry of ``rows`` (row indices, with repeats). The posterior of each distinct row
+    is computed once — the per-class samples repeat images (and every unseen class's attribute vector) many
+    times — and the noise is drawn per ``noise_chunk`` entries (the draws depend on that chunking)."""
     if rows.numel() == 0:
-        return inputs.new_zeros(0, model.cfg.latent_dim)
+        return torch.zeros(0, model.cfg.latent_dim, device=rows.device)
     distinct, inverse = torch.unique(rows, return_inverse=True)
-    encoded = [
-        encode(inputs[distinct[s : s + ENCODE_CHUNK]]) for s in range(0, distinct.numel(), ENCODE_CHUNK)
-    ]
-    mu, logvar = torch.cat([m for m, _ in encoded]), torch.cat([v for _, v in encoded])
+    mu, logvar = posterior(distinct)
     return torch.cat([
         model.reparameterize(mu[chunk], logvar[chunk], generator=generator)
-        for chunk in inverse.split(ENCODE_CHUNK)
+        for chunk in inverse.split(max(int(noise_chunk), 1))
     ])  # fmt: skip
 
 
 @torch.no_grad()
+def sample_latent_dataset(
+    model: ACMR,
+    seen: Posterior,
+    seen_labels: np.ndarray,
+    unseen: Posterior,
+    unseen_classes: Sequence[int] | np.ndarray,
+    *,
+    seen_samples: int,
+    unseen_samples: int,
+    seed: int,
+    device: torch.device,
+    seen_classes: np.ndarray | None = None,
+    seen_noise_chunk: int = ENCODE_CHUNK,
+    unseen_noise_chunk: int = ENCODE_CHUNK,
+) -> tuple[Tensor, Tensor]:
+    """The GZSL classifier's training set: noisy latents with their class labels.
+
+    ``seen_samples`` latents per seen class, drawn from the posteriors of its images (``seen``: rows
+    labelled ``seen_labels``) taken in a seeded random order, and ``unseen_samples`` per unseen class from
+    the posterior of its attributes (``unseen``: rows are class ids). ``seen_classes`` defaults to the
+    labels present.
+    """
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    labels = np.asarray(seen_labels, dtype=np.int64)
+    classes = np.unique(labels) if seen_classes is None else np.asarray(seen_classes)
+    seen_rows = torch.as_tensor(per_class_rows(labels, classes, seen_samples, rng), device=device)
+    unseen_labels = torch.as_tensor(np.asarray(unseen_classes, dtype=np.int64), device=device)
+    unseen_labels = unseen_labels.repeat_interleave(unseen_samples)
+    was_training = model.training
+    model.eval()
+    z = torch.cat([
+        noisy_latents(model, seen, seen_rows, generator, seen_noise_chunk),
+        noisy_latents(model, unseen, unseen_labels, generator, unseen_noise_chunk),
+    ])  # fmt: skip
+    model.train(was_training)
+    y = torch.cat((torch.as_tensor(labels, device=device)[seen_rows], unseen_labels))
+    return z, y
+
+
 def sample_classifier_data(
     model: ACMR,
     seen_features: Tensor,
@@ -108,24 +162,17 @@ def sample_classifier_data(
     seed: int,
 ) -> tuple[Tensor, Tensor]:
     """Noisy latents for the classifier: images of seen classes and attribute vectors of unseen classes."""
-    device = seen_features.device
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    labels_np = seen_labels.detach().cpu().numpy()
-    seen_rows = _per_class_take(labels_np, np.unique(labels_np), seen_samples, rng)
-    seen_rows_t = torch.as_tensor(seen_rows, device=device)
-    unseen = torch.as_tensor(np.asarray(unseen_classes, dtype=np.int64), device=device)
-    unseen_labels = unseen.repeat_interleave(unseen_samples)
-    was_training = model.training
-    model.eval()
-    latents = [
-        _noisy_latents(model, model.encode_visual, seen_features, seen_rows_t, generator),
-        _noisy_latents(model, model.encode_semantic, class_attributes, unseen_labels, generator),
-    ]
-    model.train(was_training)
-    z = torch.cat(latents)
-    y = torch.cat((seen_labels[seen_rows_t], unseen_labels))
-    return z, y
+    return sample_latent_dataset(
+        model,
+        encoded_posterior(model.encode_visual, seen_features),
+        seen_labels.detach().cpu().numpy(),
+        encoded_posterior(model.encode_semantic, class_attributes),
+        np.asarray(torch.as_tensor(unseen_classes).cpu()),
+        seen_samples=seen_samples,
+        unseen_samples=unseen_samples,
+        seed=seed,
+        device=seen_features.device,
+    )
 
 
 def train_classifier(

@@ -23,28 +23,27 @@ from typing import Any
 
 import numpy as np
 
-from acmr_core.bundle.bundle import (
-    DEFAULT_PLOT_PER_CLASS,
-    ClassCatalog,
-    TrainingSet,
-    assemble_bundle,
-    backbone_spec_from_identity,
-    sample_per_class,
-    save_bundle,
-)
+from acmr_core.bundle.catalog import ClassCatalog
+from acmr_core.bundle.format import save_bundle
 from acmr_core.data.archives import unpack_archive
 from acmr_core.data.download import DEFAULT_TIMEOUT_S, Fetched, discard_download, fetch, local_source
 from acmr_core.data.image_plan import ImagePlan
 from acmr_core.data.layouts import DatasetSpec
 from acmr_core.data.sources import SOURCES, Source
 from acmr_core.data.xlsa17 import ZSLData, load_xlsa17
-from acmr_core.defaults import CHECKPOINTS_DIR
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_PLOT_PER_CLASS
 from acmr_core.errors import DataError, DownloadError
 from acmr_core.features.backbone import Backbone, BackboneIdentity, create_backbone
 from acmr_core.features.distributed import Session
 from acmr_core.features.extract import FeatureSet, load_features, save_features
 from acmr_core.features.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
 from acmr_core.model.checkpoint import load_trained
+from acmr_core.pipelines.build import (
+    LabelledFeatures,
+    assemble_bundle,
+    backbone_spec_from_identity,
+    sample_per_class,
+)
 from acmr_core.runtime import resolve_device
 from acmr_core.training.protocol import run_protocol
 
@@ -341,8 +340,8 @@ def _write_bundle(
         trained,
         catalog,
         BackboneIdentity.from_dict(features["identity"]),
-        training=TrainingSet(data.features[data.trainval], data.labels[data.trainval], ()),
-        plotted=TrainingSet(data.features[plotted], data.labels[plotted], plotted_ids),
+        training=LabelledFeatures(data.features[data.trainval], data.labels[data.trainval], ()),
+        plotted=LabelledFeatures(data.features[plotted], data.labels[plotted], plotted_ids),
         seed=options.seed,
         provenance={"builder": "acmr_core.pipelines.bootstrap", "preset": spec.preset, **provenance},
     )

@@ -36,7 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from acmr_core.bundle.bundle import attribute_group
+from acmr_core.bundle.catalog import attribute_group
 from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
 from acmr_core.errors import ACMRError, BundleError, ImageError, UserClassError
 from acmr_core.serving.user_classes import (
@@ -236,7 +236,7 @@ class StudioService:
         warm: bool = True,
     ) -> StudioService:
         """Load a bundle, its backbone and its user-class store; warm up so the first request is fast."""
-        from acmr_core.bundle.bundle import load_bundle
+        from acmr_core.bundle.format import load_bundle
 
         started = time.perf_counter()
         bundle_dir = Path(bundle_dir)
@@ -766,7 +766,7 @@ class ServiceRegistry:
 
     def names(self) -> list[str]:
         """The default bundle first, then every bundle folder in ``checkpoints``."""
-        from acmr_core.bundle.bundle import list_bundles
+        from acmr_core.bundle.format import list_bundles
 
         found = [Path(path) for path in list_bundles(self.checkpoints)] if self.checkpoints.is_dir() else []
         for path in found:

@@ -1,0 +1,184 @@
+"""The classes a bundle knows: names, descriptions, seen/unseen flags, grouped attribute names, and the
+class-attribute matrix; and the class-metadata JSON format that ``acmr bundle --classes`` reads."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acmr_core.errors import DataError
+
+#: How an attribute name carries its group: ``"colour: red"`` (demo world), ``"has_bill::hooked"`` (CUB).
+GROUP_SEPARATORS = (": ", "::")
+
+
+def attribute_group(name: str) -> str:
+    """The group of an attribute name: ``"colour: red" -> "colour"``, ``"has_bill::hooked" -> "has_bill"``."""
+    for separator in GROUP_SEPARATORS:
+        if separator in name:
+            return name.split(separator, 1)[0].strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class ClassCatalog:
+    """The classes a bundle knows: names, seen/unseen flags, and the class-attribute matrix."""
+
+    names: tuple[str, ...]
+    attribute_names: tuple[str, ...]
+    attribute_matrix: np.ndarray  # (classes, attributes) float32
+    seen_mask: np.ndarray  # (classes,) bool
+    descriptions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        matrix = np.asarray(self.attribute_matrix, dtype=np.float32)
+        seen = np.asarray(self.seen_mask, dtype=bool)
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        object.__setattr__(self, "attribute_names", tuple(str(a) for a in self.attribute_names))
+        object.__setattr__(self, "attribute_matrix", matrix)
+        object.__setattr__(self, "seen_mask", seen)
+        descriptions = tuple(str(d) for d in self.descriptions) or ("",) * len(self.names)
+        object.__setattr__(self, "descriptions", descriptions)
+        self._validate()
+
+    def _validate(self) -> None:
+        n_classes, n_attributes = len(self.names), len(self.attribute_names)
+        if n_classes < 2 or n_attributes < 1:
+            raise DataError(
+                f"a class catalog needs >= 2 classes and >= 1 attribute, got {n_classes} and {n_attributes}"
+            )
+        blank = [i for i, n in enumerate(self.names) if not n.strip()]
+        if blank:
+            raise DataError(f"class {blank[0]} has an empty name; every class needs a name")
+        for what, values in (("class", self.names), ("attribute", self.attribute_names)):
+            seen_before: set[str] = set()
+            for value in values:
+                if value.casefold() in seen_before:
+                    raise DataError(f"duplicate {what} name {value!r}; names must be unique")
+                seen_before.add(value.casefold())
+        if self.attribute_matrix.shape != (n_classes, n_attributes):
+            raise DataError(
+                f"attribute matrix has shape {self.attribute_matrix.shape}; "
+                f"expected ({n_classes}, {n_attributes})"
+            )
+        if not np.all(np.isfinite(self.attribute_matrix)):
+            raise DataError("the attribute matrix contains NaN or infinite values")
+        if self.seen_mask.shape != (n_classes,):
+            raise DataError(f"seen flags have shape {self.seen_mask.shape}; expected ({n_classes},)")
+        if not self.seen_mask.any() or self.seen_mask.all():
+            raise DataError("a catalog needs at least one seen and one unseen class (set 'seen' per class)")
+        if len(self.descriptions) != n_classes:
+            raise DataError(f"{len(self.descriptions)} descriptions for {n_classes} classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def seen_classes(self) -> np.ndarray:
+        return np.flatnonzero(self.seen_mask)
+
+    @property
+    def unseen_classes(self) -> np.ndarray:
+        return np.flatnonzero(~self.seen_mask)
+
+    def attribute_groups(self) -> dict[str, list[str]]:
+        """Attribute names by group, in catalog order (ungrouped names under ``""``)."""
+        groups: dict[str, list[str]] = {}
+        for name in self.attribute_names:
+            groups.setdefault(attribute_group(name), []).append(name)
+        return groups
+
+    def index_of(self, name: str) -> int:
+        lookup = {n.casefold(): i for i, n in enumerate(self.names)}
+        found = lookup.get(str(name).casefold())
+        if found is None:
+            raise DataError(f"class {name!r} is not in the catalog")
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attributes": [{"name": n, "group": attribute_group(n)} for n in self.attribute_names],
+            "classes": [
+                {
+                    "name": name,
+                    "seen": bool(seen),
+                    "description": description,
+                    "attributes": [float(v) for v in row],
+                }
+                for name, seen, description, row in zip(
+                    self.names, self.seen_mask, self.descriptions, self.attribute_matrix, strict=True
+                )
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "class metadata") -> ClassCatalog:
+        """Parse the class-metadata JSON format (documented in docs/bundles.md)."""
+        if not isinstance(data, Mapping):
+            raise DataError(f"{source} must be a JSON object with 'attributes' and 'classes'")
+        attributes, classes = data.get("attributes"), data.get("classes")
+        if not isinstance(attributes, list) or not isinstance(classes, list):
+            raise DataError(f"{source} needs an 'attributes' list and a 'classes' list")
+        names = [a.get("name") if isinstance(a, Mapping) else a for a in attributes]
+        if not all(isinstance(n, str) for n in names):
+            raise DataError(f"{source}: every attribute must be a name (string) or an object with a 'name'")
+        rows, class_names, seen, descriptions = [], [], [], []
+        for position, entry in enumerate(classes):
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+                raise DataError(f"{source}: class {position} must be an object with a 'name' string")
+            if not isinstance(entry.get("seen"), bool):
+                raise DataError(f"{source}: class {entry['name']!r} needs 'seen': true or false")
+            rows.append(_attribute_row(entry.get("attributes"), names, entry["name"], source))
+            class_names.append(entry["name"])
+            seen.append(entry["seen"])
+            descriptions.append(str(entry.get("description", "")))
+        return cls(
+            names=tuple(class_names),
+            attribute_names=tuple(names),
+            attribute_matrix=np.array(rows, dtype=np.float32).reshape(len(rows), len(names)),
+            seen_mask=np.array(seen, dtype=bool),
+            descriptions=tuple(descriptions),
+        )
+
+
+def _attribute_row(values: Any, names: Sequence[str], class_name: str, source: str) -> list[float]:
+    """A class's attribute values: a list in attribute order, or an object {name: value} (missing = 0)."""
+    if isinstance(values, Mapping):
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise DataError(f"{source}: class {class_name!r} has unknown attribute {unknown[0]!r}")
+        row = [values.get(n, 0.0) for n in names]
+    elif isinstance(values, list):
+        if len(values) != len(names):
+            raise DataError(
+                f"{source}: class {class_name!r} has {len(values)} attribute values for {len(names)} names"
+            )
+        row = values
+    else:
+        raise DataError(f"{source}: class {class_name!r} needs 'attributes' as a list or an object")
+    try:
+        floats = [float(v) for v in row]
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: class {class_name!r} has a non-numeric attribute value") from None
+    if not all(math.isfinite(v) for v in floats):
+        raise DataError(f"{source}: class {class_name!r} has a NaN or infinite attribute value")
+    return floats
+
+
+def load_class_metadata(path: str | Path) -> ClassCatalog:
+    """Read a class-metadata JSON file (``acmr bundle --classes``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"class metadata file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"cannot read class metadata {path}: {error}; it must be a JSON file") from None
+    return ClassCatalog.from_dict(data, source=str(path))
