@@ -921,7 +921,8 @@ def build_bundle(
     of the training images, where they are at hand, for the familiarity's pixel measure.
     """
     from acmr_core.runtime import resolve_device
-    from acmr_core.training.protocol import scale_epochs, train_gzsl
+    from acmr_core.training.fit import scale_epochs
+    from acmr_core.training.protocol import train_gzsl
 
     if out_dir is not None:
         check_output_dir(out_dir)  # fail before training, not after
