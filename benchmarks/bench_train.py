@@ -42,8 +42,8 @@ from reference_port import ReferenceModel, classifier_stage, hypers_from_config,
 from acmr_core.data.xlsa17 import FeatureScaler, load_xlsa17
 from acmr_core.model.config import make_configs
 from acmr_core.model.gzsl import fit_gzsl_classifier
-from acmr_core.training.metrics import gzsl_scores
 from acmr_core.training.fit import fit_acmr, scale_epochs
+from acmr_core.training.metrics import gzsl_scores
 from acmr_core.training.protocol import run_protocol
 
 
