@@ -83,3 +83,17 @@ def file_sha256(path: str | Path) -> str:
         while block := handle.read(_HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# JSON content hash (added by rf-training for issue 12: features.sharding's image-list hash; one place for any
+# other module that needs to identify JSON-able content by hash)
+
+
+def json_sha256(value: Any) -> str:
+    """Hex SHA-256 of ``value`` as compact JSON (``","``/``":"`` separators, keys in insertion order).
+
+    The bytes hashed are fixed (shard folders on disk record such hashes), so callers build dicts in a fixed
+    key order.
+    """
+    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()

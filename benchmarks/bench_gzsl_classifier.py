@@ -34,8 +34,8 @@ from acmr_core.data.xlsa17 import FeatureScaler, load_xlsa17
 from acmr_core.model.checkpoint import load_trained
 from acmr_core.model.config import make_configs
 from acmr_core.model.gzsl import predict_scores, sample_classifier_data, train_classifier
+from acmr_core.training.fit import fit_acmr, scale_epochs
 from acmr_core.training.metrics import gzsl_scores
-from acmr_core.training.protocol import fit_acmr, scale_epochs
 
 
 def main() -> int:

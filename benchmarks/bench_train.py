@@ -6,7 +6,7 @@ number of ACMR epochs. Measured for each implementation:
 * reference port (:mod:`benchmarks.reference_port`): ``train_vae`` (host randperm per step, 3 ``.item()`` per
   step, for-loop Adam) + its classifier stage (DataLoader batch 32, 50 epochs, test pass every epoch); H of
   its last epoch and of its best test epoch (the reference's test-set selection, for comparison only);
-* acmr_core, one training: :func:`acmr_core.training.protocol.fit_acmr` (on-device batches, fused
+* acmr_core, one training: :func:`acmr_core.training.fit.fit_acmr` (on-device batches, fused
 Adam, no per-step
   sync) + the fast classifier (:func:`acmr_core.model.gzsl.fit_gzsl_classifier`, ``cls_max_epochs`` epochs),
   uncalibrated H; once per precision in ``--precisions`` (fp32 = the reference's arithmetic; bf16 = autocast
@@ -42,8 +42,9 @@ from reference_port import ReferenceModel, classifier_stage, hypers_from_config,
 from acmr_core.data.xlsa17 import FeatureScaler, load_xlsa17
 from acmr_core.model.config import make_configs
 from acmr_core.model.gzsl import fit_gzsl_classifier
+from acmr_core.training.fit import fit_acmr, scale_epochs
 from acmr_core.training.metrics import gzsl_scores
-from acmr_core.training.protocol import fit_acmr, run_protocol, scale_epochs
+from acmr_core.training.protocol import run_protocol
 
 
 def interleaved_step_timing(x_train, y_train, attributes, arch, train, args) -> dict:

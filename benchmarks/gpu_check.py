@@ -11,7 +11,7 @@ Dry run on the CPU with tiny inputs (what the test suite runs, in seconds; the f
 
 Sections, each timed after a warm-up and synchronised on CUDA:
 
-1. **ACMR steps/s** — :func:`acmr_core.training.protocol.fit_acmr` for one epoch of random
+1. **ACMR steps/s** — :func:`acmr_core.training.fit.fit_acmr` for one epoch of random
 CUB-shaped data (batch 50),
    fp32 and bf16 autocast, eager and with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) on CUDA.
 2. **ResNet-101 forward images/s** at batch 1 / 64 / 256, run exactly as
@@ -55,7 +55,7 @@ from acmr_core.features.backbone import create_backbone
 from acmr_core.features.extract import extract_paths
 from acmr_core.model.config import make_configs
 from acmr_core.runtime import has_native_bf16, resolve_device
-from acmr_core.training.protocol import fit_acmr
+from acmr_core.training.fit import fit_acmr
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = REPO / "checkpoints" / "demo-world"

@@ -20,14 +20,8 @@ import torch
 from PIL import Image
 
 from acmr_core.errors import BackboneError
-from acmr_core.features.backbone import (
-    DEFAULT_WEIGHTS_TAG,
-    Backbone,
-    BackboneIdentity,
-    create_backbone,
-    seeded_random_state_dict,
-    state_dict_sha256,
-)
+from acmr_core.features.backbone import Backbone, BackboneIdentity, create_backbone
+from acmr_core.features.weights import DEFAULT_WEIGHTS_TAG, seeded_random_state_dict, state_dict_sha256
 from acmr_core.pipelines.build import backbone_spec_from_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

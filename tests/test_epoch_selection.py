@@ -16,7 +16,7 @@ from acmr_core.data.xlsa17 import ZSLData
 from acmr_core.model.config import ACMRConfig, TrainConfig, WarmUp, get_preset
 from acmr_core.model.gzsl import GZSLClassifier, train_classifier
 from acmr_core.model.network import ACMR
-from acmr_core.training.protocol import EpochStopper, fit_acmr
+from acmr_core.training.fit import EpochStopper, fit_acmr
 from tests.test_training import train_on_world, validation_classes, world  # noqa: F401 (fixture)
 
 

@@ -19,16 +19,12 @@ from acmr_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, 
 from acmr_core.model.config import ACMRConfig, TrainConfig, WarmUp
 from acmr_core.model.gzsl import fit_gzsl_classifier
 from acmr_core.model.predictor import TrainedModel
-from acmr_core.training import protocol as training
-from acmr_core.training.protocol import (
-    evaluate_on_data,
-    run_protocol,
-    scale_epochs,
-    select_on_validation,
-    train_gzsl,
-)
+from acmr_core.training import selection as selection_module
+from acmr_core.training.fit import scale_epochs
+from acmr_core.training.protocol import evaluate_on_data, run_protocol, train_gzsl
+from acmr_core.training.selection import select_on_validation
 
-real_selection_table = training.gzsl_selection_table
+real_selection_table = selection_module.gzsl_selection_table
 
 EPOCHS = 60
 
@@ -114,7 +110,7 @@ def trained_and_table(world: ZSLData) -> tuple[TrainedModel, np.ndarray]:
         return table
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "gzsl_selection_table", recording_table)
+        patch.setattr(selection_module, "gzsl_selection_table", recording_table)
         model = train_on_world(world, class_names=world.class_names, **validation_classes(world))
     return model, torch.stack(tables).cpu().numpy() * 100.0
 
@@ -321,7 +317,7 @@ def test_select_on_validation_on_a_scripted_table(
         epochs_scored.append(epoch)
         return torch.stack((u[epoch], s[epoch], h[epoch]), dim=1)
 
-    monkeypatch.setattr(training, "gzsl_selection_table", scripted_table)
+    monkeypatch.setattr(selection_module, "gzsl_selection_table", scripted_table)
     arch, train = small_configs(64, world.attributes.shape[1], world.attributes.shape[0])
     train = replace(scale_epochs(train, 1), cls_max_epochs=len(h_table), cls_gamma_grid=(0.0, 0.5, 1.0))
     classes = validation_classes(world)

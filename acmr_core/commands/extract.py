@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from acmr_core.commands._args import non_negative_int, positive_int
 from acmr_core.errors import ACMRError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing these at start-up would load torch
     from acmr_core.features.distributed import Session
     from acmr_core.features.sharding import ShardJob
 
@@ -98,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps acmr --help fast
     from acmr_core.features.distributed import ReportedByRoot, distributed_session
 
     if args.out.suffix != ".safetensors":
@@ -113,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace, session: Session) -> int:
+    # lazy: keeps acmr --help fast (these load torch)
+    import torch
+
     from acmr_core.data.images import DEFAULT_MAX_PIXELS
     from acmr_core.features.backbone import create_backbone
     from acmr_core.features.extract import feature_set_of, find_images, save_features, write_res101_mat
@@ -120,8 +124,6 @@ def _extract(args: argparse.Namespace, session: Session) -> int:
 
     images = session.agreed(lambda: find_images(args.images, args.root))
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     backbone = session.agreed(
         lambda: create_backbone(

@@ -14,6 +14,7 @@ from pathlib import Path
 from acmr_core.commands._args import positive_int
 from acmr_core.errors import ACMRError
 from acmr_core.model.config import PRECISION_CHOICES
+from acmr_core.runtime import resolve_device
 
 DATASETS = ("CUB", "SUN", "AWA1", "AWA2")
 
@@ -84,13 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps acmr --help fast (these load torch, scipy and sklearn)
     from acmr_core.data.xlsa17 import load_xlsa17
-    from acmr_core.runtime import resolve_device
     from acmr_core.training.protocol import run_protocol
 
     device = resolve_device(args.device)
     if args.synthetic and not (args.data_root / args.dataset / "res101.mat").is_file():
-        from acmr_core.data.synthetic import write_synthetic_xlsa17
+        from acmr_core.data.synthetic import write_synthetic_xlsa17  # lazy: only with --synthetic
 
         write_synthetic_xlsa17(args.data_root, args.dataset)
     data = load_xlsa17(args.data_root, args.dataset)

@@ -1,1 +1,2 @@
-"""Images -> backbone features: the timm ResNet-101 backbone, extraction to files, sharding over torchrun."""
+"""Images -> backbone features: the timm ResNet-101 feature extractor (backbone) and its weight sources
+(weights), extraction to files (extract), sharding over torchrun (sharding, distributed)."""

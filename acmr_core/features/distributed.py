@@ -10,9 +10,10 @@ it starts; :func:`distributed_session` reads them and joins the job with ``init_
 variables, or with one process, the session is a plain single-process one and nothing distributed is touched.
 
 The extracted features never travel through collectives (every rank writes its shards to the output folder,
-see :mod:`acmr_core.features.sharding`); collectives only carry small control messages on CPU
-tensors (gloo): who does
-what, whether any rank hit an error, and progress counts.
+see :mod:`acmr_core.features.sharding`); collectives only carry small control messages on CPU tensors
+(gloo): who does what, whether any rank hit an error, and progress counts. torch is imported inside the
+functions that need it, so importing this module stays cheap and ``acmr extract`` / ``acmr bootstrap`` check
+their command line before waiting seconds for torch.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Session:
         """
         if not self.is_distributed or requested not in ("auto", "cuda"):
             return requested
-        import torch
+        import torch  # lazy: see the module docstring
 
         if not torch.cuda.is_available():
             return requested  # "auto" → CPU; "cuda" → resolve_device's own message
@@ -97,7 +98,7 @@ class Session:
             if error is not None:
                 raise error
             return
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: see the module docstring
 
         messages: list[str | None] = [None] * self.world_size
         dist.all_gather_object(messages, None if error is None else str(error))
@@ -125,7 +126,7 @@ class Session:
         """Rank 0's ``value`` on every rank (a picklable control message, never features)."""
         if not self.is_distributed:
             return value
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: see the module docstring
 
         box: list[Any] = [value if self.is_root else None]
         dist.broadcast_object_list(box, src=0)
@@ -142,8 +143,8 @@ def distributed_session(device: str = "auto") -> Iterator[Session]:
     if world_size <= 1 or "RANK" not in os.environ:
         yield Session()
         return
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: see the module docstring
+    import torch.distributed as dist  # lazy: see the module docstring
 
     session = Session(
         rank=int(os.environ["RANK"]),
@@ -198,7 +199,7 @@ class JobProgress:
         )
         self._thread: threading.Thread | None = None
         if session.is_distributed:
-            import torch.distributed as dist
+            import torch.distributed as dist  # lazy: see the module docstring
 
             self._group = dist.new_group(backend="gloo")  # collective: every rank makes its JobProgress
             self._thread = threading.Thread(target=self._exchange, name="acmr-progress", daemon=True)
@@ -218,8 +219,8 @@ class JobProgress:
         self._bar.close()
 
     def _exchange(self) -> None:
-        import torch
-        import torch.distributed as dist
+        import torch  # lazy: see the module docstring
+        import torch.distributed as dist  # lazy: see the module docstring
 
         while True:
             self._finished.wait(PROGRESS_INTERVAL_S)

@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
 import torch
+from safetensors import SafetensorError, safe_open
+from scipy.io import savemat
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -283,8 +286,6 @@ def feature_set_of(
 
 def save_features(path: str | Path, feature_set: FeatureSet) -> Path:
     """Write ``feature_set`` to one ``.safetensors`` file (atomically: a crash never leaves half a file)."""
-    from safetensors.numpy import save
-
     path = Path(path)
     metadata = {
         "acmr_features": str(FEATURES_FORMAT),
@@ -293,7 +294,9 @@ def save_features(path: str | Path, feature_set: FeatureSet) -> Path:
         "image_paths": json.dumps(feature_set.image_paths),
         "skipped": json.dumps(feature_set.skipped),
     }
-    data = save({"features": feature_set.features, "labels": feature_set.labels}, metadata=metadata)
+    data = safetensors.numpy.save(
+        {"features": feature_set.features, "labels": feature_set.labels}, metadata=metadata
+    )
     atomic_write(path, canonical_safetensors(data))
     return path
 
@@ -317,8 +320,6 @@ def canonical_safetensors(data: bytes) -> bytes:
 
 def load_features(path: str | Path, expected: BackboneIdentity | None = None) -> FeatureSet:
     """Read a features file; with ``expected``, refuse features made by another backbone."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"features file not found: {path}")
@@ -352,8 +353,6 @@ def load_features(path: str | Path, expected: BackboneIdentity | None = None) ->
 
 def write_res101_mat(path: str | Path, feature_set: FeatureSet) -> Path:
     """The xlsa17 ``res101.mat`` layout: features d × n, labels n × 1 (1-based), image_files n × 1 cell."""
-    from scipy.io import savemat
-
     if (feature_set.labels == UNLABELLED).any():
         missing = int((feature_set.labels == UNLABELLED).sum())
         raise DataError(

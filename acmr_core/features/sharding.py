@@ -15,7 +15,6 @@ checks that every shard is there and belongs to the job, and merges them in orde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -28,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
 
 from acmr_core.data.images import DEFAULT_MAX_PIXELS
 from acmr_core.errors import ACMRError, DataError
 from acmr_core.features.backbone import Backbone, BackboneIdentity
 from acmr_core.features.distributed import JobProgress, Session
 from acmr_core.features.extract import canonical_safetensors, extract_paths
-from acmr_core.fileio import atomic_write
+from acmr_core.fileio import atomic_write, json_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def image_list_sha256(relative_paths: Sequence[str], labels: np.ndarray, class_n
         "labels": np.asarray(labels, dtype=np.int64).tolist(),
         "class_names": list(class_names),
     }
-    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+    return json_sha256(content)
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,6 @@ def shard_path(folder: Path, index: int) -> Path:
 
 def write_shard(folder: Path, job: ShardJob, shard: Shard) -> Path:
     """Save ``shard`` atomically: a shard file exists only once it is complete."""
-    from safetensors.numpy import save
-
     metadata = {
         "acmr_features_shard": str(SHARD_FORMAT),
         "job": json.dumps(job.to_dict()),
@@ -176,13 +175,11 @@ def write_shard(folder: Path, job: ShardJob, shard: Shard) -> Path:
         "kept": np.ascontiguousarray(shard.kept, dtype=np.int64),
     }
     path = shard_path(folder, shard.index)
-    atomic_write(path, canonical_safetensors(save(tensors, metadata=metadata)))
+    atomic_write(path, canonical_safetensors(safetensors.numpy.save(tensors, metadata=metadata)))
     return path
 
 
 def _read_shard_header(path: Path) -> tuple[ShardJob, int]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
@@ -195,8 +192,6 @@ def _read_shard_header(path: Path) -> tuple[ShardJob, int]:
 
 def read_shard(path: Path) -> tuple[ShardJob, Shard]:
     """A shard file's job and content; :class:`DataError` when it is unreadable."""
-    from safetensors import SafetensorError, safe_open
-
     job, index = _read_shard_header(path)
     try:
         with safe_open(str(path), framework="numpy") as handle:
@@ -349,7 +344,7 @@ def _prepare(folder: Path, job: ShardJob) -> list[int]:
     """Rank 0: check what ``folder`` holds, record the job, and return the shards left to extract."""
     done = finished_shards(folder, job)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / JOB_FILE, json.dumps(job.to_dict(), indent=1).encode())
+    write_json(folder / JOB_FILE, job.to_dict())
     return [index for index in range(job.layout.count) if index not in done]
 
 

@@ -43,8 +43,8 @@ import numpy as np
 
 from acmr_core.data.image_plan import ImagePlan, plan_images, write_xlsa17_folder
 from acmr_core.data.layouts import DatasetLayout, DatasetSpec, Xlsa17Meta, get_dataset, load_xlsa17_meta
-from acmr_core.features.backbone import WEIGHT_FILE_SUFFIXES
 from acmr_core.features.distributed import Session
+from acmr_core.features.weights import WEIGHT_FILE_SUFFIXES
 from acmr_core.fileio import atomic_write, file_sha256
 from acmr_core.pipelines.bootstrap_steps import (
     BootstrapOptions,

@@ -25,7 +25,8 @@ from acmr_core.fileio import jsonable
 from acmr_core.model.config import TrainConfig, make_configs
 from acmr_core.model.predictor import TrainedModel
 from acmr_core.runtime import resolve_device
-from acmr_core.training.protocol import scale_epochs, train_gzsl
+from acmr_core.training.fit import scale_epochs
+from acmr_core.training.protocol import train_gzsl
 from acmr_core.viz.latent_space import fit_projection
 
 log = logging.getLogger(__name__)
