@@ -23,10 +23,21 @@ import pandas as pd
 
 from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
 from acmr_core.errors import ACMRError
-from acmr_core.serving.service import Prediction, RenderedExample, ServiceRegistry, StudioService
+from acmr_core.serving.registry import ServiceRegistry
+from acmr_core.serving.service import Prediction, RenderedExample, StudioService
 from acmr_core.viz.plots import KINDS, QueryPoint
 from app import DELETE_CACHE, EXAMPLES_DIR, scratch_folder
 from app.describe import add_describe_api, describe_panel
+from app.tables import (
+    alignment_frame,
+    apply_toggles,
+    applying,
+    attribute_frame,
+    describe_markdown,
+    frame_to_attributes,
+    summary_markdown,
+    user_class_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +166,10 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             )
             # min_width: on a phone the line goes below the choice instead of into a narrow column.
             with gr.Column(scale=3, min_width=300):
-                bundle_summary = gr.Markdown(default.summary_markdown(), elem_id="bundle-summary")
+                bundle_summary = gr.Markdown(summary_markdown(default), elem_id="bundle-summary")
         with gr.Accordion("About this model and how it works", open=False):
             gr.Markdown(ABOUT)
-            bundle_info = gr.Markdown(default.describe_markdown())
+            bundle_info = gr.Markdown(describe_markdown(default))
 
         with gr.Tab("Predict"):
             with gr.Row(visible=False, elem_id="try-your-class") as try_row:
@@ -236,7 +247,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     elem_id="attribute-toggles",
                 )
                 editor = gr.Dataframe(
-                    default.attribute_frame(),
+                    attribute_frame(default),
                     label="All attributes, 0–1 (edit a value for partial strength; the search box filters)",
                     datatype=["str", "str", "number"],
                     static_columns=[0, 1],
@@ -245,7 +256,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 )
             with gr.Column(scale=2):
                 your_classes = gr.Dataframe(
-                    default.user_class_frame(),
+                    user_class_frame(default),
                     label="Your classes",
                     interactive=False,
                     wrap=True,
@@ -286,7 +297,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                 with gr.Column(scale=1, min_width=240):
                     alignment_note = gr.Markdown(alignment_markdown(default), elem_id="alignment-summary")
             alignment = gr.Dataframe(
-                default.alignment_frame(),
+                alignment_frame(default),
                 label="Per class (click a header to sort): are the class's own photos the nearest to its "
                 "description? distance = from the description's point to the centre of its photos",
                 interactive=False,
@@ -350,15 +361,15 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             names = service.class_names()
             user_names = service.user_class_names()
             return (
-                service.user_class_frame(),
+                user_class_frame(service),
                 gr.update(choices=user_names, value=keep if keep in user_names else None),
                 gr.update(choices=names),
                 gr.update(choices=names),
                 gr.update(choices=names),
-                service.alignment_frame(),
+                alignment_frame(service),
                 alignment_markdown(service),
-                service.describe_markdown(),
-                service.summary_markdown(),
+                describe_markdown(service),
+                summary_markdown(service),
             )
 
         list_outputs = [
@@ -404,8 +415,8 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         def on_add(name: str, frame: pd.DataFrame, selected: list[str], bundle_name: str) -> tuple:
             service = service_for(bundle_name)
             # The list wins over a table update still in flight: what is shown as "applies" is applied.
-            frame = service.apply_toggles(frame, selected or [])
-            stored = service.define_class(name, service.frame_to_attributes(frame))
+            frame = apply_toggles(service, frame, selected or [])
+            stored = service.define_class(name, frame_to_attributes(frame))
             message = f"Added **{html.escape(stored['name'])}**: it is now part of every prediction."
             twins = service.near_duplicates(stored["name"])
             if twins:
@@ -434,12 +445,12 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             if not source:
                 raise gr.Error("Pick a class to start from first.")
             values = service.class_values(source)
-            return service.attribute_frame(values), [n for n, v in values.items() if v >= 0.5]
+            return attribute_frame(service, values), applying(values)
 
         copy_button.click(on_copy, [start_from, bundle], [editor, toggles], api_visibility="private")
 
         def on_clear(bundle_name: str) -> tuple:
-            return "", service_for(bundle_name).attribute_frame(), [], "", None
+            return "", attribute_frame(service_for(bundle_name)), [], "", None
 
         clear_button.click(
             on_clear,
@@ -449,7 +460,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         )
 
         def on_toggle(selected: list[str], frame: pd.DataFrame, bundle_name: str) -> pd.DataFrame:
-            return service_for(bundle_name).apply_toggles(frame, selected or [])
+            return apply_toggles(service_for(bundle_name), frame, selected or [])
 
         toggles.input(on_toggle, [toggles, editor, bundle], [editor], api_visibility="private")
         describe.wire(service_for, bundle, editor, toggles)
@@ -530,7 +541,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
                     minimum=gamma_range(service)[0],
                     maximum=gamma_range(service)[1],
                 ),
-                service.attribute_frame(),
+                attribute_frame(service),
                 gr.update(choices=service.attribute_names, value=[]),
                 None,
                 *class_lists(service),
@@ -730,9 +741,7 @@ def try_markdown(
     service: StudioService, name: str, example_of_class: dict[str, str]
 ) -> tuple[str, str | None]:
     """The Predict tab's note about a newly added class, and the example closest to it (if any)."""
-    frame = service.alignment_frame()
-    row = frame[frame["class"] == name]
-    nearest = str(row["nearest images"].iloc[0]) if len(row) else ""
+    nearest = next((item.nearest for item in service.alignment() if item.name == name), "")
     path = example_of_class.get(nearest)
     note = (
         f"**Your class “{html.escape(name)}” now takes part in every prediction.** Upload a photo of one"

@@ -108,14 +108,15 @@ def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
 
 
 def test_header_line_and_alignment_figure_follow_the_classes(service) -> None:
+    from app.tables import alignment_frame, summary_markdown
     from app.ui import alignment_markdown
 
-    before = service.summary_markdown()
+    before = summary_markdown(service)
     assert "of yours" not in before and "sha256" not in before and "γ" not in before
     service.define_class("mine", {service.attribute_names[0]: 1.0})
     try:
-        assert "plus **1** of yours" in service.summary_markdown()
-        frame = service.alignment_frame()
+        assert "plus **1** of yours" in summary_markdown(service)
+        frame = alignment_frame(service)
         assert frame.iloc[-1]["class"] == "mine"  # user classes are in the table
         assert frame.iloc[-1]["own images nearest"] == "(no images)"
         summary = service.alignment_summary()

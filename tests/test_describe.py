@@ -247,7 +247,8 @@ def test_service_reads_text_and_images_on_a_cub_bundle(
     cub_bundle: Path, tmp_path: Path, random_backbone, one_torch_thread
 ) -> None:
     from acmr_core.bundle.bundle import load_bundle
-    from acmr_core.serving.service import StudioService, open_store
+    from acmr_core.serving.service import StudioService
+    from acmr_core.serving.user_classes import open_store
 
     bundle = load_bundle(cub_bundle, device="cpu")
     store = open_store(tmp_path, cub_bundle.name, bundle.catalog.attribute_names)
