@@ -23,7 +23,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading
+from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
+from acmr_core.describe.reader import Reading
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
 from app.tables import applying, attribute_frame

@@ -17,12 +17,8 @@ import scipy.io
 from PIL import Image
 
 from acmr_core.bundle.bundle import ClassCatalog, TrainingSet, build_bundle
-from acmr_core.describe.reader import (
-    HEDGED_VALUE,
-    MAX_DESCRIPTION_CHARS,
-    read_description,
-    score_descriptions,
-)
+from acmr_core.describe.reader import HEDGED_VALUE, MAX_DESCRIPTION_CHARS, read_description
+from acmr_core.describe.scoring import score_descriptions
 from acmr_core.errors import ImageError, UserClassError
 from tests.test_bundle import _features
 from tests.test_cli_bundle import _run

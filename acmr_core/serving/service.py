@@ -39,7 +39,8 @@ from acmr_core.bundle.bundle import Bundle, attribute_group, load_bundle
 from acmr_core.data import demo_world
 from acmr_core.data.images import describe_source, load_image
 from acmr_core.defaults import USER_CLASSES_DIR
-from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
+from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
+from acmr_core.describe.reader import Reading, read_description
 from acmr_core.errors import ACMRError, ImageError, UserClassError
 from acmr_core.features.backbone import Backbone
 from acmr_core.model.gzsl import GZSLClassifier
