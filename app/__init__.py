@@ -110,7 +110,7 @@ def _build(
 
 def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> Any:
     """Start serving without blocking (loopback by default; a public link only with ``share=True``)."""
-    from app.ui import APP_CSS, APP_HEAD, app_theme  # lazy: keeps `acmr --help` free of gradio
+    from app.layout import APP_CSS, APP_HEAD, app_theme  # lazy: keeps `acmr --help` free of gradio
 
     demo.launch(
         server_name=host,
