@@ -13,7 +13,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from acmr_core.serving.service import RenderedExample, StudioService
+from acmr_core.serving.results import RenderedExample
+from acmr_core.serving.service import StudioService
 from app import scratch_folder
 from app.describe import DescribePanel, describe_panel
 from app.predict_panel import PredictPanel

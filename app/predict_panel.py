@@ -13,7 +13,8 @@ import pandas as pd
 
 from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
 from acmr_core.errors import ACMRError
-from acmr_core.serving.service import Prediction, StudioService
+from acmr_core.serving.results import Prediction
+from acmr_core.serving.service import StudioService
 from acmr_core.viz.plots import QueryPoint
 from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, raw_image_input, uploaded_path
 

@@ -13,19 +13,17 @@ User-facing values are in [0, 1]: attribute values are mapped to and from the bu
 each attribute's largest value over the bundle's classes (the identity for binary attributes).
 
 No Gradio, pandas or markdown here: the service returns plain data (dataclasses, dicts, lists, plotly figures)
-and the app (:mod:`app.tables`) turns them into the tables and text its widgets show. Loading a bundle by
+and the app turns them into the tables and text its widgets show. Loading a bundle by
 name and listing the others is :mod:`acmr_core.serving.registry`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,6 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 from PIL import Image
-from threadpoolctl import ThreadpoolController
 
 from acmr_core.bundle.bundle import Bundle, attribute_group, load_bundle
 from acmr_core.data import demo_world
@@ -45,6 +42,9 @@ from acmr_core.errors import ACMRError, ImageError, UserClassError
 from acmr_core.features.backbone import Backbone
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.predictor import rank
+from acmr_core.serving.class_space import ClassSpace, unit_scale
+from acmr_core.serving.results import AlignedClass, Prediction, RankedClass, RenderedExample
+from acmr_core.serving.threads import single_torch_thread, sklearn_single_thread
 from acmr_core.serving.user_classes import (
     UserClass,
     UserClassStore,
@@ -58,144 +58,11 @@ from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
 
 log = logging.getLogger(__name__)
 
-STRONGEST_ATTRIBUTES = 8
 #: Two classes whose attributes (0–1) differ by more than this in at most one attribute are near-duplicates.
 NEAR_DUPLICATE_DIFFERENCE = 0.25
 #: "Show examples" of a class: how many renders by default, and at most.
 DEFAULT_EXAMPLES = 4
 MAX_EXAMPLES = 12
-
-
-@dataclass(frozen=True)
-class RankedClass:
-    name: str
-    kind: str  # "seen" | "unseen" | "user"
-    probability: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's prediction and what the model reads in it."""
-
-    ranked: list[RankedClass]
-    decoded: dict[str, float]  # attribute -> value in [0, 1] decoded from the image's latent
-    predicted_attributes: dict[str, float]  # attribute -> value in [0, 1] of the top class
-    agreement: float  # cosine between the two vectors above
-    xy: tuple[float, float]  # the image in the latent-space plot
-    gamma: float
-    familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
-    unfamiliar: bool  # beyond the threshold: the answer is a guess
-
-    def sees_rows(self, count: int = STRONGEST_ATTRIBUTES) -> list[list[Any]]:
-        """The strongest decoded attributes beside the predicted class's values."""
-        strongest = sorted(self.decoded.items(), key=lambda item: -item[1])[:count]
-        return [
-            [name, round(value, 2), round(self.predicted_attributes[name], 2)] for name, value in strongest
-        ]
-
-
-@dataclass(frozen=True)
-class RenderedExample:
-    """A demo-world render of a class and what the model predicts for it."""
-
-    image: Image.Image
-    class_name: str
-    prediction: Prediction
-
-    @property
-    def recognised(self) -> bool:
-        """The top-1 prediction is the class that was drawn."""
-        return self.prediction.ranked[0].name == self.class_name
-
-    def record(self) -> dict[str, Any]:
-        top = self.prediction.ranked[0]
-        return {
-            "class": self.class_name,
-            "predicted": top.name,
-            "kind": top.kind,
-            "probability": top.probability,
-            "recognised": self.recognised,
-            "familiarity": self.prediction.familiarity,
-            "unfamiliar": self.prediction.unfamiliar,
-        }
-
-
-@dataclass(frozen=True)
-class AlignedClass:
-    """How well one class's description lines up with its images (see :class:`ClassAlignment`), by name."""
-
-    name: str
-    kind: str  # "seen" | "unseen" | "user"
-    own_rank: int  # 1 = its own images are the nearest to its description; 0 = it has no images
-    own_is_nearest: bool
-    distance: float  # description -> centre of its own images (NaN without images)
-    nearest: str  # the class whose images are nearest to this class's description
-
-
-@dataclass(frozen=True)
-class ClassSpace:
-    """Immutable snapshot of every class the service can predict: the bundle's, then the user's."""
-
-    names: tuple[str, ...]
-    kinds: tuple[str, ...]
-    unit_attributes: np.ndarray  # (C, A) in [0, 1]
-    semantic_latents: np.ndarray  # (C, latent)
-    semantic_xy: np.ndarray  # (C, 2)
-    classifier: GZSLClassifier  # over these classes, in this order
-    user_classes: tuple[UserClass, ...] = ()
-
-    @functools.cached_property
-    def seen_mask(self) -> np.ndarray:
-        return np.array([kind == "seen" for kind in self.kinds], dtype=bool)
-
-    @functools.cached_property
-    def _index(self) -> dict[str, int]:
-        return {name.casefold(): position for position, name in enumerate(self.names)}
-
-    def position(self, name: str) -> int:
-        found = self._index.get(" ".join(str(name).split()).casefold())
-        if found is None:
-            raise UserClassError(f"there is no class named {str(name)[:80]!r}")
-        return found
-
-
-def _unit_scale(attribute_matrix: np.ndarray) -> np.ndarray:
-    """Per-attribute divisor mapping the bundle's attribute scale onto [0, 1] (its largest class value)."""
-    scale = np.abs(np.asarray(attribute_matrix, dtype=np.float32)).max(axis=0)
-    return np.where(scale > 0, scale, 1.0).astype(np.float32)
-
-
-@functools.cache
-def _sklearn_openmp() -> Any:
-    """scikit-learn's own OpenMP runtime (its wheel vendors a libgomp apart from torch's), selected once."""
-    controller = ThreadpoolController()
-    own = [lib.filepath for lib in controller.lib_controllers if "scikit_learn" in str(lib.filepath)]
-    return controller.select(filepath=own)
-
-
-def _sklearn_single_thread() -> Any:
-    """Run scikit-learn single-threaded for a tiny query (placing one point among a few thousand).
-
-    scikit-learn vendors its own OpenMP runtime; on a busy CPU its thread team waits on descheduled threads:
-    measured on the shared 2-core dev machine under load, one k-NN query over 2000 points took a median 270 ms
-    with two threads and 0.3 ms with one.
-    """
-    return _sklearn_openmp().limit(limits=1)
-
-
-@contextlib.contextmanager
-def _single_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded for a burst of tiny ops (the classifier re-fit: 64×C linear layer steps).
-
-    Each tiny op split over two OpenMP threads waits for the slower one; on a busy 2-core CPU that made the
-    re-fit 36× slower (8.7 s vs 0.24 s, measured). The previous count is restored, so predictions keep both.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -222,7 +89,7 @@ class StudioService:
         self._bundle_kinds: tuple[str, ...] = tuple(
             "seen" if seen else "unseen" for seen in catalog.seen_mask
         )
-        self._scale = _unit_scale(catalog.attribute_matrix)
+        self._scale = unit_scale(catalog.attribute_matrix)
         self._bundle_unit = np.clip(np.asarray(catalog.attribute_matrix, np.float32) / self._scale, 0.0, 1.0)
         self.default_gamma = float(bundle.gamma)
         cache = bundle.latent
@@ -297,7 +164,7 @@ class StudioService:
         return self.model.semantic_latent(tensor).float().cpu().numpy()
 
     def _place(self, latents: np.ndarray) -> np.ndarray:
-        with _sklearn_single_thread():
+        with sklearn_single_thread():
             return place_points(latents, self._projection)
 
     def _fit_classifier(self, attributes: np.ndarray) -> GZSLClassifier:
@@ -306,7 +173,7 @@ class StudioService:
         seen_mask = np.concatenate(
             [self.bundle.catalog.seen_mask, np.zeros(len(attributes) - len(self._bundle_names), bool)]
         )
-        with _single_torch_thread():
+        with single_torch_thread():
             classifier = self.bundle.refit_classifier(attributes, seen_mask, seed=0)
         log.info(
             "GZSL classifier re-fitted over %d classes in %.2f s",
