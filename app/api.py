@@ -2,7 +2,7 @@
 
 ``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog`` and ``/render_examples``
 here; ``/attributes_from_text`` and ``/attributes_from_images`` in :mod:`app.describe`. The page's own events
-are private (:mod:`app.ui`).
+are private (the panels, laid out by :mod:`app.ui`).
 """
 
 from __future__ import annotations

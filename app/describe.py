@@ -1,6 +1,6 @@
 """Describe a class in words or with example images (issue 15): fills the editor of *Define a class*.
 
-Two pieces, hooked into :mod:`app.ui` with a few lines:
+Two pieces, hooked into :mod:`app.define_panel` with a few lines:
 
 * :func:`describe_panel` builds the "Describe it" text box and the "From example images" upload (plus an
   example gallery to pick from) inside the *Define a class* tab; :meth:`DescribePanel.wire` connects them to

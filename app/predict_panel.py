@@ -9,18 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
 from acmr_core.errors import ACMRError
 from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 from acmr_core.viz.plots import QueryPoint
+from app.tables import SEES_COLUMNS, sees_frame
 from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, raw_image_input, uploaded_path
 
 log = logging.getLogger(__name__)
 
-SEES_COLUMNS = ["attribute", "image reads", "predicted class has"]
 PREDICT_HINT = "*The answer appears here: upload an image or click an example.*"
 GAMMA_HELP = (
     "The model learned some classes from photos (seen) and knows others only from their description "
@@ -125,7 +124,7 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
         return (
             {f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
             sees_markdown(prediction),
-            pd.DataFrame(prediction.sees_rows(), columns=SEES_COLUMNS),
+            sees_frame(prediction),
             service.latent_figure(query=query),
             query,
             "",

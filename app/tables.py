@@ -12,8 +12,12 @@ from collections.abc import Collection, Mapping
 import pandas as pd
 
 from acmr_core.errors import UserClassError
+from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 
+#: How many of the strongest decoded attributes "what the model sees" lists.
+STRONGEST_ATTRIBUTES = 8
+SEES_COLUMNS = ["attribute", "image reads", "predicted class has"]
 #: An attribute counts as "applies" (ticked in the list) from this value on, everywhere in the editor.
 APPLIES = 0.5
 
@@ -78,6 +82,18 @@ def apply_toggles(
 def applying(values: Mapping[str, float]) -> list[str]:
     """The attributes ticked in the "attributes that apply" list for these values."""
     return [name for name, value in values.items() if value >= APPLIES]
+
+
+# ---- what the model sees in an image (*Predict*) ---------------------------------------------------------
+
+
+def sees_frame(prediction: Prediction, count: int = STRONGEST_ATTRIBUTES) -> pd.DataFrame:
+    """The strongest decoded attributes beside the predicted class's values."""
+    strongest = sorted(prediction.decoded.items(), key=lambda item: -item[1])[:count]
+    rows = [
+        [name, round(value, 2), round(prediction.predicted_attributes[name], 2)] for name, value in strongest
+    ]
+    return pd.DataFrame(rows, columns=SEES_COLUMNS)
 
 
 # ---- class lists -------------------------------------------------------------------------------------------

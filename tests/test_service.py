@@ -20,6 +20,7 @@ from app.tables import (
     attribute_frame,
     describe_markdown,
     frame_to_attributes,
+    sees_frame,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_predict_ranks_every_class_with_kinds_and_probabilities(service, example
     assert all(0.0 <= value <= 1.0 for value in prediction.decoded.values())
     assert 0.0 <= prediction.agreement <= 1.0
     assert np.all(np.isfinite(prediction.xy))
-    assert len(prediction.sees_rows(5)) == 5
+    assert len(sees_frame(prediction, 5)) == 5
     assert service.predict_features(features, top_k=3).ranked == prediction.ranked[:3]  # deterministic
 
 

@@ -8,9 +8,6 @@ from typing import Any
 
 from PIL import Image
 
-#: How many of the strongest decoded attributes "what the model sees" lists by default.
-STRONGEST_ATTRIBUTES = 8
-
 
 @dataclass(frozen=True)
 class RankedClass:
@@ -31,13 +28,6 @@ class Prediction:
     gamma: float
     familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
     unfamiliar: bool  # beyond the threshold: the answer is a guess
-
-    def sees_rows(self, count: int = STRONGEST_ATTRIBUTES) -> list[list[Any]]:
-        """The strongest decoded attributes beside the predicted class's values."""
-        strongest = sorted(self.decoded.items(), key=lambda item: -item[1])[:count]
-        return [
-            [name, round(value, 2), round(self.predicted_attributes[name], 2)] for name, value in strongest
-        ]
 
 
 @dataclass(frozen=True)
