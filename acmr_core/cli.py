@@ -2,6 +2,8 @@
 
 Each sub-command lives in its own module under :mod:`acmr_core.commands` and exposes
 ``register(subparsers)`` (adds its parser and sets ``handler``) and a handler ``run(args) -> int``.
+A package built on the library adds commands the same way through the ``acmr.commands`` entry-point group
+(the app contributes ``serve``: ``app.cli:register``), so the library never imports it.
 Commands import heavy libraries (torch, timm, gradio) inside ``run`` so ``acmr --help`` stays instant.
 """
 
@@ -11,13 +13,18 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from acmr_core import __version__
 from acmr_core.errors import ACMRError
 
-# Order is the order shown by ``acmr --help``.
-COMMAND_MODULES = (
+#: The library's own commands (modules of :mod:`acmr_core.commands`).
+COMMAND_MODULES = ("train", "evaluate", "extract", "bundle", "predict", "describe", "build_demo", "bootstrap")
+#: Entry-point group through which installed packages contribute commands (name -> ``register``).
+COMMAND_ENTRY_POINTS = "acmr.commands"
+#: The order shown by ``acmr --help``; contributed commands not named here come last.
+HELP_ORDER = (
     "train",
     "evaluate",
     "extract",
@@ -29,6 +36,20 @@ COMMAND_MODULES = (
     "bootstrap",
 )
 
+Register = Callable[[argparse._SubParsersAction], None]
+
+
+def command_registrars() -> dict[str, Register]:
+    """Every command's ``register``, by command name, in ``acmr --help`` order."""
+    found: dict[str, Register] = {
+        name: importlib.import_module(f"acmr_core.commands.{name}").register for name in COMMAND_MODULES
+    }
+    for entry in entry_points(group=COMMAND_ENTRY_POINTS):
+        if entry.name not in found:  # an install seen twice (e.g. editable and built) lists it twice
+            found[entry.name] = entry.load()
+    position = {name: index for index, name in enumerate(HELP_ORDER)}
+    return dict(sorted(found.items(), key=lambda item: position.get(item[0], len(HELP_ORDER))))
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"acmr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"acmr_core.commands.{name}").register(subparsers)
+    for register in command_registrars().values():
+        register(subparsers)
     return parser
 
 

@@ -14,12 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
 
-# Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning. A server shares its
-# CPU cores (request threads, other processes); measured on the busy 2-core dev machine, one ResNet-101
-# forward took 8 s with spinning threads and 0.3 s with sleeping ones. Set the variable yourself to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+log = logging.getLogger(__name__)
 
 # Events without their own limit (plots, catalog) run this many at once; predict allows 2, class edits 1.
 DEFAULT_CONCURRENCY = 4
@@ -63,10 +60,10 @@ def _process_alive(pid: int) -> bool:
 
 
 def create_app(
-    bundle: str = "demo-world",
-    checkpoints: Path = Path("checkpoints"),
+    bundle: str = DEFAULT_BUNDLE,
+    checkpoints: Path = CHECKPOINTS_DIR,
     device: str = "auto",
-    user_classes_dir: Path = Path("user_classes"),
+    user_classes_dir: Path = USER_CLASSES_DIR,
     examples_dir: Path = EXAMPLES_DIR,
 ) -> Any:
     """Load the bundle once, build the queued Gradio Blocks around it, and return them warmed up."""
@@ -79,6 +76,11 @@ def _build(
     bundle: str, checkpoints: Path, device: str, user_classes_dir: Path, examples_dir: Path
 ) -> tuple[Any, threading.Thread]:
     """The Blocks, and the thread warming the model up (started; join it before calling the app ready)."""
+    # Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning. A server shares
+    # its CPU cores (request threads, other processes); measured on the busy 2-core dev machine, one
+    # ResNet-101 forward took 8 s with spinning threads and 0.3 s with sleeping ones. Set the variable
+    # yourself to override. (Set here, not at import: `acmr` loads app.cli for every command.)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # The app must work offline: no usage analytics calls.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Uploads land in this process's scratch folder (read by Gradio when it is imported, just below).
@@ -86,7 +88,7 @@ def _build(
     # Importing Gradio takes seconds of mostly single-threaded Python: do it while the model loads.
     ui_import = threading.Thread(target=importlib.import_module, args=("app.ui",), daemon=True)
     ui_import.start()
-    from acmr_core.serving.service import ServiceRegistry
+    from acmr_core.serving.registry import ServiceRegistry  # lazy: torch loads while gradio is imported
 
     registry = ServiceRegistry(
         checkpoints=checkpoints,
@@ -99,7 +101,7 @@ def _build(
     warm_up = threading.Thread(target=registry.default().warm_up, name="acmr-warm-up", daemon=True)
     warm_up.start()
     ui_import.join()
-    from app.ui import build_app
+    from app.ui import build_app  # lazy: imported by the thread above (gradio), in parallel with torch
 
     demo = build_app(registry, examples_dir=Path(examples_dir))
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
@@ -108,7 +110,7 @@ def _build(
 
 def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> Any:
     """Start serving without blocking (loopback by default; a public link only with ``share=True``)."""
-    from app.ui import APP_CSS, APP_HEAD, app_theme
+    from app.layout import APP_CSS, APP_HEAD, app_theme  # lazy: keeps `acmr --help` free of gradio
 
     demo.launch(
         server_name=host,
@@ -127,13 +129,13 @@ def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = F
 
 
 def serve(
-    bundle: str = "demo-world",
-    checkpoints: Path = Path("checkpoints"),
+    bundle: str = DEFAULT_BUNDLE,
+    checkpoints: Path = CHECKPOINTS_DIR,
     host: str = "127.0.0.1",
     port: int = 7860,
     share: bool = False,
     device: str = "auto",
-    user_classes_dir: Path = Path("user_classes"),
+    user_classes_dir: Path = USER_CLASSES_DIR,
     block: bool = True,
 ) -> Any:
     """Load, serve, print one "ready" line with the URL, then wait until Ctrl+C (when ``block``)."""

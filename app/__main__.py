@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from acmr_core.commands.serve import add_arguments, run
 from acmr_core.errors import ACMRError
+from app.cli import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Describe a class in words or with example images (issue 15): fills the editor of *Define a class*.
 
-Two pieces, hooked into :mod:`app.ui` with a few lines:
+Two pieces, hooked into :mod:`app.define_panel` with a few lines:
 
 * :func:`describe_panel` builds the "Describe it" text box and the "From example images" upload (plus an
   example gallery to pick from) inside the *Define a class* tab; :meth:`DescribePanel.wire` connects them to
@@ -23,12 +23,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading
+from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
+from acmr_core.describe.reader import Reading
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
+from app.tables import applying, attribute_frame
 
-#: An attribute counts as "applies" (ticked in the list) from this value on, as everywhere in the editor.
-APPLIES = 0.5
 NEXT_STEP = "Check the table (edit any value), name the class, then press **Add class**."
 
 
@@ -61,8 +61,8 @@ class DescribePanel:
                 return gr.update(), gr.update(), _problem(error), gr.update(visible=False)
             service = service_for(bundle_name)
             return (
-                service.attribute_frame(reading.values),
-                _applying(reading.values),
+                attribute_frame(service, reading.values),
+                applying(reading.values),
                 text_markdown(reading),
                 gr.update(visible=False),
             )
@@ -84,8 +84,8 @@ class DescribePanel:
             values = readings.average
             header, rows = readings.rows()
             return (
-                service_for(bundle_name).attribute_frame(values),
-                _applying(values),
+                attribute_frame(service_for(bundle_name), values),
+                applying(values),
                 images_markdown(readings),
                 gr.update(value=pd.DataFrame(rows, columns=_unique(header)), visible=True),
             )
@@ -231,10 +231,6 @@ def images_markdown(readings: ImageReadings) -> str:
 
 def _problem(error: Exception) -> str:
     return f"⚠️ {html.escape(str(error), quote=False)} The attribute table was left as it was."
-
-
-def _applying(values: dict[str, float]) -> list[str]:
-    return [name for name, value in values.items() if value >= APPLIES]
 
 
 def _unique(header: list[str]) -> list[str]:

@@ -37,7 +37,7 @@ DEMO_BUNDLE = REPO_ROOT / "checkpoints" / "demo-world"
 def group_scores(cases: Sequence[dict], names: Sequence[str]) -> dict[str, int]:
     from dataclasses import asdict
 
-    from acmr_core.describe.reader import score_descriptions
+    from acmr_core.describe.scoring import score_descriptions
 
     return asdict(score_descriptions(cases, names))
 

@@ -24,7 +24,7 @@ def service(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_examples_are_captioned_with_class_and_kind() -> None:
-    from app.ui import captioned_examples
+    from app.examples import captioned_examples
 
     index = json.loads((EXAMPLES_DIR / "index.json").read_text(encoding="utf-8"))
     items = captioned_examples(EXAMPLES_DIR)
@@ -37,14 +37,14 @@ def test_examples_are_captioned_with_class_and_kind() -> None:
 def test_examples_without_an_index_fall_back_to_file_names(tmp_path: Path) -> None:
     from PIL import Image
 
-    from app.ui import captioned_examples
+    from app.examples import captioned_examples
 
     Image.new("RGB", (8, 8)).save(tmp_path / "cat.png")
     assert captioned_examples(tmp_path) == [(str(tmp_path / "cat.png"), "cat")]
 
 
 def test_an_upload_payload_gives_its_path() -> None:
-    from app.ui import uploaded_path
+    from app.widgets import uploaded_path
 
     assert uploaded_path({"path": "/tmp/x.png", "url": "http://h/x.png"}) == "/tmp/x.png"
     assert uploaded_path("/tmp/y.png") == "/tmp/y.png"
@@ -54,7 +54,7 @@ def test_an_upload_payload_gives_its_path() -> None:
 
 def test_a_refusal_is_one_escaped_line() -> None:
     from acmr_core.errors import ImageError
-    from app.ui import refusal_markdown
+    from app.predict_panel import refusal_markdown
 
     text = refusal_markdown(ImageError("<b>x.png</b>: not an image"))
     assert "&lt;b&gt;x.png&lt;/b&gt;: not an image" in text
@@ -63,7 +63,7 @@ def test_a_refusal_is_one_escaped_line() -> None:
 
 def test_exports_reuse_one_file_in_the_scratch_folder() -> None:
     from app import scratch_folder
-    from app.ui import write_export
+    from app.define_panel import write_export
 
     first = write_export("demo-world", '{"a": 1}')
     second = write_export("demo-world", '{"a": 2}')
@@ -108,14 +108,15 @@ def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
 
 
 def test_header_line_and_alignment_figure_follow_the_classes(service) -> None:
-    from app.ui import alignment_markdown
+    from app.latent_panel import alignment_markdown
+    from app.tables import alignment_frame, summary_markdown
 
-    before = service.summary_markdown()
+    before = summary_markdown(service)
     assert "of yours" not in before and "sha256" not in before and "γ" not in before
     service.define_class("mine", {service.attribute_names[0]: 1.0})
     try:
-        assert "plus **1** of yours" in service.summary_markdown()
-        frame = service.alignment_frame()
+        assert "plus **1** of yours" in summary_markdown(service)
+        frame = alignment_frame(service)
         assert frame.iloc[-1]["class"] == "mine"  # user classes are in the table
         assert frame.iloc[-1]["own images nearest"] == "(no images)"
         summary = service.alignment_summary()

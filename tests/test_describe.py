@@ -17,12 +17,8 @@ import scipy.io
 from PIL import Image
 
 from acmr_core.bundle.catalog import ClassCatalog
-from acmr_core.describe.reader import (
-    HEDGED_VALUE,
-    MAX_DESCRIPTION_CHARS,
-    read_description,
-    score_descriptions,
-)
+from acmr_core.describe.reader import HEDGED_VALUE, MAX_DESCRIPTION_CHARS, read_description
+from acmr_core.describe.scoring import score_descriptions
 from acmr_core.errors import ImageError, UserClassError
 from acmr_core.pipelines.build import LabelledFeatures, build_bundle
 from tests.test_bundle import _features
@@ -248,7 +244,8 @@ def test_service_reads_text_and_images_on_a_cub_bundle(
     cub_bundle: Path, tmp_path: Path, random_backbone, one_torch_thread
 ) -> None:
     from acmr_core.bundle.format import load_bundle
-    from acmr_core.serving.service import StudioService, open_store
+    from acmr_core.serving.service import StudioService
+    from acmr_core.serving.user_classes import open_store
 
     bundle = load_bundle(cub_bundle, device="cpu")
     store = open_store(tmp_path, cub_bundle.name, bundle.catalog.attribute_names)

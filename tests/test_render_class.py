@@ -103,7 +103,8 @@ def test_undrawable_classes_and_bad_counts_are_refused(service) -> None:
 
 
 def test_only_a_demo_world_bundle_can_draw(loaded, tmp_path: Path) -> None:  # noqa: F811
-    from acmr_core.serving.service import StudioService, open_store
+    from acmr_core.serving.service import StudioService
+    from acmr_core.serving.user_classes import open_store
 
     bundle, backbone = loaded
     other = dataclasses.replace(

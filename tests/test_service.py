@@ -14,6 +14,14 @@ from PIL import Image
 from acmr_core.data import demo_world
 from acmr_core.errors import ACMRError, ImageError, UserClassError
 from acmr_core.viz.plots import LatentScene, QueryPoint, latent_figure
+from app.tables import (
+    alignment_frame,
+    apply_toggles,
+    attribute_frame,
+    describe_markdown,
+    frame_to_attributes,
+    sees_frame,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HTML_NAME = '<img src=x onerror="alert(1)">'
@@ -102,7 +110,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
 
 
 def make_service(loaded, folder: Path):
-    from acmr_core.serving.service import StudioService, open_store
+    from acmr_core.serving.service import StudioService
+    from acmr_core.serving.user_classes import open_store
 
     bundle, backbone = loaded
     store = open_store(folder, DEMO_BUNDLE.name, bundle.catalog.attribute_names)
@@ -144,7 +153,7 @@ def test_predict_ranks_every_class_with_kinds_and_probabilities(service, example
     assert all(0.0 <= value <= 1.0 for value in prediction.decoded.values())
     assert 0.0 <= prediction.agreement <= 1.0
     assert np.all(np.isfinite(prediction.xy))
-    assert len(prediction.sees_rows(5)) == 5
+    assert len(sees_frame(prediction, 5)) == 5
     assert service.predict_features(features, top_k=3).ranked == prediction.ranked[:3]  # deterministic
 
 
@@ -185,7 +194,7 @@ def test_define_class_joins_predictions_plot_catalog_and_alignment(service, exam
     figure = service.latent_figure()
     [user_trace] = [trace for trace in figure.data if trace.name == "your classes"]
     assert list(user_trace.text) == ["Twin"]
-    alignment = service.alignment_frame()
+    alignment = alignment_frame(service)
     assert alignment.iloc[-1]["class"] == "Twin"
     assert alignment.iloc[-1]["own images nearest"] == "(no images)"
 
@@ -252,22 +261,22 @@ def test_export_import_round_trip_and_a_bad_import_changes_nothing(loaded, servi
 
 
 def test_editor_table_round_trip_and_bad_cells(service) -> None:
-    frame = service.attribute_frame({service.attribute_names[0]: 0.5})
+    frame = attribute_frame(service, {service.attribute_names[0]: 0.5})
     assert list(frame.columns) == ["group", "attribute", "value"]
-    assert service.frame_to_attributes(frame)[service.attribute_names[0]] == 0.5
+    assert frame_to_attributes(frame)[service.attribute_names[0]] == 0.5
     bad = frame.copy()
     first, second, third = service.attribute_names[:3]
-    frame = service.attribute_frame({first: 0.75, third: 0.25})
-    values = service.frame_to_attributes(service.apply_toggles(frame, [first, second]))
+    frame = attribute_frame(service, {first: 0.75, third: 0.25})
+    values = frame_to_attributes(apply_toggles(service, frame, [first, second]))
     assert values[first] == 0.75  # already on: keeps its strength
     assert values[second] == 1.0  # newly on
     assert values[third] == 0.25  # a partial value typed into the table is left alone
-    values = service.frame_to_attributes(service.apply_toggles(service.attribute_frame(values), [second]))
+    values = frame_to_attributes(apply_toggles(service, attribute_frame(service, values), [second]))
     assert (values[first], values[second], values[third]) == (0.0, 1.0, 0.25)  # first toggled off
     bad["value"] = bad["value"].astype(object)  # what a user types into the table arrives as text
     bad.loc[2, "value"] = "lots"
     with pytest.raises(UserClassError, match="use a number"):
-        service.frame_to_attributes(bad)
+        frame_to_attributes(bad)
 
 
 def _ranked_everything(service, features: np.ndarray) -> list:
@@ -386,7 +395,7 @@ def test_a_failing_refit_leaves_store_and_predictions_unchanged(
 
 def test_header_describes_the_bundle_and_its_caveat(service) -> None:
     service.define_class("<b>bold</b>", {service.attribute_names[0]: 1.0})
-    text = service.describe_markdown()
+    text = describe_markdown(service)
     assert "1 user-defined classes" in text
     assert service.backbone.identity.weights_sha256[:12] in text
     # The demo bundle's backbone has random weights: it must say what such a backbone reads poorly.
@@ -400,7 +409,7 @@ def test_registry_lists_bundles_and_opens_another_on_demand(tmp_path: Path) -> N
     import shutil
 
     from acmr_core.errors import BundleError
-    from acmr_core.serving.service import ServiceRegistry
+    from acmr_core.serving.registry import ServiceRegistry
 
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(DEMO_BUNDLE, checkpoints / "demo-copy")

@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `acmr --help` fast (torch)
     from acmr_core.bundle.format import default_bundle_path, load_bundle
     from acmr_core.describe.reader import read_description
 

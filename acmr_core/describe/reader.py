@@ -22,260 +22,47 @@ bridges the two without a language model:
 Only what the text mentions is set (1, or 0.5 when hedged: "slightly striped"); negated values ("no stripes",
 "not striped") are not set. Nothing recognised raises :class:`~acmr_core.errors.UserClassError`, as does a
 text longer than :data:`MAX_DESCRIPTION_CHARS`.
+
+The thesaurus and word classes are data tables in :mod:`acmr_core.describe.vocabulary`; the normalisation
+shared by texts and names is :mod:`acmr_core.describe.tokens`.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
 
 from acmr_core.bundle.catalog import GROUP_SEPARATORS, attribute_group
+from acmr_core.describe.tokens import Token, tokenize
+from acmr_core.describe.vocabulary import (
+    ADJECTIVES,
+    BREAKS,
+    COLOURS,
+    CONJUNCTIONS,
+    FACET_WORDS,
+    HEDGES,
+    INTENSIFIERS,
+    LIGHTNESS,
+    LINKERS,
+    NAME_STOPWORDS,
+    NEGATORS,
+    PARTS,
+    PREPOSITIONS,
+    PRONOUN_BEFORE_ONE,
+    WHOLE,
+    WHOLE_GROUP_WORDS,
+)
 from acmr_core.errors import UserClassError
 
-#: Most example images read for one class (each is a backbone forward: about half a second on a CPU).
-MAX_EXAMPLE_IMAGES = 10
 #: Longest description accepted (a few paragraphs); longer texts are refused, not silently cut.
 MAX_DESCRIPTION_CHARS = 2000
 SET_VALUE = 1.0
 HEDGED_VALUE = 0.5
 
-# ---- the thesaurus: general English, concept -> words (the concept's own name is one of them) ------------
-
-_COLOURS = {
-    "red": "red crimson scarlet ruby maroon cherry vermilion carmine burgundy reddish",
-    "orange": "orange tangerine apricot amber orangish orangey",
-    "yellow": "yellow gold golden lemon mustard canary yellowish",
-    "green": "green emerald lime jade mint verdant greenish",
-    "olive": "olive khaki",
-    "blue": "blue azure navy cobalt sapphire cyan turquoise teal cerulean bluish",
-    "purple": "purple violet lilac lavender mauve magenta plum amethyst indigo purplish",
-    "pink": "pink rose rosy salmon fuchsia pinkish",
-    "brown": "brown chocolate coffee bronze umber sepia brownish",
-    "buff": "buff beige tan cream fawn sandy",
-    "rufous": "rufous chestnut rust rusty ginger russet cinnamon auburn",
-    "grey": "grey gray silver silvery ash ashy slate charcoal greyish grayish",
-    "white": "white snowy ivory whitish",
-    "black": "black jet ebony inky blackish",
-    "iridescent": "iridescent shimmering opalescent metallic",
-    "multicolored": "multicolored multicoloured multicolor multicolour colorful colourful variegated motley",
-}
-_LIGHTNESS = {
-    "dark": "dark darkened dim shadowy gloomy unlit",
-    "light": "light pale bright lit pastel",
-}
-_PATTERNS = {
-    "striped": "striped stripe stripy stripey streaked streak streaky banded band barred lined pinstriped",
-    "spotted": "spotted spot spotty dotted dot dotty speckled speckle flecked fleck freckled dappled",
-    "plain": "plain solid uniform unpatterned patternless unmarked",
-}
-_SIZES = {
-    "small": "small little smaller smallest compact mini miniature petite",
-    "tiny": "tiny minute minuscule teeny wee",
-    "medium": "medium midsize midsized moderate",
-    "large": "large big bigger biggest larger largest sizable sizeable",
-    "huge": "huge enormous giant gigantic massive immense colossal",
-    "long": "long longer elongated lengthy",
-    "short": "short shorter stubby stumpy",
-}
-_COUNTS = {
-    "one": "one single lone sole solo 1",
-    "two": "two pair couple double twin 2",
-    "three": "three trio triple triplet threesome 3",
-    "four": "four quartet 4",
-    "five": "five 5",
-    "solitary": "solitary alone loner",
-}
-_SHAPES = {
-    "circle": "circle circular round rounded ball disc disk sphere orb ring",
-    "square": "square squared squarish box cube block rectangle rectangular",
-    "triangle": "triangle triangular pyramid wedge",
-}
-_PARTS = {
-    "bill": "bill beak",
-    "leg": "leg foot feet",
-    "breast": "breast chest",
-    "belly": "belly stomach tummy abdomen",
-    "underparts": "underparts underside underbody",
-    "upperparts": "upperparts upperside",
-    "forehead": "forehead brow",
-    "background": "background backdrop",
-}
-#: Words for the whole object: a value bound to one of them describes the object, not a part of it.
-WHOLE = "(whole)"
-_WHOLE_WORDS = "body bird animal creature plumage feather object thing item figure shape"
-#: Concept -> concepts tried, in order, when the group a value binds to has no attribute for the concept.
-FALLBACKS: dict[str, tuple[str, ...]] = {
-    "black": ("dark",),
-    "white": ("light",),
-    "tiny": ("small",),
-    "huge": ("large",),
-    "solitary": ("one",),
-    "olive": ("green",),
-    "rufous": ("brown",),
-}
-#: Adjectives: a value that can stand in a list before its noun ("red, black and white wings").
-ADJECTIVES = frozenset({*_COLOURS, *_LIGHTNESS, *_PATTERNS, *_SIZES, *_COUNTS})
-_CONCEPT_OF: dict[str, str] = {
-    word: concept
-    for table in (_COLOURS, _LIGHTNESS, _PATTERNS, _SIZES, _COUNTS, _SHAPES, _PARTS)
-    for concept, words in table.items()
-    for word in words.split()
-} | dict.fromkeys(_WHOLE_WORDS.split(), WHOLE)
-
-#: Multi-word expressions rewritten before tokenising (text and names alike).
-_REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (
-            r"\b(?:no|without(?: any)?|not any|free of)\s+(?:pattern|patterns|markings?|marks|design)\b",
-            "plain",
-        ),
-        (r"\b(?:very|extremely|really|super)\s+(?:small|little)\b", "tiny"),
-        (r"\b(?:very|extremely|really|super)\s+(?:large|big)\b", "huge"),
-        (r"\b(?:a\s+)?trio\s+of\b", "three"),
-        (r"\b(?:a\s+)?(?:pair|couple)\s+of\b", "two"),
-        (r"\bmulti[\s_-]+", "multi"),
-        (r"\bunder[\s_-]+parts\b", "underparts"),
-        (r"\bupper[\s_-]+parts\b", "upperparts"),
-        (r"\bunder[\s_-]*tail\b", "under tail"),
-        (r"\bupper[\s_-]*tail\b", "upper tail"),
-        (r"\bmedium[\s_-]+sized\b", "medium"),
-    )
-)
-#: Dataset spellings that are not English words (AwA2's predicates), spelled out for both sides.
-_DATASET_SPELLINGS = {
-    "longleg": "long leg",
-    "longneck": "long neck",
-    "toughskin": "tough skin",
-    "chewteeth": "chew teeth",
-    "meatteeth": "meat teeth",
-    "buckteeth": "buck teeth",
-    "strainteeth": "strain teeth",
-    "flys": "flies",
-    "quadrapedal": "quadrupedal",
-    "newworld": "new world",
-    "oldworld": "old world",
-    "nestspot": "nest spot",
-}
-_IRREGULAR_PLURALS = {"teeth": "tooth", "feet": "foot", "geese": "goose", "mice": "mouse", "people": "person"}
-
-
-def _word_set(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
-# ---- word classes used by the reader ---------------------------------------------------------------------
-
-_ARTICLES = frozenset({"a", "an", "the", "its", "their", "his", "her", "some", "any"})
-_NEGATORS = frozenset({"no", "not", "without", "never", "non", "nor", "neither", "lacking", "lacks"})
-_HEDGES = frozenset({"slightly", "somewhat", "partly", "partially", "faintly", "mildly", "semi"})
-_INTENSIFIERS = frozenset({"very", "really", "extremely", "quite", "rather", "fairly", "pretty", "so", "too"})
-#: Words saying which facet a value is (skipped when binding: "light-coloured background", "wing colour red").
-_FACET_WORDS = _word_set(
-    "colour color coloured colored hue shade tone toned pattern patterned shape shaped size sized count "
-    "number length like"
-)
-#: Words between a part and its value after it ("the wings are black", "wings: black").
-_LINKERS = _word_set(
-    "is are was were be been being that which look looks appear appears seem seems mostly mainly all "
-    "entirely completely largely : -"
-)
-_CONJUNCTIONS = frozenset({"and", "or", "&", "/", ","})
-_BREAKS = frozenset({".", ";", "!", "?", "(", ")", "but", "while", "whereas"})
-_PRONOUN_BEFORE_ONE = frozenset({"each", "every", "which", "this", "that", "another", "other", "no"})
-_PREPOSITIONS = _word_set(
-    "on in at of with against over from by for to into onto inside near above below behind beside has have "
-    "having it they them this these those there"
-)
-# Words dropped from attribute names when building value phrases ("about_the_same_as_head" -> "same").
-_NAME_STOPWORDS = frozenset(
-    {"the", "a", "an", "of", "and", "or", "in", "on", "to", "with", "as", "about", "has", "have", "is", "are"}
-)
-# Group words that mean the whole object (CUB's has_primary_color) or are structure, not a part.
-_WHOLE_GROUP_WORDS = frozenset({"has", "primary", "main", "overall", "general"})
-_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+|[.,;:!?()/&-]")
 _PARENTHESISED = re.compile(r"\([^)]*\)")
 _COMPARISON_TAIL = re.compile(r"[\s_-]+(?:than|as)[\s_-]+\w+$")
-
-
-def _forms(word: str) -> frozenset[str]:
-    """The word and its likely base forms: singular, and -ing / -ed stems (with a restored e, undoubled)."""
-    forms = {word}
-    singular = _singular(word)
-    forms.add(singular)
-    for suffix in ("ing", "ed"):
-        if singular.endswith(suffix) and len(singular) - len(suffix) >= 3:
-            stem = singular[: -len(suffix)]
-            forms.update({stem, stem + "e"})
-            if len(stem) > 3 and stem[-1] == stem[-2]:
-                forms.add(stem[:-1])
-            if suffix == "ed" and stem.endswith("i"):
-                forms.add(stem[:-1] + "y")  # bellied -> belly
-    return frozenset(forms)
-
-
-def _singular(word: str) -> str:
-    if word in _IRREGULAR_PLURALS:
-        return _IRREGULAR_PLURALS[word]
-    if len(word) <= 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
-        return word
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    if word.endswith("ves"):
-        return word[:-3] + "f"
-    if word.endswith(("sses", "xes", "ches", "shes", "zes")):
-        return word[:-2]
-    return word[:-1]
-
-
-@dataclass(frozen=True)
-class Token:
-    """One word of a normalised text: its surface form and the keys it matches on."""
-
-    text: str
-    keys: frozenset[str]  # {concept} when the thesaurus knows the word, else its forms
-    concept: str | None = None
-
-    @property
-    def fallbacks(self) -> tuple[str, ...]:
-        return FALLBACKS.get(self.concept or "", ())
-
-    @property
-    def adjective(self) -> bool:
-        return self.concept in ADJECTIVES
-
-
-def _token(word: str) -> Token:
-    singular = _singular(word)
-    concept = _CONCEPT_OF.get(word) or _CONCEPT_OF.get(singular)
-    return Token(word, frozenset({concept}) if concept else _forms(word), concept)
-
-
-def tokenize(text: str) -> list[Token]:
-    """Normalise ``text`` (case, accents, separators, multi-word expressions) into tokens."""
-    text = unicodedata.normalize("NFKC", text).casefold().replace("_", " ").replace("’", "'")
-    text = re.sub(r"::", " : ", text)
-    for pattern, replacement in _REWRITES:
-        text = pattern.sub(replacement, text)
-    tokens: list[Token] = []
-    for raw in _TOKEN.findall(text):
-        word = raw
-        negated = word.endswith("n't")
-        if negated:
-            word = word[:-3]
-        word = word.removesuffix("'s").replace("'", "")
-        for piece in _DATASET_SPELLINGS.get(word, word).split():
-            if piece not in _ARTICLES:
-                tokens.append(_token(piece))
-        if negated:
-            tokens.append(_token("not"))
-    return tokens
 
 
 # ---- the vocabulary ----------------------------------------------------------------------------------------
@@ -317,7 +104,7 @@ def _phrase(text: str) -> tuple[frozenset[str], ...]:
     return tuple(token.keys for token in tokenize(text))
 
 
-def _split_name(name: str) -> tuple[str, str]:
+def split_name(name: str) -> tuple[str, str]:
     """(group, value) of an attribute name; ("", name) for an ungrouped one."""
     group = attribute_group(name)
     if not group:
@@ -331,7 +118,7 @@ def _part_of(group: str) -> tuple[tuple[frozenset[str], ...], str] | None:
     words = [
         token
         for token in tokenize(group)
-        if token.text not in _FACET_WORDS and token.text not in _WHOLE_GROUP_WORDS
+        if token.text not in FACET_WORDS and token.text not in WHOLE_GROUP_WORDS
     ]
     if not words:
         return None
@@ -348,8 +135,8 @@ def _value_phrases(value: str, part: tuple[frozenset[str], ...] | None) -> list[
             token.keys
             for token in tokenize(text)
             if token.text.isalnum()
-            and token.text not in _NAME_STOPWORDS
-            and token.text not in _FACET_WORDS
+            and token.text not in NAME_STOPWORDS
+            and token.text not in FACET_WORDS
             and not (token.keys & part_keys)  # "forked_tail" in the tail group is "forked"
         )
         if phrase:
@@ -362,7 +149,7 @@ def _vocabulary(names: tuple[str, ...]) -> Vocabulary:
     terms: list[Term] = []
     parts: dict[tuple[frozenset[str], ...], str] = {}
     for name in names:
-        group, value = _split_name(name)
+        group, value = split_name(name)
         part = _part_of(group) if group else None
         if part is not None:
             parts.setdefault(*part)
@@ -457,7 +244,7 @@ class _Reader:
         ]
 
     def is_value(self, token: Token) -> bool:
-        known_value = token.concept is not None and token.concept not in {WHOLE, *_PARTS}
+        known_value = token.concept is not None and token.concept not in {WHOLE, *PARTS}
         return known_value or bool(self.vocabulary.starting_with(token))
 
     # -- binding a value to a part
@@ -470,10 +257,10 @@ class _Reader:
             part = self.part_at(position)
             if part is not None:
                 return True, part[1], through_list
-            if token.text in _FACET_WORDS or token.text in _INTENSIFIERS or token.text == "-":
+            if token.text in FACET_WORDS or token.text in INTENSIFIERS or token.text == "-":
                 position += 1
                 continue
-            if token.text in _CONJUNCTIONS:
+            if token.text in CONJUNCTIONS:
                 following = tokens[position + 1] if position + 1 < len(tokens) else None
                 if previous_adjective and following is not None and following.adjective:
                     position, through_list = position + 1, True
@@ -503,9 +290,9 @@ class _Reader:
                 return True, part[1]
             before = tokens[position - 1] if position > 0 else None
             skippable = (
-                token.text in _LINKERS
-                or token.text in _FACET_WORDS
-                or token.text in _INTENSIFIERS
+                token.text in LINKERS
+                or token.text in FACET_WORDS
+                or token.text in INTENSIFIERS
                 or token.adjective
                 # a list of values ("wings are red, black and white"), never across a noun phrase
                 or (token.text in {"and", "or", ","} and before is not None and before.adjective)
@@ -542,11 +329,11 @@ class _Reader:
         negated, value = False, SET_VALUE
         for position in range(start - 1, max(-1, start - 4), -1):
             word = self.tokens[position].text
-            if word in _BREAKS or word in {",", ":", "and"}:
+            if word in BREAKS or word in {",", ":", "and"}:
                 break
-            if word in _NEGATORS:
+            if word in NEGATORS:
                 negated = True
-            if word in _HEDGES and position == start - 1:  # "slightly striped", not the noun after
+            if word in HEDGES and position == start - 1:  # "slightly striped", not the noun after
                 value = HEDGED_VALUE
         return negated, value
 
@@ -560,7 +347,7 @@ class _Reader:
                 self.used[position] = True  # "dark blue", "light green": a shade, not a lightness
                 position += 1
                 continue
-            if token.concept == "one" and position and tokens[position - 1].text in _PRONOUN_BEFORE_ONE:
+            if token.concept == "one" and position and tokens[position - 1].text in PRONOUN_BEFORE_ONE:
                 position += 1  # "each one", "which one": a pronoun, not a count
                 continue
             chosen, length = self._recognise(position)
@@ -622,22 +409,22 @@ class _Reader:
     def _colour_modifier(self, position: int) -> bool:
         following = self.tokens[position + 1] if position + 1 < len(self.tokens) else None
         return (
-            self.tokens[position].concept in _LIGHTNESS
+            self.tokens[position].concept in LIGHTNESS
             and following is not None
-            and following.concept in _COLOURS
+            and following.concept in COLOURS
         )
 
     def _is_structure(self, token: Token) -> bool:
         return (
-            token.text in _NEGATORS
-            or token.text in _HEDGES
-            or token.text in _INTENSIFIERS
-            or token.text in _FACET_WORDS
-            or token.text in _LINKERS
-            or token.text in _NAME_STOPWORDS
-            or token.text in _CONJUNCTIONS
-            or token.text in _BREAKS
-            or token.text in _PREPOSITIONS
+            token.text in NEGATORS
+            or token.text in HEDGES
+            or token.text in INTENSIFIERS
+            or token.text in FACET_WORDS
+            or token.text in LINKERS
+            or token.text in NAME_STOPWORDS
+            or token.text in CONJUNCTIONS
+            or token.text in BREAKS
+            or token.text in PREPOSITIONS
         )
 
 
@@ -668,86 +455,3 @@ def _examples(attribute_names: Sequence[str], count: int = 3) -> str:
         seen_groups.setdefault(attribute_group(name), name)
     chosen = list(seen_groups.values())[:count] or list(attribute_names[:count])
     return ", ".join(repr(name) for name in chosen)
-
-
-# ---- scoring descriptions (tests and benchmarks/bench_describe.py) -----------------------------------------
-
-
-@dataclass(frozen=True)
-class DescriptionScore:
-    """Mentioned attribute groups read exactly right, and unmentioned groups where anything was set."""
-
-    descriptions: int
-    mentioned: int
-    right: int
-    unmentioned: int
-    wrongly_set: int
-
-    @property
-    def right_share(self) -> float:
-        return self.right / self.mentioned if self.mentioned else 1.0
-
-    @property
-    def wrongly_set_share(self) -> float:
-        return self.wrongly_set / self.unmentioned if self.unmentioned else 0.0
-
-
-def score_descriptions(
-    cases: Sequence[Mapping[str, Any]], attribute_names: Sequence[str]
-) -> DescriptionScore:
-    """Score ``cases`` (``{"text", "groups": {group: [values meant]}}``, values as written after the group).
-
-    A mentioned group is right only when the attributes set (≥ 0.5) in it are exactly the intended ones.
-    """
-    groups = sorted({attribute_group(name) for name in attribute_names})
-    right = mentioned = wrong = unmentioned = 0
-    for case in cases:
-        try:
-            values = read_description(case["text"], attribute_names).values
-        except UserClassError:
-            values = {}
-        for group in groups:
-            in_group = [name for name in attribute_names if attribute_group(name) == group]
-            got = {name for name in in_group if values.get(name, 0.0) >= 0.5}
-            meant = case["groups"].get(group)
-            if meant:
-                wanted = {name for name in in_group if _split_name(name)[1] in meant}
-                mentioned, right = mentioned + 1, right + (got == wanted)
-            else:
-                unmentioned, wrong = unmentioned + 1, wrong + bool(got)
-    return DescriptionScore(len(cases), mentioned, right, unmentioned, wrong)
-
-
-# ---- attributes from example images ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageReadings:
-    """What the model reads in example images of a class: one row per image (values in [0, 1]), averaged."""
-
-    attribute_names: tuple[str, ...]
-    labels: tuple[str, ...]  # one per image read
-    values: np.ndarray  # (images, attributes), each row the semantic decoder's reading of one image
-    refused: tuple[tuple[str, str], ...] = ()  # (image, why) for the images that could not be read
-
-    @property
-    def average(self) -> dict[str, float]:
-        mean = self.values.mean(axis=0)
-        return {name: round(float(value), 4) for name, value in zip(self.attribute_names, mean, strict=True)}
-
-    def rows(self, count: int | None = None) -> tuple[list[str], list[list[object]]]:
-        """(header, rows) of the strongest average attributes with each image's reading and the spread
-        (largest minus smallest reading: where the images disagree)."""
-        mean = self.values.mean(axis=0)
-        order = np.argsort(-mean, kind="stable")[: count or len(mean)]
-        header = ["attribute", "average", "spread", *self.labels]
-        rows = [
-            [
-                self.attribute_names[index],
-                round(float(mean[index]), 2),
-                round(float(np.ptp(self.values[:, index])), 2),
-                *(round(float(value), 2) for value in self.values[:, index]),
-            ]
-            for index in order
-        ]
-        return header, rows

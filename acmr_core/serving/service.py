@@ -12,36 +12,45 @@ request thread:
 User-facing values are in [0, 1]: attribute values are mapped to and from the bundle's own attribute scale by
 each attribute's largest value over the bundle's classes (the identity for binary attributes).
 
-No Gradio import here: the app is a thin layer over this module.
+No Gradio, pandas or markdown here: the service returns plain data (dataclasses, dicts, lists, plotly figures)
+and the app turns them into the tables and text its widgets show. Loading a bundle by
+name and listing the others is :mod:`acmr_core.serving.registry`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import html
-import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import torch
+from PIL import Image
 
+from acmr_core.bundle.bundle import Bundle
 from acmr_core.bundle.catalog import attribute_group
-from acmr_core.describe.reader import MAX_EXAMPLE_IMAGES, ImageReadings, Reading, read_description
-from acmr_core.errors import ACMRError, BundleError, ImageError, UserClassError
+from acmr_core.bundle.format import load_bundle
+from acmr_core.data import demo_world
+from acmr_core.data.images import describe_source, load_image
+from acmr_core.defaults import USER_CLASSES_DIR
+from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
+from acmr_core.describe.reader import Reading, read_description
+from acmr_core.errors import ACMRError, ImageError, UserClassError
+from acmr_core.features.backbone import Backbone
+from acmr_core.model.gzsl import GZSLClassifier
+from acmr_core.model.predictor import rank
+from acmr_core.serving.class_space import ClassSpace, unit_scale
+from acmr_core.serving.results import AlignedClass, Prediction, RankedClass, RenderedExample
+from acmr_core.serving.threads import single_torch_thread, sklearn_single_thread
 from acmr_core.serving.user_classes import (
     UserClass,
     UserClassStore,
+    open_store,
     parse_attributes_json,
     validate_name,
     validate_values,
@@ -51,138 +60,11 @@ from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINTS = Path("checkpoints")
-DEFAULT_BUNDLE = "demo-world"
-#: Where user classes are stored (one SQLite file per bundle) unless ACMR_USER_CLASSES_DIR says otherwise.
-DEFAULT_USER_CLASSES_DIR = Path("user_classes")
-STRONGEST_ATTRIBUTES = 8
 #: Two classes whose attributes (0–1) differ by more than this in at most one attribute are near-duplicates.
 NEAR_DUPLICATE_DIFFERENCE = 0.25
 #: "Show examples" of a class: how many renders by default, and at most.
 DEFAULT_EXAMPLES = 4
 MAX_EXAMPLES = 12
-
-
-@dataclass(frozen=True)
-class RankedClass:
-    name: str
-    kind: str  # "seen" | "unseen" | "user"
-    probability: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's prediction and what the model reads in it."""
-
-    ranked: list[RankedClass]
-    decoded: dict[str, float]  # attribute -> value in [0, 1] decoded from the image's latent
-    predicted_attributes: dict[str, float]  # attribute -> value in [0, 1] of the top class
-    agreement: float  # cosine between the two vectors above
-    xy: tuple[float, float]  # the image in the latent-space plot
-    gamma: float
-    familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
-    unfamiliar: bool  # beyond the threshold: the answer is a guess
-
-    def sees_rows(self, count: int = STRONGEST_ATTRIBUTES) -> list[list[Any]]:
-        """The strongest decoded attributes beside the predicted class's values."""
-        strongest = sorted(self.decoded.items(), key=lambda item: -item[1])[:count]
-        return [
-            [name, round(value, 2), round(self.predicted_attributes[name], 2)] for name, value in strongest
-        ]
-
-
-@dataclass(frozen=True)
-class RenderedExample:
-    """A demo-world render of a class and what the model predicts for it."""
-
-    image: Any  # PIL.Image.Image
-    class_name: str
-    prediction: Prediction
-
-    @property
-    def recognised(self) -> bool:
-        """The top-1 prediction is the class that was drawn."""
-        return self.prediction.ranked[0].name == self.class_name
-
-    def record(self) -> dict[str, Any]:
-        top = self.prediction.ranked[0]
-        return {
-            "class": self.class_name,
-            "predicted": top.name,
-            "kind": top.kind,
-            "probability": top.probability,
-            "recognised": self.recognised,
-            "familiarity": self.prediction.familiarity,
-            "unfamiliar": self.prediction.unfamiliar,
-        }
-
-
-@dataclass(frozen=True)
-class ClassSpace:
-    """Immutable snapshot of every class the service can predict: the bundle's, then the user's."""
-
-    names: tuple[str, ...]
-    kinds: tuple[str, ...]
-    unit_attributes: np.ndarray  # (C, A) in [0, 1]
-    semantic_latents: np.ndarray  # (C, latent)
-    semantic_xy: np.ndarray  # (C, 2)
-    classifier: Any  # acmr_core.model.gzsl.GZSLClassifier over these classes, in this order
-    user_classes: tuple[UserClass, ...] = ()
-
-    @functools.cached_property
-    def seen_mask(self) -> np.ndarray:
-        return np.array([kind == "seen" for kind in self.kinds], dtype=bool)
-
-    @functools.cached_property
-    def _index(self) -> dict[str, int]:
-        return {name.casefold(): position for position, name in enumerate(self.names)}
-
-    def position(self, name: str) -> int:
-        found = self._index.get(" ".join(str(name).split()).casefold())
-        if found is None:
-            raise UserClassError(f"there is no class named {str(name)[:80]!r}")
-        return found
-
-
-def _unit_scale(attribute_matrix: np.ndarray) -> np.ndarray:
-    """Per-attribute divisor mapping the bundle's attribute scale onto [0, 1] (its largest class value)."""
-    scale = np.abs(np.asarray(attribute_matrix, dtype=np.float32)).max(axis=0)
-    return np.where(scale > 0, scale, 1.0).astype(np.float32)
-
-
-@functools.cache
-def _sklearn_openmp() -> Any:
-    """scikit-learn's own OpenMP runtime (its wheel vendors a libgomp apart from torch's), selected once."""
-    from threadpoolctl import ThreadpoolController
-
-    controller = ThreadpoolController()
-    own = [lib.filepath for lib in controller.lib_controllers if "scikit_learn" in str(lib.filepath)]
-    return controller.select(filepath=own)
-
-
-def _sklearn_single_thread() -> Any:
-    """Run scikit-learn single-threaded for a tiny query (placing one point among a few thousand).
-
-    scikit-learn vendors its own OpenMP runtime; on a busy CPU its thread team waits on descheduled threads:
-    measured on the shared 2-core dev machine under load, one k-NN query over 2000 points took a median 270 ms
-    with two threads and 0.3 ms with one.
-    """
-    return _sklearn_openmp().limit(limits=1)
-
-
-@contextlib.contextmanager
-def _single_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded for a burst of tiny ops (the classifier re-fit: 64×C linear layer steps).
-
-    Each tiny op split over two OpenMP threads waits for the slower one; on a busy 2-core CPU that made the
-    re-fit 36× slower (8.7 s vs 0.24 s, measured). The previous count is restored, so predictions keep both.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -193,7 +75,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 class StudioService:
     """Everything the app does with one loaded bundle (thread-safe; see the module docstring)."""
 
-    def __init__(self, bundle: Any, backbone: Any, store: UserClassStore, bundle_name: str) -> None:
+    def __init__(self, bundle: Bundle, backbone: Backbone, store: UserClassStore, bundle_name: str) -> None:
         self.bundle = bundle
         self.backbone = backbone
         self.store = store
@@ -209,7 +91,7 @@ class StudioService:
         self._bundle_kinds: tuple[str, ...] = tuple(
             "seen" if seen else "unseen" for seen in catalog.seen_mask
         )
-        self._scale = _unit_scale(catalog.attribute_matrix)
+        self._scale = unit_scale(catalog.attribute_matrix)
         self._bundle_unit = np.clip(np.asarray(catalog.attribute_matrix, np.float32) / self._scale, 0.0, 1.0)
         self.default_gamma = float(bundle.gamma)
         cache = bundle.latent
@@ -222,7 +104,7 @@ class StudioService:
         self._projection = bundle.projection
         self._write_lock = threading.Lock()
         self._default_figure: tuple[ClassSpace, go.Figure] | None = None
-        self._alignment: tuple[ClassSpace, pd.DataFrame, AlignmentSummary] | None = None
+        self._alignment: tuple[ClassSpace, list[AlignedClass], AlignmentSummary] | None = None
         self._space = self._build_space(tuple(store.list()))
 
     # ---- construction ------------------------------------------------------------------------------------
@@ -232,12 +114,10 @@ class StudioService:
         cls,
         bundle_dir: str | Path,
         device: str = "auto",
-        user_classes_dir: str | Path = DEFAULT_USER_CLASSES_DIR,
+        user_classes_dir: str | Path = USER_CLASSES_DIR,
         warm: bool = True,
     ) -> StudioService:
         """Load a bundle, its backbone and its user-class store; warm up so the first request is fast."""
-        from acmr_core.bundle.format import load_bundle
-
         started = time.perf_counter()
         bundle_dir = Path(bundle_dir)
         bundle = load_bundle(bundle_dir, device=device)
@@ -251,8 +131,6 @@ class StudioService:
 
     def warm_up(self) -> None:
         """Run one full prediction (first forward passes set up kernels) and build the latent plot once."""
-        from PIL import Image
-
         started = time.perf_counter()
         self.predict(Image.new("RGB", (224, 224), (128, 128, 128)))
         self.latent_figure()
@@ -288,16 +166,16 @@ class StudioService:
         return self.model.semantic_latent(tensor).float().cpu().numpy()
 
     def _place(self, latents: np.ndarray) -> np.ndarray:
-        with _sklearn_single_thread():
+        with sklearn_single_thread():
             return place_points(latents, self._projection)
 
-    def _fit_classifier(self, attributes: np.ndarray) -> Any:
+    def _fit_classifier(self, attributes: np.ndarray) -> GZSLClassifier:
         """Re-fit the GZSL classifier with the user classes as extra unseen classes (< 2 s on a CPU)."""
         started = time.perf_counter()
         seen_mask = np.concatenate(
             [self.bundle.catalog.seen_mask, np.zeros(len(attributes) - len(self._bundle_names), bool)]
         )
-        with _single_torch_thread():
+        with single_torch_thread():
             classifier = self.bundle.refit_classifier(attributes, seen_mask, seed=0)
         log.info(
             "GZSL classifier re-fitted over %d classes in %.2f s",
@@ -315,36 +193,34 @@ class StudioService:
 
     def predict(self, image: Any, gamma: float | None = None, top_k: int = 5) -> Prediction:
         """Top-k classes of an image (a path, bytes or PIL image); bad images raise ImageError."""
-        from acmr_core.data.images import load_image
-
         loaded = load_image(image)
         features = self.backbone.features([loaded])
         return self.predict_features(features[0], gamma=gamma, top_k=top_k, image=loaded)
 
     @torch.inference_mode()
     def predict_features(
-        self, features: np.ndarray, gamma: float | None = None, top_k: int = 5, image: Any = None
+        self,
+        features: np.ndarray,
+        gamma: float | None = None,
+        top_k: int = 5,
+        image: Image.Image | None = None,
     ) -> Prediction:
         """The part of :meth:`predict` after the backbone: latent, calibrated scores, decoded attributes.
 
         ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
         """
-        from acmr_core.model.gzsl import predict_scores
-
         gamma = self.default_gamma if gamma is None else float(gamma)
         if not np.isfinite(gamma):
             raise ACMRError(f"calibration gamma must be a finite number, got {gamma}")
         space = self._space  # one snapshot for the whole request
         latent, readings = self._read(np.asarray(features, dtype=np.float32).reshape(1, -1))
         decoded_unit = readings[0]
-        logits = space.classifier(latent)
-        seen_mask = torch.as_tensor(space.seen_mask, device=logits.device)
-        probabilities = (
-            torch.softmax(predict_scores(logits, seen_mask, gamma), dim=-1)[0].float().cpu().numpy()
-        )
-        order = np.argsort(-probabilities, kind="stable")[: max(1, min(int(top_k), len(space.names)))]
-        ranked = [RankedClass(space.names[i], space.kinds[i], float(probabilities[i])) for i in order]
-        top_unit = space.unit_attributes[order[0]]
+        # The bundle's one scoring path, with the classifier re-fitted over the user classes (if any).
+        scores = self.bundle.trained.scores_of_latents(latent, gamma, classifier=space.classifier)
+        probabilities = torch.softmax(scores.float(), dim=-1).cpu().numpy()
+        (top,) = rank(probabilities, top_k)
+        ranked = [RankedClass(space.names[i], space.kinds[i], probability) for i, probability in top]
+        top_unit = space.unit_attributes[top[0][0]]
         latent_np = latent.float().cpu().numpy()
         xy = self._place(latent_np)[0]
         images = None if image is None else [image]
@@ -365,8 +241,7 @@ class StudioService:
     @property
     def can_render(self) -> bool:
         """Whether classes can be drawn: only a demo-world bundle knows how its images are made."""
-        provenance = getattr(self.bundle, "provenance", None) or {}
-        return isinstance(provenance.get("demo_world"), Mapping)
+        return isinstance(self.bundle.provenance.get("demo_world"), Mapping)
 
     def render_examples(
         self, name: str, count: int = DEFAULT_EXAMPLES, gamma: float | None = None, top_k: int = 5
@@ -377,8 +252,6 @@ class StudioService:
         trained on an image of it, yet should recognise it. Renders use :data:`demo_world.EXAMPLES_SEED`,
         a seed no bundle is built with, and are a pure function of the class's values.
         """
-        from acmr_core.data import demo_world
-
         if not self.can_render:
             raise UserClassError(
                 f"bundle {self.bundle_name} is not a demo-world bundle: its images cannot be drawn"
@@ -437,8 +310,6 @@ class StudioService:
         A bad image is refused with its own message and the others are still read; only when none can be read
         is an :class:`ImageError` raised (listing why for each).
         """
-        from acmr_core.data.images import describe_source, load_image
-
         images = [image for image in images or [] if image is not None]
         if not images:
             raise ImageError(f"no images given; choose 1 to {MAX_EXAMPLE_IMAGES} images of the new class")
@@ -565,87 +436,23 @@ class StudioService:
         ).sum(axis=1)
         return [space.names[i] for i in np.flatnonzero(differing <= 1) if i != own]
 
-    def attribute_frame(self, values: Mapping[str, float] | None = None) -> pd.DataFrame:
-        """The attribute editor's table: group, attribute, value in [0, 1]."""
-        values = values or {}
-        return pd.DataFrame(
-            {
-                "group": self.attribute_groups,
-                "attribute": self.attribute_names,
-                "value": [round(float(values.get(name, 0.0)), 3) for name in self.attribute_names],
-            }
-        )
+    def user_classes(self) -> tuple[UserClass, ...]:
+        """The user's classes, oldest first (names and values in [0, 1], attribute order)."""
+        return self._space.user_classes
 
-    def frame_to_attributes(self, frame: pd.DataFrame | None) -> dict[str, float]:
-        """Read the editor's table back; a cell that is not a number is refused, naming its attribute."""
-        if frame is None or len(frame) == 0:
-            raise UserClassError("the attribute table is empty; set at least one attribute above 0")
-        attributes: dict[str, float] = {}
-        for name, raw in zip(frame["attribute"], frame["value"], strict=True):
-            try:
-                value = float(raw) if str(raw).strip() else 0.0
-            except (TypeError, ValueError):
-                raise UserClassError(
-                    f"attribute {name!r} has value {raw!r}; use a number between 0 and 1"
-                ) from None
-            attributes[str(name)] = value
-        return attributes
+    def class_counts(self) -> dict[str, int]:
+        """How many classes of each kind ("seen", "unseen", "user") the service can predict."""
+        kinds = self._space.kinds
+        return {kind: kinds.count(kind) for kind in KINDS}
 
-    def apply_toggles(self, frame: pd.DataFrame | None, selected: Collection[str]) -> pd.DataFrame:
-        """The table after the "attributes that apply" list changed; an attribute counts as on at ≥ 0.5.
+    @property
+    def caveat(self) -> str:
+        """What the bundle's maker says it reads poorly (e.g. the demo's random backbone), or ""."""
+        return str(self.bundle.provenance.get("caveat") or "")
 
-        A newly selected attribute becomes 1 (one already on keeps its value); one no longer selected but
-        still on becomes 0; partial values below 0.5 typed into the table are left alone.
-        """
-        current: dict[str, float] = {}
-        if frame is not None and len(frame):
-            for name, raw in zip(frame["attribute"], frame["value"], strict=True):
-                try:
-                    current[str(name)] = float(raw)
-                except (TypeError, ValueError):
-                    current[str(name)] = 0.0
-        chosen = set(selected)
-        values = {}
-        for name in self.attribute_names:
-            value = current.get(name, 0.0)
-            if name in chosen:
-                values[name] = value if value >= 0.5 else 1.0
-            else:
-                values[name] = 0.0 if value >= 0.5 else value
-        return self.attribute_frame(values)
-
-    def user_class_frame(self) -> pd.DataFrame:
-        """Your classes with their strongest attributes."""
-        rows = []
-        for item in self._space.user_classes:
-            strongest = sorted(zip(self.attribute_names, item.values, strict=True), key=lambda pair: -pair[1])
-            summary = ", ".join(f"{name} {value:g}" for name, value in strongest[:4] if value > 0)
-            rows.append([item.name, summary])
-        return pd.DataFrame(rows, columns=["name", "strongest attributes"])
-
-    def summary_markdown(self) -> str:
-        """One plain-words line for the page header: what the model can name (names escaped)."""
-        space = self._space
-        counts = {kind: space.kinds.count(kind) for kind in KINDS}
-        yours = f", plus **{counts['user']}** of yours" if counts["user"] else ""
-        total = counts["seen"] + counts["unseen"]
-        return (
-            f"Model **{html.escape(self.bundle_name)}** names **{total}** classes: {counts['seen']} learned "
-            f"from photos and {counts['unseen']} known only from a description{yours}."
-        )
-
-    def describe_markdown(self) -> str:
-        """A short description of the bundle for the app's header (names escaped)."""
-        space = self._space
-        counts = {kind: space.kinds.count(kind) for kind in KINDS}
-        provenance = getattr(self.bundle, "provenance", None) or {}
-        notes = str(provenance.get("caveat") or "")  # e.g. the demo's "random backbone reads shapes poorly"
-        return (
-            f"**{html.escape(self.bundle_name)}** — {counts['seen']} seen, {counts['unseen']} unseen and "
-            f"{counts['user']} user-defined classes over {len(self.attribute_names)} attributes; backbone "
-            f"{html.escape(self.backbone.identity.describe())}; default γ = {self.default_gamma:g}."
-            + (f"  \n{html.escape(notes, quote=False)}" if notes else "")
-        )
+    @property
+    def backbone_description(self) -> str:
+        return self.backbone.identity.describe()
 
     # ---- latent space ------------------------------------------------------------------------------------
 
@@ -680,117 +487,30 @@ class StudioService:
             self._default_figure = (space, figure)
         return figure
 
-    def alignment_frame(self) -> pd.DataFrame:
-        """Per-class alignment table (user classes have no images: only their nearest images are given)."""
+    def alignment(self) -> list[AlignedClass]:
+        """Per-class alignment (user classes have no images: only their nearest images are given)."""
         return self._alignment_of(self._space)[0]
 
     def alignment_summary(self) -> AlignmentSummary:
         """The overall alignment figure over the classes with images (see :class:`AlignmentSummary`)."""
         return self._alignment_of(self._space)[1]
 
-    def _alignment_of(self, space: ClassSpace) -> tuple[pd.DataFrame, AlignmentSummary]:
+    def _alignment_of(self, space: ClassSpace) -> tuple[list[AlignedClass], AlignmentSummary]:
         cached = self._alignment
         if cached is not None and cached[0] is space:
             return cached[1], cached[2]
         scores = alignment_scores(self._image_latents, self._image_class, space.semantic_latents)
-        frame = pd.DataFrame(
-            {
-                "class": [space.names[item.class_index] for item in scores],
-                "kind": [space.kinds[item.class_index] for item in scores],
-                "own images nearest": [
-                    ("yes" if item.own_is_nearest else f"no (rank {item.own_rank})")
-                    if item.own_rank
-                    else "(no images)"
-                    for item in scores
-                ],
-                # A class without images (a user class) has no distance: "–" keeps the column tidy.
-                "distance": [round(item.distance, 2) if item.own_rank else "–" for item in scores],
-                "nearest images": [space.names[item.nearest_class] for item in scores],
-            }
-        )
+        aligned = [
+            AlignedClass(
+                name=space.names[item.class_index],
+                kind=space.kinds[item.class_index],
+                own_rank=item.own_rank,
+                own_is_nearest=item.own_is_nearest,
+                distance=item.distance,
+                nearest=space.names[item.nearest_class],
+            )
+            for item in scores
+        ]
         summary = summarise_alignment(scores)
-        self._alignment = (space, frame, summary)
-        return frame, summary
-
-
-def open_store(folder: str | Path, bundle_name: str, attribute_names: Sequence[str]) -> UserClassStore:
-    """The user-class store of a bundle: one SQLite file per bundle name and attribute list.
-
-    Keyed on the attributes rather than the weights, so user classes survive a retrained bundle (a class is
-    an attribute vector); a bundle with other attributes gets a store of its own.
-    """
-    attributes_key = hashlib.sha256(json.dumps(list(attribute_names)).encode()).hexdigest()[:12]
-    safe_name = "".join(char if char.isalnum() or char in "-_." else "_" for char in bundle_name) or "bundle"
-    return UserClassStore(
-        Path(folder) / f"{safe_name}-{attributes_key}.sqlite3",
-        bundle_key=f"{bundle_name}#{attributes_key}",
-        attribute_names=attribute_names,
-    )
-
-
-class ServiceRegistry:
-    """Bundles an app can serve: the default one loaded at start, the others in ``checkpoints`` on demand."""
-
-    def __init__(
-        self,
-        checkpoints: str | Path = DEFAULT_CHECKPOINTS,
-        default_bundle: str | Path = DEFAULT_BUNDLE,
-        device: str = "auto",
-        user_classes_dir: str | Path | None = None,
-        warm_default: bool = True,
-    ) -> None:
-        """Load the default bundle now (warmed up unless ``warm_default`` is False: the caller warms it)."""
-        self.checkpoints = Path(checkpoints)
-        self.device = device
-        self.user_classes_dir = Path(
-            user_classes_dir or os.environ.get("ACMR_USER_CLASSES_DIR", DEFAULT_USER_CLASSES_DIR)
-        )
-        default_dir = self._resolve(default_bundle)
-        self.default_name = default_dir.name
-        self._paths: dict[str, Path] = {self.default_name: default_dir}
-        self._services: dict[str, StudioService] = {}
-        self._lock = threading.Lock()
-        self._services[self.default_name] = StudioService.open(
-            default_dir, device=device, user_classes_dir=self.user_classes_dir, warm=warm_default
-        )
-
-    def _resolve(self, bundle: str | Path) -> Path:
-        candidates = [Path(bundle), self.checkpoints / str(bundle)]
-        for candidate in candidates:
-            if candidate.is_dir():
-                return candidate.resolve()
-        raise BundleError(
-            f"bundle {str(bundle)!r} not found (looked for the folder itself and in {self.checkpoints}/); "
-            "give a bundle folder, or rebuild the demo with 'acmr build-demo'"
-        )
-
-    def names(self) -> list[str]:
-        """The default bundle first, then every bundle folder in ``checkpoints``."""
-        from acmr_core.bundle.format import list_bundles
-
-        found = [Path(path) for path in list_bundles(self.checkpoints)] if self.checkpoints.is_dir() else []
-        for path in found:
-            self._paths.setdefault(path.name, path.resolve())
-        return [self.default_name, *sorted(name for name in self._paths if name != self.default_name)]
-
-    def default(self) -> StudioService:
-        return self._services[self.default_name]
-
-    def get(self, name: str) -> StudioService:
-        """The service of a listed bundle, loaded on first use (refused with a one-line reason if broken)."""
-        with self._lock:
-            service = self._services.get(name)
-            if service is None:
-                if name not in self._paths:
-                    self.names()
-                if name not in self._paths:
-                    raise BundleError(
-                        f"unknown bundle {name[:80]!r}; choose one of {', '.join(self.names())}"
-                    )
-                service = StudioService.open(
-                    self._paths[name],
-                    device=self.device,
-                    user_classes_dir=self.user_classes_dir,
-                )
-                self._services[name] = service
-            return service
+        self._alignment = (space, aligned, summary)
+        return aligned, summary

@@ -11,6 +11,7 @@ the same bad input with the same one-line message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -370,3 +371,18 @@ class UserClassStore:
 def _fold(name: str) -> str:
     """Case- and width-insensitive key, so 'Zebra' and 'zebra' cannot both exist."""
     return unicodedata.normalize("NFKC", name).casefold()
+
+
+def open_store(folder: str | Path, bundle_name: str, attribute_names: Sequence[str]) -> UserClassStore:
+    """The user-class store of a bundle: one SQLite file per bundle name and attribute list.
+
+    Keyed on the attributes rather than the weights, so user classes survive a retrained bundle (a class is
+    an attribute vector); a bundle with other attributes gets a store of its own.
+    """
+    attributes_key = hashlib.sha256(json.dumps(list(attribute_names)).encode()).hexdigest()[:12]
+    safe_name = "".join(char if char.isalnum() or char in "-_." else "_" for char in bundle_name) or "bundle"
+    return UserClassStore(
+        Path(folder) / f"{safe_name}-{attributes_key}.sqlite3",
+        bundle_key=f"{bundle_name}#{attributes_key}",
+        attribute_names=attribute_names,
+    )

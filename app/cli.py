@@ -1,4 +1,9 @@
-"""`acmr serve`: start the Gradio app on a model bundle (the same as ``python -m app``)."""
+"""``acmr serve`` and ``python -m app``: start the studio on a model bundle.
+
+The app contributes this command to the ``acmr`` CLI through the ``acmr.commands`` entry point (see
+pyproject.toml), so the library never imports the app. Only ``run`` loads torch and gradio (inside
+:func:`app.serve`): ``acmr --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import argparse
 import os
 from pathlib import Path
 
-from acmr_core.errors import BundleError
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
 from acmr_core.runtime import DEVICE_CHOICES
+from acmr_core.serving.locate import find_bundle
+from app import serve
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -17,11 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The serve options, shared by ``acmr serve`` and ``python -m app``."""
     parser.add_argument(
         "--bundle",
-        default="demo-world",
-        help="bundle folder, or the name of one in --checkpoints (default: demo-world, the shipped demo)",
+        default=DEFAULT_BUNDLE,
+        help="bundle folder, or the name of one in --checkpoints "
+        f"(default: {DEFAULT_BUNDLE}, the shipped demo)",
     )
     parser.add_argument(
-        "--checkpoints", type=Path, default=Path("checkpoints"), help="folder of bundles listed in the app"
+        "--checkpoints", type=Path, default=CHECKPOINTS_DIR, help="folder of bundles listed in the app"
     )
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine)"
@@ -36,13 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user-classes",
         type=Path,
-        default=Path(os.environ.get("ACMR_USER_CLASSES_DIR", "user_classes")),
-        help="folder of the user-class stores, one SQLite file per bundle "
-        "(default ./user_classes or $ACMR_USER_CLASSES_DIR)",
+        default=Path(os.environ.get("ACMR_USER_CLASSES_DIR", USER_CLASSES_DIR)),
+        help=f"folder of the user-class stores, one SQLite file per bundle "
+        f"(default ./{USER_CLASSES_DIR} or $ACMR_USER_CLASSES_DIR)",
     )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the ``acmr`` sub-commands (the ``acmr.commands`` entry point)."""
     parser = subparsers.add_parser("serve", help="start the web app (predict, define classes, latent space)")
     add_arguments(parser)
     parser.set_defaults(handler=run)
@@ -50,13 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Fail fast on a wrong --bundle, before seconds of importing torch and gradio.
-    if not (Path(args.bundle).is_dir() or (args.checkpoints / args.bundle).is_dir()):
-        raise BundleError(
-            f"bundle {args.bundle!r} not found (neither a folder nor in {args.checkpoints}/); "
-            "give a bundle folder, or rebuild the demo with 'acmr build-demo'"
-        )
-    from app import serve  # gradio is imported here only, so `acmr --help` stays fast
-
+    find_bundle(args.bundle, args.checkpoints)
     serve(
         bundle=args.bundle,
         checkpoints=args.checkpoints,

@@ -1,0 +1,68 @@
+"""The plain data the studio service answers with: ranked classes, a prediction and what the model reads,
+a drawn example with its prediction, a class's alignment. The app formats them for its widgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class RankedClass:
+    name: str
+    kind: str  # "seen" | "unseen" | "user"
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction and what the model reads in it."""
+
+    ranked: list[RankedClass]
+    decoded: dict[str, float]  # attribute -> value in [0, 1] decoded from the image's latent
+    predicted_attributes: dict[str, float]  # attribute -> value in [0, 1] of the top class
+    agreement: float  # cosine between the two vectors above
+    xy: tuple[float, float]  # the image in the latent-space plot
+    gamma: float
+    familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
+    unfamiliar: bool  # beyond the threshold: the answer is a guess
+
+
+@dataclass(frozen=True)
+class RenderedExample:
+    """A demo-world render of a class and what the model predicts for it."""
+
+    image: Image.Image
+    class_name: str
+    prediction: Prediction
+
+    @property
+    def recognised(self) -> bool:
+        """The top-1 prediction is the class that was drawn."""
+        return self.prediction.ranked[0].name == self.class_name
+
+    def record(self) -> dict[str, Any]:
+        top = self.prediction.ranked[0]
+        return {
+            "class": self.class_name,
+            "predicted": top.name,
+            "kind": top.kind,
+            "probability": top.probability,
+            "recognised": self.recognised,
+            "familiarity": self.prediction.familiarity,
+            "unfamiliar": self.prediction.unfamiliar,
+        }
+
+
+@dataclass(frozen=True)
+class AlignedClass:
+    """How well one class's description lines up with its images (see :class:`ClassAlignment`), by name."""
+
+    name: str
+    kind: str  # "seen" | "unseen" | "user"
+    own_rank: int  # 1 = its own images are the nearest to its description; 0 = it has no images
+    own_is_nearest: bool
+    distance: float  # description -> centre of its own images (NaN without images)
+    nearest: str  # the class whose images are nearest to this class's description

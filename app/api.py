@@ -1,0 +1,85 @@
+"""The documented HTTP endpoints for ``gradio_client`` (see docs/app.md), on the default bundle.
+
+``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog`` and ``/render_examples``
+here; ``/attributes_from_text`` and ``/attributes_from_images`` in :mod:`app.describe`. The page's own events
+are private (the panels, laid out by :mod:`app.ui`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from acmr_core.errors import ACMRError
+from acmr_core.serving.service import StudioService
+from app.describe import add_describe_api
+from app.widgets import PREDICT_CONCURRENCY, user_errors
+
+
+def build_api(service: StudioService) -> None:
+    """The documented endpoints for gradio_client (default bundle); the UI above uses private events."""
+    with gr.Column(visible=False):
+        api_image = gr.File(type="filepath", label="image")
+        api_prediction = gr.JSON(label="prediction")
+        api_name = gr.Textbox(label="name")
+        api_attributes = gr.Textbox(label="attributes")
+        api_json = gr.JSON(label="result")
+        api_plot = gr.Plot(label="latent space")
+        triggers = [gr.Button(f"api {index}") for index in range(6)]
+
+    @user_errors
+    def predict(image: str) -> dict[str, Any]:
+        """Every class's probability, most probable first, and how familiar the image is to the model:
+        {label, confidences, familiarity, unfamiliar}."""
+        if not image:
+            raise ACMRError("no image given; send an image file")
+        prediction = service.predict(image, top_k=len(service.class_names()))
+        return {
+            "label": prediction.ranked[0].name,
+            "confidences": [
+                {"label": item.name, "confidence": item.probability} for item in prediction.ranked
+            ],
+            "familiarity": prediction.familiarity,
+            "unfamiliar": prediction.unfamiliar,
+        }
+
+    @user_errors
+    def render_examples(name: str) -> list[dict[str, Any]]:
+        """Draw a few images of a class (demo-world bundles) and predict each: one record per image."""
+        return [example.record() for example in service.render_examples(name)]
+
+    @user_errors
+    def define_class(name: str, attributes: str) -> dict:
+        """Add a class from a name and a JSON object {attribute name: value in [0, 1]}."""
+        return service.define_class_json(name, attributes)
+
+    @user_errors
+    def delete_class(name: str) -> dict:
+        """Delete one of the user-defined classes."""
+        return service.delete_class(name)
+
+    def latent_space() -> Any:
+        """The latent-space plot (plotly figure)."""
+        return service.latent_figure()
+
+    def catalog() -> dict:
+        """Attribute names and every class with its kind and attributes."""
+        return service.catalog()
+
+    triggers[0].click(
+        predict, api_image, api_prediction, api_name="predict",
+        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
+    )  # fmt: skip
+    triggers[1].click(
+        define_class, [api_name, api_attributes], api_json, api_name="define_class",
+        concurrency_limit=1, concurrency_id="classes",
+    )  # fmt: skip
+    triggers[2].click(delete_class, api_name, api_json, api_name="delete_class", concurrency_id="classes")
+    triggers[3].click(latent_space, None, api_plot, api_name="latent_space")
+    triggers[4].click(catalog, None, api_json, api_name="catalog")
+    triggers[5].click(
+        render_examples, api_name, api_json, api_name="render_examples",
+        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
+    )  # fmt: skip
+    add_describe_api(service, user_errors)

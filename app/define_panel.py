@@ -1,0 +1,303 @@
+"""The *Define a class* tab: describe a new class by its attributes (by hand, from words or from example
+images), add it, and manage your classes (rename, delete, export, import, show drawn examples)."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from acmr_core.serving.results import RenderedExample
+from acmr_core.serving.service import StudioService
+from app import scratch_folder
+from app.describe import DescribePanel, describe_panel
+from app.predict_panel import PredictPanel
+from app.tables import (
+    apply_toggles,
+    applying,
+    attribute_frame,
+    frame_to_attributes,
+    user_class_frame,
+)
+from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, user_errors
+
+#: Every view of the class list, from a service's current classes (``keep``: a chosen class that should stay
+#: chosen if it still exists); built in :mod:`app.ui`, whose components span the tabs.
+ClassViewValues = Callable[..., tuple]
+
+
+@dataclass
+class DefinePanel:
+    """The components of the *Define a class* tab."""
+
+    tab: gr.Tab
+    class_name: gr.Textbox
+    add_button: gr.Button
+    status: gr.Markdown
+    describe: DescribePanel
+    start_from: gr.Dropdown
+    copy_button: gr.Button
+    clear_button: gr.Button
+    toggles: gr.Dropdown
+    editor: gr.Dataframe
+    your_classes: gr.Dataframe
+    chosen: gr.Dropdown
+    new_name: gr.Textbox
+    rename_button: gr.Button
+    delete_button: gr.Button
+    export_button: gr.Button
+    import_button: gr.UploadButton
+    export_file: gr.File
+
+
+def define_panel(
+    default: StudioService, example_paths: list[str], session: Session, service_for: ServiceFor
+) -> DefinePanel:
+    """Lay out the *Define a class* tab (call inside the Blocks)."""
+    with gr.Tab("Define a class") as tab, gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=True):
+                class_name = gr.Textbox(
+                    label="Class name",
+                    max_length=80,
+                    placeholder="e.g. red dotted ball",
+                    scale=3,
+                    elem_id="class-name",
+                )
+                add_button = gr.Button("Add class", variant="primary", scale=1, min_width=120)
+            status = gr.Markdown(elem_id="define-status")
+            describe = describe_panel(example_paths)  # words or example images
+            with gr.Row(equal_height=True):
+                start_from = gr.Dropdown(
+                    default.class_names(),
+                    value=None,
+                    label="Start from an existing class (optional)",
+                    scale=3,
+                    elem_id="start-from",
+                )
+                copy_button = gr.Button("Copy its attributes", scale=1, min_width=100)
+                clear_button = gr.Button("Clear", scale=1, min_width=80)
+            toggles = gr.Dropdown(
+                default.attribute_names,
+                multiselect=True,
+                label="Attributes that apply (type to search)",
+                elem_id="attribute-toggles",
+            )
+            editor = gr.Dataframe(
+                attribute_frame(default),
+                label="All attributes, 0–1 (edit a value for partial strength; the search box filters)",
+                datatype=["str", "str", "number"],
+                static_columns=[0, 1],
+                show_search="filter",
+                max_height=320,
+            )
+        with gr.Column(scale=2):
+            your_classes = gr.Dataframe(
+                user_class_frame(default),
+                label="Your classes",
+                interactive=False,
+                wrap=True,
+                elem_id="your-classes",
+            )
+            chosen = gr.Dropdown(
+                default.user_class_names(), value=None, label="Your class", elem_id="chosen-class"
+            )
+            new_name = gr.Textbox(label="New name", max_length=80)
+            with gr.Row():
+                rename_button = gr.Button("Rename")
+                delete_button = gr.Button("Delete", variant="stop")
+            with gr.Row():
+                export_button = gr.Button("Export JSON")
+                import_button = gr.UploadButton("Import JSON", file_types=[".json"])
+            export_file = gr.File(label="Exported classes", interactive=False, height=90)
+            show_examples_block(chosen, session.bundle, service_for)
+    return DefinePanel(
+        tab, class_name, add_button, status, describe, start_from, copy_button, clear_button, toggles, editor,
+        your_classes, chosen, new_name, rename_button, delete_button, export_button, import_button,
+        export_file,
+    )  # fmt: skip
+
+
+def wire_define(
+    panel: DefinePanel,
+    predict: PredictPanel,
+    session: Session,
+    service_for: ServiceFor,
+    class_views: ClassViewValues,
+    view_outputs: list[Any],
+    refresh: dict[str, Any],
+    example_of_class: dict[str, str],
+) -> None:
+    """Connect the tab's actions; every class edit updates ``view_outputs`` and then runs ``refresh``."""
+    bundle = session.bundle
+
+    @user_errors
+    def on_add(name: str, frame: pd.DataFrame, selected: list[str], bundle_name: str) -> tuple:
+        service = service_for(bundle_name)
+        # The list wins over a table update still in flight: what is shown as "applies" is applied.
+        frame = apply_toggles(service, frame, selected or [])
+        stored = service.define_class(name, frame_to_attributes(frame))
+        message = f"Added **{html.escape(stored['name'])}**: it is now part of every prediction."
+        twins = service.near_duplicates(stored["name"])
+        if twins:
+            shown = ", ".join(f"*{html.escape(twin)}*" for twin in twins[:3])
+            message += (
+                f"  \n⚠ It differs from {shown} in at most one attribute, so the model will often "
+                "confuse them; consider making it more distinct."
+            )
+        note, path = try_markdown(service, stored["name"], example_of_class)
+        message += "  \nTry it on the *Predict* tab."
+        return (message, gr.update(visible=True), note, path, *class_views(service))
+
+    panel.add_button.click(
+        on_add, [panel.class_name, panel.editor, panel.toggles, bundle],
+        [panel.status, predict.try_row, predict.try_note, session.try_path, *view_outputs],
+        concurrency_id="classes", concurrency_limit=1, api_visibility="private",
+    ).success(**refresh)  # fmt: skip
+    # The button is shown only when the closest example exists.
+    session.try_path.change(
+        lambda path: gr.update(visible=bool(path)), session.try_path, predict.try_button,
+        api_visibility="private",
+    )  # fmt: skip
+
+    @user_errors
+    def on_copy(source: str | None, bundle_name: str) -> tuple:
+        service = service_for(bundle_name)
+        if not source:
+            raise gr.Error("Pick a class to start from first.")
+        values = service.class_values(source)
+        return attribute_frame(service, values), applying(values)
+
+    panel.copy_button.click(
+        on_copy, [panel.start_from, bundle], [panel.editor, panel.toggles], api_visibility="private"
+    )
+
+    def on_clear(bundle_name: str) -> tuple:
+        return "", attribute_frame(service_for(bundle_name)), [], "", None
+
+    panel.clear_button.click(
+        on_clear,
+        [bundle],
+        [panel.class_name, panel.editor, panel.toggles, panel.status, panel.start_from],
+        api_visibility="private",
+    )
+
+    def on_toggle(selected: list[str], frame: pd.DataFrame, bundle_name: str) -> pd.DataFrame:
+        return apply_toggles(service_for(bundle_name), frame, selected or [])
+
+    panel.toggles.input(
+        on_toggle, [panel.toggles, panel.editor, bundle], [panel.editor], api_visibility="private"
+    )
+    panel.describe.wire(service_for, bundle, panel.editor, panel.toggles)
+
+    @user_errors
+    def on_rename(old: str | None, new: str, bundle_name: str) -> tuple:
+        service = service_for(bundle_name)
+        renamed = service.rename_class(old or "", new)
+        return ("", f"Renamed to **{html.escape(renamed['name'])}**.", *class_views(service))
+
+    panel.rename_button.click(
+        on_rename, [panel.chosen, panel.new_name, bundle], [panel.new_name, panel.status, *view_outputs],
+        concurrency_id="classes", api_visibility="private",
+    ).success(**refresh)  # fmt: skip
+
+    @user_errors
+    def on_delete(name: str | None, bundle_name: str) -> tuple:
+        service = service_for(bundle_name)
+        removed = service.delete_class(name or "")
+        return (f"Deleted **{html.escape(removed['name'])}**.", *class_views(service))
+
+    panel.delete_button.click(
+        on_delete, [panel.chosen, bundle], [panel.status, *view_outputs],
+        concurrency_id="classes", api_visibility="private",
+    ).success(**refresh)  # fmt: skip
+
+    def on_export(bundle_name: str) -> str:
+        service = service_for(bundle_name)
+        return str(write_export(service.bundle_name, service.export_classes()))
+
+    panel.export_button.click(on_export, [bundle], [panel.export_file], api_visibility="private")
+
+    @user_errors
+    def on_import(path: str, bundle_name: str) -> tuple:
+        service = service_for(bundle_name)
+        added = service.import_classes(Path(path).read_text(encoding="utf-8", errors="replace"))
+        return (f"Imported {len(added)} class(es).", *class_views(service))
+
+    panel.import_button.upload(
+        on_import, [panel.import_button, bundle], [panel.status, *view_outputs],
+        concurrency_id="classes", api_visibility="private",
+    ).success(**refresh)  # fmt: skip
+
+
+def show_examples_block(chosen: gr.Dropdown, bundle: gr.State, service_for: ServiceFor) -> None:
+    """The "Show examples" action: draw images of the chosen user class (demo world), show the answers."""
+    button = gr.Button("Show examples", elem_id="show-examples")
+    status = gr.Markdown(elem_id="examples-status")
+    gallery = gr.Gallery(
+        label="Drawn images of your class (never trained on) and the model's answer",
+        columns=4,
+        height="auto",
+        elem_id="class-examples",
+    )
+
+    @user_errors
+    def on_show(name: str | None, bundle_name: str) -> tuple:
+        if not name:
+            raise gr.Error("Pick one of your classes first.")
+        examples = service_for(bundle_name).render_examples(name)
+        return examples_markdown(name, examples), [(item.image, example_caption(item)) for item in examples]
+
+    button.click(
+        on_show, [chosen, bundle], [status, gallery],
+        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict", api_visibility="private",
+    )  # fmt: skip
+
+
+def examples_markdown(name: str, examples: list[RenderedExample]) -> str:
+    recognised = sum(item.recognised for item in examples)
+    return (
+        f"**{html.escape(name)}**: {recognised} of {len(examples)} drawn images recognised as your class "
+        "(all classes compete)."
+    )
+
+
+def example_caption(example: RenderedExample) -> str:
+    top = example.prediction.ranked[0]
+    mark = "✓" if example.recognised else "✗"
+    return f"{mark} {top.name} ({top.kind}, {top.probability:.0%})"
+
+
+def write_export(bundle_name: str, text: str) -> Path:
+    """The export file, in this process's scratch folder (one file per bundle, replaced by the next export;
+    Gradio serves its own copy, and the folder goes when the app stops)."""
+    folder = scratch_folder() / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{bundle_name}-user-classes.json"
+    partial = path.with_suffix(f".{os.getpid()}.{id(text)}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)  # atomic: a concurrent export never serves a half-written file
+    return path
+
+
+def try_markdown(
+    service: StudioService, name: str, example_of_class: dict[str, str]
+) -> tuple[str, str | None]:
+    """The Predict tab's note about a newly added class, and the example closest to it (if any)."""
+    nearest = next((item.nearest for item in service.alignment() if item.name == name), "")
+    path = example_of_class.get(nearest)
+    note = (
+        f"**Your class “{html.escape(name)}” now takes part in every prediction.** Upload a photo of one"
+        + (
+            f", or try the example of the closest class the model has photos of (*{html.escape(nearest)}*)."
+            if path
+            else "."
+        )
+    )
+    return note, path

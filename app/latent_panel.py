@@ -1,0 +1,109 @@
+"""The *Latent space* tab: photos and class descriptions in the shared space, filtered and highlighted, and
+how well they line up (per class and overall)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from acmr_core.serving.service import StudioService
+from acmr_core.viz.plots import KINDS, QueryPoint
+from app.tables import alignment_frame
+from app.widgets import ServiceFor, Session, user_errors
+
+
+@dataclass
+class LatentPanel:
+    """The components of the *Latent space* tab."""
+
+    tab: gr.Tab
+    class_filter: gr.Dropdown
+    highlight: gr.Dropdown
+    kind_filter: gr.CheckboxGroup
+    plot: gr.Plot
+    alignment_note: gr.Markdown
+    alignment: gr.Dataframe
+
+    @property
+    def filters(self) -> list[Any]:
+        """The plot's filter inputs, in the order of :func:`on_filter`'s first three parameters."""
+        return [self.class_filter, self.kind_filter, self.highlight]
+
+
+def latent_panel(default: StudioService) -> LatentPanel:
+    """Lay out the *Latent space* tab (call inside the Blocks)."""
+    with gr.Tab("Latent space") as tab:
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Row():
+                    class_filter = gr.Dropdown(
+                        default.class_names(), multiselect=True, label="Only these classes (empty: all)",
+                        scale=2, min_width=160,
+                    )  # fmt: skip
+                    highlight = gr.Dropdown(
+                        default.class_names(), value=None, label="Highlight a class", scale=2,
+                        min_width=160, elem_id="highlight-class",
+                    )  # fmt: skip
+                    kind_filter = gr.CheckboxGroup(
+                        list(KINDS), value=list(KINDS), label="Show", scale=1, min_width=160
+                    )
+                plot = gr.Plot(
+                    label="Photos (●) and class descriptions (◆) in the shared space",
+                    elem_id="latent-plot",
+                )
+            with gr.Column(scale=1, min_width=240):
+                alignment_note = gr.Markdown(alignment_markdown(default), elem_id="alignment-summary")
+        alignment = gr.Dataframe(
+            alignment_frame(default),
+            label="Per class (click a header to sort): are the class's own photos the nearest to its "
+            "description? distance = from the description's point to the centre of its photos",
+            interactive=False,
+            wrap=True,
+            elem_id="alignment-table",
+        )
+    return LatentPanel(tab, class_filter, highlight, kind_filter, plot, alignment_note, alignment)
+
+
+def wire_latent(
+    panel: LatentPanel, session: Session, service_for: ServiceFor, demo: gr.Blocks, predicted: Any
+) -> None:
+    """Redraw the plot when a filter changes, on page load, and after each prediction (its image shown)."""
+
+    @user_errors
+    def on_filter(
+        classes: list[str],
+        kinds: list[str],
+        focus: str | None,
+        query: QueryPoint | None,
+        bundle_name: str,
+    ) -> Any:
+        service = service_for(bundle_name)
+        return service.latent_figure(classes=classes, kinds=kinds, query=query, highlight=focus)
+
+    # The latent tab highlights the last uploaded image too.
+    filter_inputs = [*panel.filters, session.last_query, session.bundle]
+    predicted.success(on_filter, filter_inputs, panel.plot, api_visibility="private")
+    gr.on(
+        [panel.class_filter.change, panel.kind_filter.change, panel.highlight.change, demo.load],
+        on_filter,
+        inputs=filter_inputs,
+        outputs=panel.plot,
+        api_visibility="private",
+    )
+
+
+def alignment_markdown(service: StudioService) -> str:
+    """The overall alignment figure with its meaning in plain words, and how to read the map."""
+    summary = service.alignment_summary()
+    figure = f"{summary.fraction:.0%}" if summary.classes_with_images else "–"
+    return (
+        f"### Alignment: {figure}\n{html.escape(summary.sentence(), quote=False)}\n\n"
+        "**Reading the map.** Each dot is a photo, each diamond a class's description, placed so "
+        "that similar things are near (the axes themselves mean nothing). A short line from a diamond "
+        "to the centre of its photos means description and photos agree. Colours: blue = learned from "
+        "photos (seen), orange = known only from a description (unseen), green ★ = yours. Hover a point "
+        "for its class; pick one in *Highlight a class*."
+    )

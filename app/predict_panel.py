@@ -1,0 +1,185 @@
+"""The *Predict* tab: an image (upload, example or webcam) -> the ranked classes, what the model reads in it,
+and where it lands among the classes."""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
+from acmr_core.errors import ACMRError
+from acmr_core.serving.results import Prediction
+from acmr_core.serving.service import StudioService
+from acmr_core.viz.plots import QueryPoint
+from app.tables import SEES_COLUMNS, sees_frame
+from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, raw_image_input, uploaded_path
+
+log = logging.getLogger(__name__)
+
+PREDICT_HINT = "*The answer appears here: upload an image or click an example.*"
+GAMMA_HELP = (
+    "The model learned some classes from photos (seen) and knows others only from their description "
+    "(unseen); left alone it favours the seen ones. Higher values favour unseen classes, lower values seen "
+    "ones; the default balances both (chosen on held-out data). Type a value and press Enter, or drag."
+)
+# On a phone the results sit below the examples: bring them into view when an example is tapped.
+SCROLL_TO_RESULTS_JS = (
+    "() => { if (window.innerWidth < 900) "
+    "document.getElementById('predict-results')?.scrollIntoView({behavior: 'smooth'}); }"
+)
+
+
+@dataclass
+class PredictPanel:
+    """The components of the *Predict* tab."""
+
+    try_row: gr.Row  # "your new class takes part": shown after a class is added
+    try_note: gr.Markdown
+    try_button: gr.Button
+    image: gr.Image
+    examples: gr.Gallery
+    gamma: gr.Slider
+    top_k: gr.Slider
+    status: gr.Markdown
+    ranked: gr.Label
+    sees_summary: gr.Markdown
+    sees_table: gr.Dataframe
+    plot: gr.Plot
+    example_items: list[tuple[str, str]]  # (path, caption) of the example gallery
+
+
+def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) -> PredictPanel:
+    """Lay out the *Predict* tab (call inside the Blocks)."""
+    with gr.Tab("Predict"):
+        with gr.Row(visible=False, elem_id="try-your-class") as try_row:
+            try_note = gr.Markdown()
+            try_button = gr.Button("Try it on the closest example", scale=0, min_width=200)
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = raw_image_input(
+                    sources=["upload", "clipboard", "webcam"],
+                    label="Image",
+                    height=320,
+                    elem_id="query-image",
+                )
+                gr.Markdown(
+                    "**Examples**, one per class: click one. *seen*: the model was trained on photos "
+                    "of that class; *unseen*: it never saw one.",
+                    visible=bool(example_items),
+                )
+                examples = gr.Gallery(
+                    example_items,
+                    show_label=False,
+                    columns=3,
+                    height=420,
+                    allow_preview=False,
+                    buttons=[],
+                    interactive=False,
+                    visible=bool(example_items),
+                    elem_id="examples",
+                )
+                with gr.Accordion("Advanced: balance between seen and unseen classes", open=False):
+                    gamma = gr.Slider(
+                        *gamma_range(default), value=default.default_gamma, step=0.05,
+                        label="Seen/unseen balance γ", info=GAMMA_HELP, elem_id="gamma",
+                    )  # fmt: skip
+                    top_k = gr.Slider(1, 10, value=5, step=1, label="Classes to show")
+            with gr.Column(scale=1, elem_id="predict-results"):
+                status = gr.Markdown(PREDICT_HINT, elem_id="predict-status")
+                ranked = gr.Label(label="Top classes (seen / unseen / your class)", elem_id="top-classes")
+                sees_summary = gr.Markdown(elem_id="sees-summary")
+                sees_table = gr.Dataframe(
+                    headers=SEES_COLUMNS,
+                    label="What the model sees: the image decoded into attributes (0–1)",
+                    interactive=False,
+                    wrap=True,
+                )
+        plot = gr.Plot(label="Where your image lands among the classes", elem_id="predict-plot")
+    return PredictPanel(
+        try_row, try_note, try_button, image, examples, gamma, top_k, status, ranked, sees_summary,
+        sees_table, plot, list(example_items),
+    )  # fmt: skip
+
+
+def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor) -> Any:
+    """Predict on every new image, γ or top-k; returns the prediction event (the latent tab follows it)."""
+
+    def on_predict(payload: Any, gamma_value: float, k: float, bundle_name: str) -> tuple:
+        service = service_for(bundle_name)
+        path = uploaded_path(payload)
+        if not path:  # cleared (also after a refused upload): keep any refusal message on screen
+            return None, "", None, service.latent_figure(), None, gr.skip(), gr.skip()
+        try:
+            prediction = service.predict(path, gamma=float(gamma_value), top_k=int(k))
+        except ACMRError as error:
+            # One log line; the reason in the page; no stale result left under it; the broken upload
+            # cleared (its change event then lands in the branch above).
+            log.warning("refused an upload: %s", error)
+            return None, "", None, service.latent_figure(), None, refusal_markdown(error), None
+        query = QueryPoint(prediction.xy, prediction.ranked[0].name)
+        return (
+            {f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
+            sees_markdown(prediction),
+            sees_frame(prediction),
+            service.latent_figure(query=query),
+            query,
+            "",
+            gr.skip(),
+        )
+
+    outputs = [
+        panel.ranked, panel.sees_summary, panel.sees_table, panel.plot, session.last_query, panel.status,
+        panel.image,
+    ]  # fmt: skip
+    predicted = gr.on(
+        [panel.image.change, panel.gamma.release, panel.top_k.release],
+        on_predict,
+        inputs=[panel.image, panel.gamma, panel.top_k, session.bundle],
+        outputs=outputs,
+        concurrency_limit=PREDICT_CONCURRENCY,
+        concurrency_id="predict",
+        api_visibility="private",
+        preprocess=False,  # the raw upload goes to load_image, whatever it is (see uploaded_path)
+        # A γ or top-k set while a prediction is still running is applied right after it, never dropped
+        # (Gradio's default drops a trigger that arrives while the same event is pending).
+        trigger_mode="always_last",
+    )
+    example_items = panel.example_items
+
+    def on_example(event: gr.SelectData) -> str | None:
+        return example_items[event.index][0] if 0 <= event.index < len(example_items) else None
+
+    panel.examples.select(on_example, None, panel.image, js=SCROLL_TO_RESULTS_JS, api_visibility="private")
+    panel.try_button.click(
+        lambda path: path, session.try_path, panel.image, js=SCROLL_TO_RESULTS_JS, api_visibility="private"
+    )
+    return predicted
+
+
+def refusal_markdown(error: ACMRError) -> str:
+    """A refused upload's reason, one line, escaped (Gradio renders Markdown as HTML)."""
+    return f'<span class="refusal">Cannot use this file.</span> {html.escape(str(error), quote=False)}'
+
+
+def gamma_range(service: StudioService) -> tuple[float, float]:
+    """Slider bounds that comfortably include the bundle's validated γ."""
+    bound = max(5.0, round(2 * abs(service.default_gamma), 1))
+    return -bound, bound
+
+
+def sees_markdown(prediction: Prediction) -> str:
+    top = prediction.ranked[0]
+    notice = (
+        f"⚠ **{UNFAMILIAR_NOTICE}** (familiarity {prediction.familiarity:.2f}; 0.5 is this model's limit)  \n"
+        if prediction.unfamiliar
+        else ""
+    )
+    return (
+        notice + f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
+        f"**Agreement** between what the image reads and that class's attributes: "
+        f"{prediction.agreement:.2f} (1 = the same, 0 = nothing in common)."
+    )

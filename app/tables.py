@@ -1,0 +1,155 @@
+"""The tables and header lines the app's widgets show, built from the plain data the service returns.
+
+The service answers with names, values in [0, 1] and records; how they look in a ``gr.Dataframe`` or a
+``gr.Markdown`` (columns, rounding, wording, HTML escaping) is decided here, next to the widgets.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Collection, Mapping
+
+import pandas as pd
+
+from acmr_core.errors import UserClassError
+from acmr_core.serving.results import Prediction
+from acmr_core.serving.service import StudioService
+
+#: How many of the strongest decoded attributes "what the model sees" lists.
+STRONGEST_ATTRIBUTES = 8
+SEES_COLUMNS = ["attribute", "image reads", "predicted class has"]
+#: An attribute counts as "applies" (ticked in the list) from this value on, everywhere in the editor.
+APPLIES = 0.5
+
+
+# ---- the attribute editor of *Define a class* ------------------------------------------------------------
+
+
+def attribute_frame(service: StudioService, values: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The attribute editor's table: group, attribute, value in [0, 1]."""
+    values = values or {}
+    return pd.DataFrame(
+        {
+            "group": service.attribute_groups,
+            "attribute": service.attribute_names,
+            "value": [round(float(values.get(name, 0.0)), 3) for name in service.attribute_names],
+        }
+    )
+
+
+def frame_to_attributes(frame: pd.DataFrame | None) -> dict[str, float]:
+    """Read the editor's table back; a cell that is not a number is refused, naming its attribute."""
+    if frame is None or len(frame) == 0:
+        raise UserClassError("the attribute table is empty; set at least one attribute above 0")
+    attributes: dict[str, float] = {}
+    for name, raw in zip(frame["attribute"], frame["value"], strict=True):
+        try:
+            value = float(raw) if str(raw).strip() else 0.0
+        except (TypeError, ValueError):
+            raise UserClassError(
+                f"attribute {name!r} has value {raw!r}; use a number between 0 and 1"
+            ) from None
+        attributes[str(name)] = value
+    return attributes
+
+
+def apply_toggles(
+    service: StudioService, frame: pd.DataFrame | None, selected: Collection[str]
+) -> pd.DataFrame:
+    """The table after the "attributes that apply" list changed; an attribute counts as on at ≥ 0.5.
+
+    A newly selected attribute becomes 1 (one already on keeps its value); one no longer selected but
+    still on becomes 0; partial values below 0.5 typed into the table are left alone.
+    """
+    current: dict[str, float] = {}
+    if frame is not None and len(frame):
+        for name, raw in zip(frame["attribute"], frame["value"], strict=True):
+            try:
+                current[str(name)] = float(raw)
+            except (TypeError, ValueError):
+                current[str(name)] = 0.0
+    chosen = set(selected)
+    values = {}
+    for name in service.attribute_names:
+        value = current.get(name, 0.0)
+        if name in chosen:
+            values[name] = value if value >= APPLIES else 1.0
+        else:
+            values[name] = 0.0 if value >= APPLIES else value
+    return attribute_frame(service, values)
+
+
+def applying(values: Mapping[str, float]) -> list[str]:
+    """The attributes ticked in the "attributes that apply" list for these values."""
+    return [name for name, value in values.items() if value >= APPLIES]
+
+
+# ---- what the model sees in an image (*Predict*) ---------------------------------------------------------
+
+
+def sees_frame(prediction: Prediction, count: int = STRONGEST_ATTRIBUTES) -> pd.DataFrame:
+    """The strongest decoded attributes beside the predicted class's values."""
+    strongest = sorted(prediction.decoded.items(), key=lambda item: -item[1])[:count]
+    rows = [
+        [name, round(value, 2), round(prediction.predicted_attributes[name], 2)] for name, value in strongest
+    ]
+    return pd.DataFrame(rows, columns=SEES_COLUMNS)
+
+
+# ---- class lists -------------------------------------------------------------------------------------------
+
+
+def user_class_frame(service: StudioService) -> pd.DataFrame:
+    """Your classes with their strongest attributes."""
+    rows = []
+    for item in service.user_classes():
+        strongest = sorted(zip(service.attribute_names, item.values, strict=True), key=lambda pair: -pair[1])
+        summary = ", ".join(f"{name} {value:g}" for name, value in strongest[:4] if value > 0)
+        rows.append([item.name, summary])
+    return pd.DataFrame(rows, columns=["name", "strongest attributes"])
+
+
+def alignment_frame(service: StudioService) -> pd.DataFrame:
+    """Per-class alignment table (user classes have no images: only their nearest images are given)."""
+    aligned = service.alignment()
+    return pd.DataFrame(
+        {
+            "class": [item.name for item in aligned],
+            "kind": [item.kind for item in aligned],
+            "own images nearest": [
+                ("yes" if item.own_is_nearest else f"no (rank {item.own_rank})")
+                if item.own_rank
+                else "(no images)"
+                for item in aligned
+            ],
+            # A class without images (a user class) has no distance: "–" keeps the column tidy.
+            "distance": [round(item.distance, 2) if item.own_rank else "–" for item in aligned],
+            "nearest images": [item.nearest for item in aligned],
+        }
+    )
+
+
+# ---- the page header ---------------------------------------------------------------------------------------
+
+
+def summary_markdown(service: StudioService) -> str:
+    """One plain-words line for the page header: what the model can name (names escaped)."""
+    counts = service.class_counts()
+    yours = f", plus **{counts['user']}** of yours" if counts["user"] else ""
+    total = counts["seen"] + counts["unseen"]
+    return (
+        f"Model **{html.escape(service.bundle_name)}** names **{total}** classes: {counts['seen']} learned "
+        f"from photos and {counts['unseen']} known only from a description{yours}."
+    )
+
+
+def describe_markdown(service: StudioService) -> str:
+    """A short description of the bundle for the app's header (names escaped)."""
+    counts = service.class_counts()
+    notes = service.caveat  # e.g. the demo's "random backbone reads shapes poorly"
+    return (
+        f"**{html.escape(service.bundle_name)}** — {counts['seen']} seen, {counts['unseen']} unseen and "
+        f"{counts['user']} user-defined classes over {len(service.attribute_names)} attributes; backbone "
+        f"{html.escape(service.backbone_description)}; default γ = {service.default_gamma:g}."
+        + (f"  \n{html.escape(notes, quote=False)}" if notes else "")
+    )

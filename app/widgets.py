@@ -1,0 +1,78 @@
+"""Helpers shared by every panel: error display, the raw image input, and the concurrency limits."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import gradio as gr
+
+from acmr_core.errors import ACMRError
+from acmr_core.serving.service import StudioService
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Two predictions at once keep both CPU cores busy; class edits are serialised by the service anyway.
+PREDICT_CONCURRENCY = 2
+#: A session's bundle name -> its service (the registry opens a bundle on first use).
+ServiceFor = Callable[[str], StudioService]
+
+
+@dataclass
+class Session:
+    """Per-browser-session state shared by the panels."""
+
+    bundle: gr.State  # the name of the bundle this session uses
+    last_query: gr.State  # QueryPoint of this session's last prediction
+    try_path: gr.State  # the example that best shows the user's newest class
+
+
+def user_errors(handler: F) -> F:
+    """Show :class:`ACMRError` messages to the user (escaped: Gradio renders them as HTML)."""
+
+    @functools.wraps(handler)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except ACMRError as error:
+            log.warning("refused: %s", error)  # one line, no traceback: the user gets the message
+            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
+
+    return wrapped  # type: ignore[return-value]
+
+
+def raw_image_input(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image`` input whose upload reaches the handler as an undecoded file path.
+
+    ``gr.Image`` opens uploads with PIL before the handler runs, so a non-image or a decompression bomb would
+    fail inside Gradio with a generic message; :func:`acmr_core.data.images.load_image` gives the
+    specific one.
+    (Set on the instance: subclassing a Gradio component writes a .pyi stub next to this module.)
+    """
+    image = gr.Image(type="filepath", **kwargs)
+    decode = image.preprocess
+
+    def undecoded(payload: Any) -> Any:
+        path = getattr(payload, "path", None)
+        return str(path) if path else decode(payload)
+
+    image.preprocess = undecoded  # type: ignore[method-assign]
+    return image
+
+
+def uploaded_path(payload: Any) -> str | None:
+    """The file path of an image input's raw payload, for events run with ``preprocess=False``.
+
+    Gradio re-creates a component (as its plain class) once an event has written to it, which drops the
+    instance-level ``preprocess`` of :func:`raw_image_input`; an event whose input is also an output (the
+    query image: examples and refusals write to it) therefore skips preprocessing and reads the path here.
+    The file has already been moved into Gradio's upload cache and checked to be there.
+    """
+    if isinstance(payload, dict):
+        payload = payload.get("path")
+    return str(payload) if payload else None
