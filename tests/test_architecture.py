@@ -38,7 +38,7 @@ LAYERS: dict[str, int] = {
 }
 #: Modules that are data tables (word lists, URL tables) rather than logic may be longer.
 LONG_DATA_TABLES = {"describe/vocabulary.py"}
-MAX_LINES = 500
+MAX_LINES = 520  # "about 500": room for an import list, not for another concern
 
 
 def _modules() -> dict[str, Path]:
