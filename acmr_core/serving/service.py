@@ -336,8 +336,7 @@ class StudioService:
     def _read(self, features: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Visual latents of (images, dim) features and what ACMR's semantic decoder reads in each, as
         (images, attributes) values in [0, 1]: the one reading behind Predict and the example images."""
-        scaled = self.bundle.scaler.transform(np.asarray(features, dtype=np.float32))
-        latent = self.model.visual_latent(torch.as_tensor(scaled, device=self.device))
+        latent = self.bundle.trained.latents(np.asarray(features, dtype=np.float32))
         decoded = self.model.decode_semantic(latent).float().cpu().numpy()
         return latent, np.clip(decoded / self._scale, 0.0, 1.0)
 
