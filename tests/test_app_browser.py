@@ -55,18 +55,26 @@ def _require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
 
 
-def _wait_until_served(url: str, process: subprocess.Popen) -> bool:
-    """True once ``url`` answers; False if the app exited first (e.g. its port was taken)."""
+def _wait_until_served(url: str, process: subprocess.Popen, log_path: Path) -> bool:
+    """True once the app says it serves ``url`` and ``url`` answers; False if it exited first (e.g. its port
+    was taken).
+
+    The app's own "ready" line is what proves the port is ours: the URL alone could be answered by another
+    server (another test run's app) that took the port between the pick and our app binding it.
+    """
+    ready = "ACMR studio ready in "
     deadline = time.monotonic() + START_TIMEOUT_S  # a hang guard for start-up, not a speed check
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+        announced = [line for line in log_path.read_text(errors="replace").splitlines() if ready in line]
+        if announced:
+            if not announced[-1].endswith(f": {url}"):
+                raise AssertionError(f"python -m app announced another address: {announced[-1]!r}")
+            with urllib.request.urlopen(url, timeout=30) as response:
                 if response.status == 200:
                     return True
-        except OSError:
-            time.sleep(0.5)
+        time.sleep(0.5)
     raise AssertionError(f"python -m app did not answer on {url} within {START_TIMEOUT_S} s")
 
 
@@ -97,7 +105,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}/"
         try:
-            if _wait_until_served(url, process):
+            if _wait_until_served(url, process, log_path):
                 yield url
                 return
             if "empty port" not in log_path.read_text():

@@ -175,8 +175,8 @@ def test_concurrent_adds_all_land_and_duplicates_lose(store: UserClassStore) -> 
     start_together = threading.Barrier(30)
 
     def add(index: int) -> None:
-        start_together.wait(timeout=60)
         try:
+            start_together.wait(timeout=60)  # a broken barrier is reported below, not lost in a thread
             store.add(f"class {index % 10}", {"red": (index % 10) / 10 + 0.05})
         except UserClassError as error:
             refused.append(str(error))
@@ -187,7 +187,8 @@ def test_concurrent_adds_all_land_and_duplicates_lose(store: UserClassStore) -> 
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=60)  # a hang guard: a deadlocked add fails here instead of hanging the suite
+    assert not any(thread.is_alive() for thread in threads), "an add never returned"
     assert not unexpected, unexpected[:3]
     assert sorted(item.name for item in store.list()) == [f"class {index}" for index in range(10)]
     assert len(refused) == 20
