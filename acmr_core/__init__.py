@@ -48,8 +48,8 @@ _EXPORTS: dict[str, str] = {
     "register_preset": "acmr_core.model.config",
     "GZSLClassifier": "acmr_core.model.gzsl",
     "TrainedModel": "acmr_core.model.predictor",
-    "save_trained": "acmr_core.model.checkpoint",
-    "load_trained": "acmr_core.model.checkpoint",
+    "save_trained": "acmr_core.model.saved_model",
+    "load_trained": "acmr_core.model.saved_model",
     # training and evaluation
     "fit_acmr": "acmr_core.training.fit",
     "train_gzsl": "acmr_core.training.protocol",
@@ -155,7 +155,6 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from acmr_core.describe.reader import read_description
     from acmr_core.features.backbone import Backbone, BackboneIdentity, create_backbone
     from acmr_core.features.extract import extract_features, load_features, save_features
-    from acmr_core.model.checkpoint import load_trained, save_trained
     from acmr_core.model.config import (
         ACMRConfig,
         TrainConfig,
@@ -167,6 +166,7 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from acmr_core.model.gzsl import GZSLClassifier
     from acmr_core.model.network import ACMR
     from acmr_core.model.predictor import TrainedModel
+    from acmr_core.model.saved_model import load_trained, save_trained
     from acmr_core.pipelines.bootstrap import bootstrap
     from acmr_core.pipelines.build import build_bundle
     from acmr_core.pipelines.evaluate import evaluate_bundle

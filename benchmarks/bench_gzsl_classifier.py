@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_port import fit_reference_classifier, hypers_from_config
 
 from acmr_core.data.xlsa17 import FeatureScaler, load_xlsa17
-from acmr_core.model.checkpoint import load_trained
 from acmr_core.model.config import make_configs
 from acmr_core.model.gzsl import predict_scores, sample_classifier_data, train_classifier
+from acmr_core.model.saved_model import load_trained
 from acmr_core.training.fit import fit_acmr, scale_epochs
 from acmr_core.training.metrics import gzsl_scores
 

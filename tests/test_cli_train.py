@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from acmr_core.cli import main
 from acmr_core.data.synthetic import write_synthetic_xlsa17
 from acmr_core.data.xlsa17 import load_xlsa17
-from acmr_core.model.checkpoint import load_trained
+from acmr_core.model.saved_model import load_trained
 from tests.test_evaluation import recomputed_metrics
 
 

@@ -15,10 +15,10 @@ import torch
 from acmr_core.data.synthetic import write_synthetic_xlsa17
 from acmr_core.data.xlsa17 import ZSLData, load_xlsa17
 from acmr_core.errors import ACMRError, BundleError, DataError
-from acmr_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
 from acmr_core.model.config import ACMRConfig, TrainConfig, WarmUp
 from acmr_core.model.gzsl import fit_gzsl_classifier
 from acmr_core.model.predictor import TrainedModel
+from acmr_core.model.saved_model import CONFIG_FILE, WEIGHTS_FILE, load_trained, save_trained
 from acmr_core.training import selection as selection_module
 from acmr_core.training.fit import scale_epochs
 from acmr_core.training.protocol import evaluate_on_data, run_protocol, train_gzsl

@@ -49,11 +49,11 @@ from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
 from acmr_core.errors import BackboneError, BundleError, DataError
 from acmr_core.features.backbone import BackboneIdentity
 from acmr_core.fileio import file_sha256, jsonable, write_json
-from acmr_core.model.checkpoint import cpu_state, load_state, read_tensors
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
 from acmr_core.model.predictor import TrainedModel
+from acmr_core.model.saved_model import cpu_state, load_state, read_tensors
 from acmr_core.runtime import resolve_device
 
 log = logging.getLogger(__name__)

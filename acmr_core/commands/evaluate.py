@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_dirs(path: Path) -> list[Path]:
-    from acmr_core.model.checkpoint import is_trained_dir
+    from acmr_core.model.saved_model import is_trained_dir
 
     if is_trained_dir(path):
         return [path]
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise BundleError(f"model folder {args.model} does not exist")
 
     from acmr_core.data.xlsa17 import load_xlsa17
-    from acmr_core.model.checkpoint import load_trained
+    from acmr_core.model.saved_model import load_trained
     from acmr_core.runtime import resolve_device
     from acmr_core.training.metrics import aggregate_seeds
     from acmr_core.training.protocol import evaluate_on_data

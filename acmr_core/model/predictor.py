@@ -1,7 +1,7 @@
 """The one prediction path: raw backbone features -> scaled -> visual latent -> logits -> calibrated scores.
 
 :class:`TrainedModel` is a trained ACMR with its GZSL classifier, calibration ``gamma``, feature scaler and
-class metadata. Training returns one, the trained-model folder (:mod:`acmr_core.model.checkpoint`) and a
+class metadata. Training returns one, the trained-model folder (:mod:`acmr_core.model.saved_model`) and a
 bundle hold one, and every prediction (``acmr predict``, ``acmr evaluate``, the app) goes through
 :meth:`TrainedModel.scores` / :meth:`TrainedModel.top_k` (the app passes the classifier it re-fitted over its
 user classes).

@@ -37,7 +37,7 @@ from acmr_core.features.backbone import Backbone, BackboneIdentity, create_backb
 from acmr_core.features.distributed import Session
 from acmr_core.features.extract import FeatureSet, load_features, save_features
 from acmr_core.features.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
-from acmr_core.model.checkpoint import load_trained
+from acmr_core.model.saved_model import load_trained
 from acmr_core.pipelines.build import (
     LabelledFeatures,
     assemble_bundle,

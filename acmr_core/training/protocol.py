@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 
 from acmr_core.data.xlsa17 import FeatureScaler, ZSLData
 from acmr_core.errors import DataError
-from acmr_core.model.checkpoint import save_trained
 from acmr_core.model.config import SELECTIONS, ACMRConfig, TrainConfig, make_configs
 from acmr_core.model.gzsl import fit_gzsl_classifier
 from acmr_core.model.predictor import TrainedModel
+from acmr_core.model.saved_model import save_trained
 from acmr_core.training.fit import fit_acmr, resolve_precision, scale_epochs, torch_device
 from acmr_core.training.metrics import aggregate_seeds, gzsl_scores, zsl_top1
 from acmr_core.training.selection import default_validation_classes, select_on_validation

@@ -1,4 +1,8 @@
-"""Saving and loading a :class:`~acmr_core.model.predictor.TrainedModel` as safetensors + JSON (no pickle).
+"""The saved-model folder: a :class:`~acmr_core.model.predictor.TrainedModel` in safetensors + JSON.
+
+What ``acmr train --out OUT`` writes per seed (``OUT/models/seed_N``) and ``acmr evaluate --model`` reads.
+Not a bundle: a bundle (:mod:`acmr_core.bundle.format`, what ``checkpoints/`` holds) adds the class catalog,
+backbone identity, latent cache and familiarity statistics; it reuses the state helpers defined here.
 
 Public interface:
 
