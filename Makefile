@@ -8,6 +8,10 @@ VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 7860
 BIN := $(VENV)/bin
+# pytest workers for `make test` (pytest-xdist; the CI machine has 2 cores). Whole files go to one worker
+# (--dist loadfile), so a module's fixtures are built once. PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 DEPS_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
 DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
@@ -27,7 +31,7 @@ test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# pytest exits 5 when it collected no test: that is a failure here, not a silent pass.
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 install: $(RUNTIME_STAMP) $(PROJECT_STAMP)
