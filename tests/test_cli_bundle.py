@@ -5,6 +5,7 @@ command lines, including their one-line errors (exit 2)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,19 @@ def test_build_demo_refuses_a_folder_that_is_not_a_bundle_before_rendering(
     code, _, err = _run(capsys, "build-demo", "--out", str(tmp_path), "--quick")
     assert code == 2 and err.count("\n") == 1 and "is not a bundle" in err
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_build_demo_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    # The command imports the demo pipeline only when it runs (keeps --help fast), so its help text repeats
+    # the defaults: they must be the pipeline's.
+    with pytest.raises(SystemExit):
+        main(["build-demo", "--help"])
+    # one entry per option: its lines up to the next line that starts an option
+    entries = re.split(r"\n  (?=--)", capsys.readouterr().out)
+    for option, default, quick in (
+        ("--epochs", demo.DEMO_EPOCHS, demo.QUICK_EPOCHS),
+        ("--train-per-class", demo.DEMO_TRAIN_PER_CLASS, demo.QUICK_TRAIN_PER_CLASS),
+        ("--plot-per-class", demo.DEMO_PLOT_PER_CLASS, demo.QUICK_PLOT_PER_CLASS),
+    ):
+        (entry,) = [" ".join(e.split()) for e in entries if e.startswith(option + " ")]
+        assert f"(default {default}; --quick: {quick})" in entry, entry
