@@ -33,8 +33,7 @@ from acmr_core.errors import (
     ImageError,
     UserClassError,
 )
-
-__version__ = "0.1.0"
+from acmr_core.version import __version__
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {

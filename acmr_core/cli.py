@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from acmr_core import __version__
 from acmr_core.errors import ACMRError
+from acmr_core.version import __version__
 
 #: The library's own commands (modules of :mod:`acmr_core.commands`).
 COMMAND_MODULES = ("train", "evaluate", "extract", "bundle", "predict", "describe", "build_demo", "bootstrap")

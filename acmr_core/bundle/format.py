@@ -40,7 +40,6 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
-from acmr_core import __version__
 from acmr_core.bundle.bundle import Bundle, LatentCache
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import Familiarity
@@ -55,6 +54,7 @@ from acmr_core.model.network import ACMR
 from acmr_core.model.predictor import TrainedModel
 from acmr_core.model.saved_model import cpu_state, load_state, read_tensors
 from acmr_core.runtime import resolve_device
+from acmr_core.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT})"
     )
     parser.add_argument("--quick", action="store_true", help="few images and a short schedule (a smoke test)")
-    parser.add_argument("--train-per-class", type=int, default=None, help="training renders per seen class (default 40; --quick: 8)")
-    parser.add_argument("--plot-per-class", type=int, default=None, help="plotted renders per class (default 5; --quick: 3)")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        help="training renders per seen class (default 40; --quick: 8)",
+    )
+    parser.add_argument(
+        "--plot-per-class", type=int, default=None, help="plotted renders per class (default 5; --quick: 3)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="ACMR epochs (default 200; --quick: 15)")
     parser.add_argument(
         "--examples", type=Path, default=None, help="also write example images to this folder"
