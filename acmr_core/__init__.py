@@ -12,7 +12,7 @@ The package face, in the way timm's is: the names most code needs, importable fr
     metrics = acmr_core.run_protocol(data, preset="cub", seeds=[0])
 
 Layers, bottom to top (each imports only from the ones below it): ``errors``, ``runtime``, ``fileio``,
-``defaults``; ``data``, ``features``, ``viz``; ``model``; ``training``; ``bundle``, ``describe``;
+``version``, ``defaults``; ``data``, ``features``, ``viz``; ``model``; ``training``; ``bundle``, ``describe``;
 ``pipelines``; ``serving``; ``cli`` and ``commands``. See docs/architecture.md.
 
 The names are resolved on first use (PEP 562): ``import acmr_core`` stays instant, so ``acmr --help`` does not
