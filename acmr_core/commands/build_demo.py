@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
+from acmr_core.errors import ACMRError
 
 DEFAULT_OUT = CHECKPOINTS_DIR / DEFAULT_BUNDLE
 
@@ -63,8 +64,8 @@ def _chosen(given: int | None, quick: bool, quick_default: int, default: int) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.data import demo_world
-    from acmr_core.errors import ACMRError
     from acmr_core.pipelines import demo
 
     quick = bool(args.quick)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from acmr_core.defaults import DEFAULT_PLOT_PER_CLASS
+from acmr_core.errors import ACMRError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.bundle.catalog import load_class_metadata
-    from acmr_core.errors import ACMRError
     from acmr_core.features.extract import load_features
     from acmr_core.pipelines.build import backbone_spec_from_identity, build_bundle
 

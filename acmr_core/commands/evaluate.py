@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_dirs(path: Path) -> list[Path]:
+    # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.model.saved_model import is_trained_dir
 
     if is_trained_dir(path):
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.model.exists():
         raise BundleError(f"model folder {args.model} does not exist")
 
+    # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.data.xlsa17 import load_xlsa17
     from acmr_core.model.saved_model import load_trained
     from acmr_core.runtime import resolve_device

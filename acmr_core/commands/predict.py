@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from acmr_core.errors import ACMRError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
     from acmr_core.bundle.format import default_bundle_path, load_bundle
-    from acmr_core.errors import ACMRError
     from acmr_core.pipelines.predict import predict_images
 
     if args.top_k < 1:

@@ -129,7 +129,7 @@ def fit_projection(
     if method == "umap":
         xy = _umap_coordinates(everything, n_neighbors, min_dist, seed)
     elif method == "pca":
-        from sklearn.decomposition import PCA
+        from sklearn.decomposition import PCA  # lazy: only for method='pca'
 
         xy = PCA(n_components=2, random_state=seed).fit_transform(everything).astype(np.float32)
     else:
