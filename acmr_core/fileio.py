@@ -85,11 +85,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------------------
-# JSON content hash (added by rf-training for issue 12: features.sharding's image-list hash; one place for any
-# other module that needs to identify JSON-able content by hash)
-
-
 def json_sha256(value: Any) -> str:
     """Hex SHA-256 of ``value`` as compact JSON (``","``/``":"`` separators, keys in insertion order).
 

@@ -8,10 +8,9 @@ pyproject.toml), so the library never imports the app. Only ``run`` loads torch 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR, default_user_classes_dir
 from acmr_core.runtime import DEVICE_CHOICES
 from acmr_core.serving.locate import find_bundle
 from app import serve
@@ -44,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user-classes",
         type=Path,
-        default=Path(os.environ.get("ACMR_USER_CLASSES_DIR", USER_CLASSES_DIR)),
+        default=default_user_classes_dir(),
         help=f"folder of the user-class stores, one SQLite file per bundle "
         f"(default ./{USER_CLASSES_DIR} or $ACMR_USER_CLASSES_DIR)",
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 from acmr_core.bundle.format import list_bundles
-from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, default_user_classes_dir
 from acmr_core.errors import BundleError
 from acmr_core.serving.locate import find_bundle
 from acmr_core.serving.service import StudioService
@@ -27,9 +26,7 @@ class ServiceRegistry:
         """Load the default bundle now (warmed up unless ``warm_default`` is False: the caller warms it)."""
         self.checkpoints = Path(checkpoints)
         self.device = device
-        self.user_classes_dir = Path(
-            user_classes_dir or os.environ.get("ACMR_USER_CLASSES_DIR", USER_CLASSES_DIR)
-        )
+        self.user_classes_dir = Path(user_classes_dir) if user_classes_dir else default_user_classes_dir()
         default_dir = find_bundle(default_bundle, self.checkpoints)
         self.default_name = default_dir.name
         self._paths: dict[str, Path] = {self.default_name: default_dir}

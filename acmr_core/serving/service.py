@@ -162,8 +162,7 @@ class StudioService:
     def _semantic_latents(self, attributes: np.ndarray) -> np.ndarray:
         if len(attributes) == 0:
             return np.zeros((0, self._bundle_semantic.shape[1]), dtype=np.float32)
-        tensor = torch.as_tensor(attributes, dtype=torch.float32, device=self.device)
-        return self.model.semantic_latent(tensor).float().cpu().numpy()
+        return self.bundle.semantic_latents(attributes)
 
     def _place(self, latents: np.ndarray) -> np.ndarray:
         with sklearn_single_thread():
