@@ -442,9 +442,9 @@ def test_the_latent_view_shows_alignment(app_url: str, tmp_path: Path) -> None:
             "t => t.scrollWidth <= t.parentElement.clientWidth + 1", table.element_handle()
         ), "the alignment table is wider than its box"
         # Highlighting a class labels it in the plot.
-        _choose(page, "highlight-class", "large blue dotted circle on dark")
+        _choose(page, "highlight-class", "large blue striped circle on light")
         expect(page.locator("#latent-plot .textpoint").first).to_contain_text(
-            "large blue dotted circle on dark", timeout=30_000
+            "large blue striped circle on light", timeout=30_000
         )
         page.screenshot(path=str(tmp_path / "latent.png"), full_page=True)
         browser.close()

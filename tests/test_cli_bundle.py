@@ -23,11 +23,11 @@ from tests.test_evaluation import recomputed_metrics
 # Three seen classes and two unseen classes that differ in colour and background (strong attributes); two
 # unseen classes, so that ZSL (choosing among the unseen classes) is not right by construction.
 MINI_CLASSES = (
-    "large red plain circle on dark",
-    "large yellow plain circle on light",
-    "three large green striped triangles on dark",
-    "large blue striped circle on light",  # unseen
-    "small green dotted triangle on dark",  # unseen
+    "large red plain square on dark",
+    "small yellow dotted circle on light",
+    "three large green striped squares on light",
+    "small red striped circle on light",  # unseen
+    "large blue dotted square on dark",  # unseen
 )
 N_SEEN = 3
 EVAL_PER_CLASS = 2

@@ -66,6 +66,29 @@ def test_pixel_measure_flags_a_textured_image_among_flat_renders() -> None:
     assert familiarity.assess(typical)[0][1] is False  # without images: the feature measure only
 
 
+def test_pixel_statistics_of_an_older_bundle_keep_their_colour_levels() -> None:
+    # Bundles built before the finer quantisation stored 8 levels per channel: the bin count says so, and
+    # new images are binned the same way, so the old statistics still flag noise and pass a render.
+    from PIL import Image
+
+    from acmr_core.bundle.familiarity import colour_levels_of, pixel_histogram
+
+    world = demo_world.default_world()
+    renders = [world.render(c, seed=0, index=i) for c in range(6) for i in range(6)]
+    old = fit_familiarity(
+        np.random.default_rng(5).normal(size=(len(renders), 2)),
+        seed=0,
+        pixel_histograms=[pixel_histogram(r, 8) for r in renders],
+    )
+    assert old.rare_bins.size == 8**3 * 4 and colour_levels_of(old.rare_bins.size) == 8
+    noise = Image.fromarray(np.random.default_rng(6).integers(0, 256, size=(64, 64, 3), dtype=np.uint8))
+    fresh = world.render(2, seed=demo_world.DEFAULT_EVAL_SEED, index=0)
+    flags = [flag for _, flag in old.assess(np.zeros((2, 2)), [noise, fresh])]
+    assert flags == [True, False]
+    with pytest.raises(BundleError, match="bins"):
+        Familiarity(np.zeros(2), np.ones(2), 1.0, rare_bins=np.zeros(1000, bool), pixel_threshold=0.1)
+
+
 def test_fitting_is_deterministic_and_refuses_too_few_images() -> None:
     features = _clustered(np.random.default_rng(3), 50)
     first, second = fit_familiarity(features, seed=4), fit_familiarity(features, seed=4)

@@ -45,29 +45,41 @@ STD_FLOOR = 0.05
 UNFAMILIAR_NOTICE = "This image is unlike anything this model was trained on; the answer below is a guess."
 METHOD = "max(rms z-score of backbone features, share of rare-pixel-bin pixels), each over its threshold"
 #: Pixel statistics: images are reduced to this side, colours quantised to this many levels per channel, and
-#: the local contrast (largest neighbour difference of the grey level) binned at these edges.
+#: the local contrast (largest neighbour difference of the grey level) binned at these edges. 16 levels, not
+#: 8: flat paper and a retina's dark border fall in the same 32-wide bins as the renders' backgrounds
+#: (docs/benchmarks/demo.md). Bundles made with 8 levels still load: the level count follows from the number
+#: of stored bins.
 PIXEL_SIDE = 96
-COLOUR_LEVELS = 8
+COLOUR_LEVELS = 16
 CONTRAST_EDGES = (1.0, 4.0, 16.0)
-PIXEL_BINS = COLOUR_LEVELS**3 * (len(CONTRAST_EDGES) + 1)
+_CONTRAST_BINS = len(CONTRAST_EDGES) + 1
 #: A bin holding less than this share of the training pixels is "rare"; the threshold never goes below the
 #: floor (a handful of anti-aliased edge pixels must not make a render unfamiliar).
 RARE_BIN_SHARE = 1e-5
 PIXEL_THRESHOLD_FLOOR = 0.01
 
 
-def pixel_histogram(image: Image.Image) -> np.ndarray:
-    """Share of an image's pixels in each (quantised colour, local contrast) bin, ``(PIXEL_BINS,)``."""
+def pixel_histogram(image: Image.Image, colour_levels: int = COLOUR_LEVELS) -> np.ndarray:
+    """Share of an image's pixels in each (colour, local contrast) bin (``colour_levels ** 3 * 4`` bins)."""
     rgb = image.convert("RGB").resize((PIXEL_SIDE, PIXEL_SIDE), Image.Resampling.BILINEAR)
     pixels = np.asarray(rgb, dtype=np.float32)
-    levels = pixels.astype(np.int64) * COLOUR_LEVELS // 256
-    colour = (levels[..., 0] * COLOUR_LEVELS + levels[..., 1]) * COLOUR_LEVELS + levels[..., 2]
+    levels = pixels.astype(np.int64) * colour_levels // 256
+    colour = (levels[..., 0] * colour_levels + levels[..., 1]) * colour_levels + levels[..., 2]
     grey = pixels.mean(axis=2)
     across = np.abs(np.diff(grey, axis=1, append=grey[:, -1:]))
     down = np.abs(np.diff(grey, axis=0, append=grey[-1:, :]))
     contrast = np.digitize(np.maximum(across, down), CONTRAST_EDGES)
     bins = colour * (len(CONTRAST_EDGES) + 1) + contrast
-    return (np.bincount(bins.ravel(), minlength=PIXEL_BINS) / bins.size).astype(np.float32)
+    n_bins = colour_levels**3 * _CONTRAST_BINS
+    return (np.bincount(bins.ravel(), minlength=n_bins) / bins.size).astype(np.float32)
+
+
+def colour_levels_of(n_bins: int) -> int:
+    """The colour levels per channel of pixel histograms with ``n_bins`` bins (``BundleError`` if none)."""
+    levels = round((n_bins / _CONTRAST_BINS) ** (1 / 3))
+    if levels < 2 or levels**3 * _CONTRAST_BINS != n_bins:
+        raise BundleError(f"pixel statistics have {n_bins} bins, not (levels ** 3 * {_CONTRAST_BINS})")
+    return levels
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class Familiarity:
     scale: np.ndarray  # (D,) float32, > 0
     threshold: float
     calibration: dict[str, Any] = field(default_factory=dict)
-    rare_bins: np.ndarray | None = None  # (PIXEL_BINS,) bool: pixel bins the training images (almost) lack
+    rare_bins: np.ndarray | None = None  # (levels**3 * 4,) bool: pixel bins the training images (almost) lack
     pixel_threshold: float | None = None
 
     def __post_init__(self) -> None:
@@ -98,8 +110,7 @@ class Familiarity:
             raise BundleError("pixel statistics need both the rare bins and their threshold")
         if self.rare_bins is not None:
             rare = np.asarray(self.rare_bins).astype(bool).reshape(-1)
-            if rare.size != PIXEL_BINS:
-                raise BundleError(f"pixel statistics have {rare.size} bins, expected {PIXEL_BINS}")
+            colour_levels_of(rare.size)  # a whole number of colour levels, or a clear error
             if not (math.isfinite(float(self.pixel_threshold)) and float(self.pixel_threshold) > 0):
                 raise BundleError(f"pixel threshold must be a positive number, got {self.pixel_threshold!r}")
             object.__setattr__(self, "rare_bins", rare)
@@ -130,7 +141,7 @@ class Familiarity:
         """Share of each image's pixels in bins the training images (almost) never have ``(N,)``."""
         if self.rare_bins is None:
             raise BundleError("these familiarity statistics have no pixel part")
-        array = np.asarray(histograms, dtype=np.float64).reshape(-1, PIXEL_BINS)
+        array = np.asarray(histograms, dtype=np.float64).reshape(-1, self.rare_bins.size)
         return array[:, self.rare_bins].sum(axis=1)
 
     def relative_distances(self, features: Any, images: Any = None) -> np.ndarray:
@@ -140,7 +151,8 @@ class Familiarity:
         """
         relative = self.distances(features) / self.threshold
         if self.uses_pixels and images is not None:
-            shares = self.rare_pixel_shares([pixel_histogram(image) for image in images])
+            levels = colour_levels_of(self.rare_bins.size)
+            shares = self.rare_pixel_shares([pixel_histogram(image, levels) for image in images])
             if shares.shape != relative.shape:
                 raise BundleError(f"{shares.size} images for {relative.size} feature vectors")
             relative = np.maximum(relative, shares / float(self.pixel_threshold))
@@ -202,7 +214,8 @@ def _rare_bins(mean_histogram: np.ndarray) -> np.ndarray:
     cross a quantisation boundary must not make a render unfamiliar)."""
     from scipy.ndimage import binary_dilation  # lazy: only fitting needs scipy, loading a bundle does not
 
-    shape = (COLOUR_LEVELS, COLOUR_LEVELS, COLOUR_LEVELS, len(CONTRAST_EDGES) + 1)
+    levels = colour_levels_of(mean_histogram.size)
+    shape = (levels, levels, levels, _CONTRAST_BINS)
     common = (mean_histogram >= RARE_BIN_SHARE).reshape(shape)
     common = binary_dilation(common, structure=np.ones((3, 3, 3, 1), dtype=bool))
     return ~common.reshape(-1)
@@ -244,7 +257,8 @@ def fit_familiarity(
     }
     rare_bins, pixel_threshold = None, None
     if pixel_histograms is not None:
-        histograms = np.asarray(pixel_histograms, dtype=np.float64).reshape(-1, PIXEL_BINS)
+        histograms = np.asarray(pixel_histograms, dtype=np.float64)
+        histograms = histograms.reshape(len(histograms), -1)
         if histograms.shape[0] < 4:
             raise BundleError(f"pixel statistics need >= 4 training images, got {histograms.shape[0]}")
         held_rows, fit_rows = _held_out_split(histograms.shape[0], seed, held_out_share)

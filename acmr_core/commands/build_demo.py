@@ -43,12 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--train-per-class",
         type=int,
         default=None,
-        help="training renders per seen class (default 40; --quick: 8)",
+        help="training renders per seen class (default 160; --quick: 8)",
     )
     parser.add_argument(
         "--plot-per-class", type=int, default=None, help="plotted renders per class (default 5; --quick: 3)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="ACMR epochs (default 200; --quick: 15)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="at most this many ACMR epochs (default 200; --quick: 15)",
+    )
     parser.add_argument(
         "--examples", type=Path, default=None, help="also write example images to this folder"
     )
