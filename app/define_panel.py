@@ -153,7 +153,8 @@ def wire_define(
             )
         note, path = try_markdown(service, stored["name"], example_of_class)
         message += "  \nTry it on the *Predict* tab."
-        return (message, gr.update(visible=True), note, path, *class_views(service))
+        # The new class becomes "Your class", so "Show examples" draws it without another pick.
+        return (message, gr.update(visible=True), note, path, *class_views(service, keep=stored["name"]))
 
     panel.add_button.click(
         on_add, [panel.class_name, panel.editor, panel.toggles, bundle],
