@@ -81,6 +81,7 @@ def test_pixel_statistics_of_an_older_bundle_keep_their_colour_levels() -> None:
         pixel_histograms=[pixel_histogram(r, 8) for r in renders],
     )
     assert old.rare_bins.size == 8**3 * 4 and colour_levels_of(old.rare_bins.size) == 8
+    assert old.pixel_colour_levels == 8
     noise = Image.fromarray(np.random.default_rng(6).integers(0, 256, size=(64, 64, 3), dtype=np.uint8))
     fresh = world.render(2, seed=demo_world.DEFAULT_EVAL_SEED, index=0)
     flags = [flag for _, flag in old.assess(np.zeros((2, 2)), [noise, fresh])]

@@ -69,7 +69,7 @@ def pixel_histogram(image: Image.Image, colour_levels: int = COLOUR_LEVELS) -> n
     across = np.abs(np.diff(grey, axis=1, append=grey[:, -1:]))
     down = np.abs(np.diff(grey, axis=0, append=grey[-1:, :]))
     contrast = np.digitize(np.maximum(across, down), CONTRAST_EDGES)
-    bins = colour * (len(CONTRAST_EDGES) + 1) + contrast
+    bins = colour * _CONTRAST_BINS + contrast
     n_bins = colour_levels**3 * _CONTRAST_BINS
     return (np.bincount(bins.ravel(), minlength=n_bins) / bins.size).astype(np.float32)
 
@@ -117,6 +117,13 @@ class Familiarity:
             object.__setattr__(self, "pixel_threshold", float(self.pixel_threshold))
 
     @property
+    def pixel_colour_levels(self) -> int:
+        """Colour levels per channel of the stored pixel statistics (older bundles: 8)."""
+        if self.rare_bins is None:
+            raise BundleError("these familiarity statistics have no pixel part")
+        return colour_levels_of(self.rare_bins.size)
+
+    @property
     def uses_pixels(self) -> bool:
         """Whether assessing an image needs the image itself (pixel statistics), not only its features."""
         return self.rare_bins is not None
@@ -151,7 +158,7 @@ class Familiarity:
         """
         relative = self.distances(features) / self.threshold
         if self.uses_pixels and images is not None:
-            levels = colour_levels_of(self.rare_bins.size)
+            levels = self.pixel_colour_levels
             shares = self.rare_pixel_shares([pixel_histogram(image, levels) for image in images])
             if shares.shape != relative.shape:
                 raise BundleError(f"{shares.size} images for {relative.size} feature vectors")
