@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from typing import NoReturn
 
 from acmr_core.errors import ACMRError
 from acmr_core.version import __version__
@@ -51,8 +52,19 @@ def command_registrars() -> dict[str, Register]:
     return dict(sorted(found.items(), key=lambda item: position.get(item[0], len(HELP_ORDER))))
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit 2, like every other refusal of the CLI (the usage block
+    argparse prints above them would bury the one line that says what is wrong; ``--help`` still shows it).
+
+    Sub-command parsers are made of the same class (``add_subparsers`` defaults to the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="acmr",
         description="ACMR generalized zero-shot classification: train, evaluate, extract features, serve.",
     )

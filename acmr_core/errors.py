@@ -6,6 +6,9 @@ The CLI prints it on stderr and exits non-zero; the app shows it. Everything els
 traceback.
 """
 
+import math
+import reprlib
+
 
 class ACMRError(Exception):
     """Base class of every error whose message is meant for the user."""
@@ -33,3 +36,34 @@ class DownloadError(ACMRError):
 
 class UserClassError(ACMRError):
     """A user-defined class is invalid (bad name, bad attributes...)."""
+
+
+#: How many characters of a user's value a message quotes: enough to recognise it, never the whole of a
+#: million-entry list (a message is returned to the client and logged).
+QUOTE_LIMIT = 60
+_LONG_INT_BITS = 200  # ~60 digits
+#: How many characters of another error's text (a library's reason) a message quotes.
+REASON_LIMIT = 300
+
+
+def quote_value(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` shortened to at most ``limit`` characters, for quoting user input in a message.
+
+    :mod:`reprlib` abbreviates long strings and containers without building their full repr, so quoting a
+    huge value costs little; the result is then cut to ``limit`` (nested values can add up) and made one line.
+    """
+    if isinstance(value, int) and value.bit_length() > _LONG_INT_BITS:
+        # repr() of an int over 4300 digits raises ValueError; no one reads such a number anyway.
+        return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = limit
+    shortener.maxlist = shortener.maxtuple = shortener.maxset = shortener.maxdict = 6
+    shortener.maxlevel = 2
+    return shorten(shortener.repr(value), limit)
+
+
+def shorten(text: object, limit: int = REASON_LIMIT) -> str:
+    """``str(text)`` on one line and at most ``limit`` characters: e.g. a library's reason quoted in a
+    message, which may itself quote a huge value."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -3,7 +3,6 @@ class-attribute matrix; and the class-metadata JSON format that ``acmr bundle --
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from acmr_core.errors import DataError
+from acmr_core.errors import DataError, quote_value
+from acmr_core.fileio import read_json
 
 #: How an attribute name carries its group: ``"colour: red"`` (demo world), ``"has_bill::hooked"`` (CUB).
 GROUP_SEPARATORS = (": ", "::")
@@ -60,7 +60,7 @@ class ClassCatalog:
             seen_before: set[str] = set()
             for value in values:
                 if value.casefold() in seen_before:
-                    raise DataError(f"duplicate {what} name {value!r}; names must be unique")
+                    raise DataError(f"duplicate {what} name {quote_value(value)}; names must be unique")
                 seen_before.add(value.casefold())
         if self.attribute_matrix.shape != (n_classes, n_attributes):
             raise DataError(
@@ -99,7 +99,7 @@ class ClassCatalog:
         lookup = {n.casefold(): i for i, n in enumerate(self.names)}
         found = lookup.get(str(name).casefold())
         if found is None:
-            raise DataError(f"class {name!r} is not in the catalog")
+            raise DataError(f"class {quote_value(name)} is not in the catalog")
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class ClassCatalog:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
                 raise DataError(f"{source}: class {position} must be an object with a 'name' string")
             if not isinstance(entry.get("seen"), bool):
-                raise DataError(f"{source}: class {entry['name']!r} needs 'seen': true or false")
+                raise DataError(f"{source}: class {quote_value(entry['name'])} needs 'seen': true or false")
             rows.append(_attribute_row(entry.get("attributes"), names, entry["name"], source))
             class_names.append(entry["name"])
             seen.append(entry["seen"])
@@ -150,35 +150,33 @@ class ClassCatalog:
 
 def _attribute_row(values: Any, names: Sequence[str], class_name: str, source: str) -> list[float]:
     """A class's attribute values: a list in attribute order, or an object {name: value} (missing = 0)."""
+    where = f"{source}: class {quote_value(class_name)}"
     if isinstance(values, Mapping):
         unknown = [k for k in values if k not in names]
         if unknown:
-            raise DataError(f"{source}: class {class_name!r} has unknown attribute {unknown[0]!r}")
+            raise DataError(f"{where} has unknown attribute {quote_value(unknown[0])}")
         row = [values.get(n, 0.0) for n in names]
     elif isinstance(values, list):
         if len(values) != len(names):
-            raise DataError(
-                f"{source}: class {class_name!r} has {len(values)} attribute values for {len(names)} names"
-            )
+            raise DataError(f"{where} has {len(values)} attribute values for {len(names)} names")
         row = values
     else:
-        raise DataError(f"{source}: class {class_name!r} needs 'attributes' as a list or an object")
+        raise DataError(f"{where} needs 'attributes' as a list or an object")
     try:
         floats = [float(v) for v in row]
     except (TypeError, ValueError):
-        raise DataError(f"{source}: class {class_name!r} has a non-numeric attribute value") from None
+        raise DataError(f"{where} has a non-numeric attribute value") from None
+    except OverflowError:  # an integer beyond any float
+        raise DataError(f"{where} has an attribute value too large to be a number") from None
     if not all(math.isfinite(v) for v in floats):
-        raise DataError(f"{source}: class {class_name!r} has a NaN or infinite attribute value")
+        raise DataError(f"{where} has a NaN or infinite attribute value")
     return floats
 
 
 def load_class_metadata(path: str | Path) -> ClassCatalog:
     """Read a class-metadata JSON file (``acmr bundle --classes``)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"class metadata file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"cannot read class metadata {path}: {error}; it must be a JSON file") from None
+    data = read_json(
+        path, f"class metadata file {path}", DataError, "it must be a JSON file", allow_non_finite=True
+    )  # NaN parses: _attribute_row refuses it naming the class
     return ClassCatalog.from_dict(data, source=str(path))

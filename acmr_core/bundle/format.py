@@ -26,7 +26,6 @@ reason.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import shutil
@@ -45,9 +44,9 @@ from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import Familiarity
 from acmr_core.data.xlsa17 import FeatureScaler
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
-from acmr_core.errors import BackboneError, BundleError, DataError
+from acmr_core.errors import BackboneError, BundleError, DataError, quote_value, shorten
 from acmr_core.features.backbone import BackboneIdentity
-from acmr_core.fileio import file_sha256, jsonable, write_json
+from acmr_core.fileio import file_sha256, jsonable, read_json, write_json
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
@@ -172,16 +171,13 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         raise BundleError(
             f"{directory} has no {MANIFEST}; it is not a bundle (or an interrupted copy of one)"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path} is corrupt ({error}); rebuild or re-copy the bundle") from None
+    manifest = read_json(path, advice="rebuild or re-copy the bundle")
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path} is not an ACMR bundle manifest (format is not '{BUNDLE_FORMAT}')")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(
-            f"bundle {directory.name} has format version {version!r}; this acmr reads version "
+            f"bundle {directory.name} has format version {quote_value(version)}; this acmr reads version "
             f"{FORMAT_VERSION} — "
             "rebuild the bundle with this version (or use the acmr that wrote it)"
         )
@@ -218,11 +214,19 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
+#: Parts whose loaders refuse NaN and infinite values themselves, naming the value (catalog attributes, the
+#: calibration gamma); every other part is parsed strictly (the project never writes NaN), so a NaN or an
+#: overflowing number there cannot reach code that would turn it into a traceback (``int(inf)``).
+_VALUES_CHECKED = {"catalog.json", "classifier.json"}
+
+
 def _load_json(directory: Path, part: str) -> Any:
-    try:
-        return json.loads((directory / part).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"bundle {directory.name}: {part} is not valid JSON ({error})") from None
+    return read_json(
+        directory / part,
+        f"bundle {directory.name}: {part}",
+        advice="rebuild or re-copy the bundle",
+        allow_non_finite=part in _VALUES_CHECKED,
+    )
 
 
 def _load_tensors(directory: Path, part: str) -> dict[str, torch.Tensor]:
@@ -251,14 +255,14 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         arch = ACMRConfig.from_dict(model_meta.get("arch") if isinstance(model_meta, dict) else None)
         train = TrainConfig.from_dict(model_meta.get("train") if isinstance(model_meta, dict) else None)
     except (DataError, BackboneError) as error:
-        raise BundleError(f"bundle {name}: {error}") from None
+        raise BundleError(f"bundle {name}: {shorten(error)}") from None
 
     scaler_state = _load_tensors(directory, "scaler.safetensors")
     _require(scaler_state, ("data_min", "data_max"), f"bundle {name}: scaler.safetensors")
     try:
         scaler = FeatureScaler.from_state_dict({k: v.numpy() for k, v in scaler_state.items()})
     except DataError as error:
-        raise BundleError(f"bundle {name}: {error}") from None
+        raise BundleError(f"bundle {name}: {shorten(error)}") from None
 
     # Cross-part consistency: one line naming the first thing that does not fit.
     checks = (
@@ -285,6 +289,9 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     gamma = classifier_meta.get("gamma") if isinstance(classifier_meta, dict) else None
     if not isinstance(gamma, (int, float)) or not np.isfinite(gamma):  # NaN parses as JSON, and scores NaN
         raise BundleError(f"bundle {name}: classifier.json lacks a numeric 'gamma' (a finite number)")
+    epochs = classifier_meta.get("epochs", train.cls_max_epochs)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:  # NaN parses here: see above
+        raise BundleError(f"bundle {name}: classifier.json 'epochs' is not a whole number")
     classifier = GZSLClassifier(arch.latent_dim, catalog.num_classes)
     load_state(
         classifier,
@@ -312,7 +319,7 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         seen_classes=catalog.seen_classes,
         unseen_classes=catalog.unseen_classes,
         gamma=float(classifier_meta["gamma"]),
-        classifier_epochs=int(classifier_meta.get("epochs", train.cls_max_epochs)),
+        classifier_epochs=epochs,
         selection=dict(classifier_meta.get("selection") or {}),
         scaler=scaler,
         class_names=list(catalog.names),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from acmr_core.errors import ACMRError, BundleError
+from acmr_core.errors import ACMRError, BundleError, DataError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,15 +57,22 @@ def _model_dirs(path: Path) -> list[Path]:
 
 
 def _dataset_name(args: argparse.Namespace) -> str | None:
+    """``--dataset``, else the dataset recorded in ``MODEL/metrics.json`` (None where there is none).
+
+    A metrics.json that cannot be parsed (e.g. truncated) is refused naming it: ignoring it made the data
+    root itself the dataset folder, and the error then blamed a res101.mat that was never the problem.
+    """
     if args.dataset:
         return args.dataset
-    metrics = args.model / "metrics.json"
-    if metrics.is_file():
-        try:
-            return json.loads(metrics.read_text(encoding="utf-8")).get("dataset")
-        except json.JSONDecodeError:
-            return None
-    return None
+    # lazy: fileio imports numpy
+    from acmr_core.fileio import read_json
+
+    path = args.model / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = read_json(path, error=DataError, advice="pass --dataset, or re-run acmr train to rewrite it")
+    dataset = metrics.get("dataset") if isinstance(metrics, dict) else None
+    return dataset if isinstance(dataset, str) and dataset else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     directories = _model_dirs(args.model)
-    dataset = _dataset_name(args)
+    # A data root holding res101.mat itself is the dataset folder: no dataset name is needed then.
     root_has_data = (args.data_root / "res101.mat").is_file()
-    data = load_xlsa17(args.data_root, None if root_has_data or not dataset else dataset)
+    dataset = None if root_has_data else _dataset_name(args)
+    data = load_xlsa17(args.data_root, dataset)
     results = []
     for directory in directories:
         result = evaluate_on_data(load_trained(directory, device), data)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from acmr_core.commands._args import finite_float
 from acmr_core.errors import ACMRError
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
     parser.add_argument(
-        "--gamma", type=float, default=None, help="seen-class calibration (default: the bundle's)"
+        "--gamma", type=finite_float, default=None, help="seen-class calibration (default: the bundle's)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
@@ -35,14 +35,18 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
     from acmr_core.bundle.format import default_bundle_path, load_bundle
+    from acmr_core.fileio import json_text
+    from acmr_core.model.gzsl import check_gamma
     from acmr_core.pipelines.predict import predict_images
 
     if args.top_k < 1:
         raise ACMRError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.gamma is not None:
+        check_gamma(args.gamma)  # before the bundle and the backbone load: e.g. 1e308 scores NaN
     bundle = load_bundle(args.bundle or default_bundle_path(), device=args.device)
     results = predict_images(bundle, args.images, top_k=args.top_k, gamma=args.gamma, device=args.device)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json_text(results), end="")  # strict JSON: never a bare NaN
         return 0
     width = max(len(entry["class"]) for result in results for entry in result["top_k"])
     for result in results:

@@ -8,7 +8,6 @@ per-seed values, "selection", epochs, wall seconds) and one model per seed under
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from acmr_core.commands._args import positive_int
@@ -87,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps acmr --help fast (these load torch, scipy and sklearn)
     from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.fileio import write_json
     from acmr_core.training.protocol import run_protocol
 
     device = resolve_device(args.device)
@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics["data_root"] = str(args.data_root)
     metrics["ablation"] = {"vsa": not args.no_vsa, "iem": not args.no_iem}
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    # Atomic: an interrupted write must not leave a truncated metrics.json for `acmr evaluate` to trip on.
+    write_json(args.out / "metrics.json", metrics)
     std = metrics["std"]
     if metrics["epoch_selection"] == "validation":
         chosen = ",".join(str(e) for e in metrics["acmr_epochs"])

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from acmr_core.errors import DownloadError
+from acmr_core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def unpack_archive(archive: Path, dest: Path, *, progress: bool = True) -> Path:
     except DownloadError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    (staging / _UNPACKED_MARKER).write_text(json.dumps(identity))
+    atomic_write(staging / _UNPACKED_MARKER, json.dumps(identity).encode())
     if dest.exists():
         shutil.rmtree(dest)
     staging.rename(dest)

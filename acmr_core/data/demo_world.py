@@ -22,7 +22,6 @@ This module is the world and its renderer only; building the demo bundle from it
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from acmr_core.errors import ACMRError
+from acmr_core.fileio import write_json
 
 # Render seeds. The bundle records which seeds trained it; evaluation refuses those.
 TRAIN_SEED = 0
@@ -472,5 +472,5 @@ def write_examples(
                     "image_id": world.image_id(class_index, GALLERY_SEED, i),
                 }
             )
-    (directory / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    write_json(directory / "index.json", index)
     return written

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.io
 
 from acmr_core.data.sources import SOURCES, Source
-from acmr_core.data.xlsa17 import mat_strings, read_id_name_list, read_name_list
+from acmr_core.data.xlsa17 import mat_strings, numeric_matrix, read_id_name_list, read_name_list
 from acmr_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,12 @@ def load_xlsa17_meta(root: Path, spec: DatasetSpec, url: str) -> Xlsa17Meta:
     for key in ("att", "allclasses_names", "trainval_loc", "test_seen_loc", "test_unseen_loc"):
         if key not in splits:
             raise DataError(f"{folder / 'att_splits.mat'} has no '{key}'; it is not an xlsa17 att_splits.mat")
+    # A NaN or infinite attribute is refused here, before hours of downloads and feature extraction.
+    attributes = numeric_matrix(
+        np.asarray(splits["att"]), f"{folder / 'att_splits.mat'}: 'att'", ("attribute", "class")
+    )
     class_names = mat_strings(splits["allclasses_names"])
-    if len(class_names) != np.asarray(splits["att"]).shape[1]:
+    if len(class_names) != attributes.shape[1]:
         raise DataError(
             f"{folder / 'att_splits.mat'}: {len(class_names)} class names for the columns of 'att'"
         )

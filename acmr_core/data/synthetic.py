@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import scipy.io
 
 from acmr_core.data.xlsa17 import mat_cell, mat_strings, read_name_list
 from acmr_core.errors import DataError
+from acmr_core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -248,14 +248,14 @@ def write_synthetic_xlsa17(
     folder = Path(root) / dataset
     folder.mkdir(parents=True, exist_ok=True)
     image_files = [f"synthetic/{meta.class_names[c]}/{i:06d}.jpg" for i, c in enumerate(labels)]
-    scipy.io.savemat(
-        str(folder / "res101.mat"),
-        {
-            "features": features,
-            "labels": (labels + 1).astype(np.float64).reshape(-1, 1),
-            "image_files": mat_cell(image_files),
-        },
-        do_compression=False,
+    res101 = {
+        "features": features,
+        "labels": (labels + 1).astype(np.float64).reshape(-1, 1),
+        "image_files": mat_cell(image_files),
+    }
+    # Every file atomically: an interrupted run leaves no truncated .mat for the next `--synthetic` to load.
+    atomic_write(
+        folder / "res101.mat", lambda handle: scipy.io.savemat(handle.file, res101, do_compression=False)
     )
     splits = {
         "att": meta.attributes.T.astype(np.float64),
@@ -269,7 +269,7 @@ def write_synthetic_xlsa17(
         seen_images = np.concatenate([trainval, test_seen])
         splits["train_loc"] = _loc(seen_images[np.isin(labels[seen_images], meta.train)], n_images)
         splits["val_loc"] = _loc(seen_images[np.isin(labels[seen_images], meta.val)], n_images)
-    scipy.io.savemat(str(folder / "att_splits.mat"), splits)
+    atomic_write(folder / "att_splits.mat", lambda handle: scipy.io.savemat(handle.file, splits))
 
     class_lists = {
         "trainvalclasses.txt": meta.seen,
@@ -278,11 +278,11 @@ def write_synthetic_xlsa17(
         "valclasses1.txt": meta.val,
     }
     for name, classes in class_lists.items():
-        (folder / name).write_text("\n".join(meta.class_names[c] for c in classes) + "\n", encoding="utf-8")
+        atomic_write(folder / name, ("\n".join(meta.class_names[c] for c in classes) + "\n").encode("utf-8"))
     if meta.source is not None:
         for name in NAME_FILES:
             if (meta.source / name).is_file():
-                shutil.copyfile(meta.source / name, folder / name)
+                atomic_write(folder / name, (meta.source / name).read_bytes())
     log.info("wrote synthetic %s (%d images, %d-d) to %s", dataset, n_images, feature_dim, folder)
     return folder
 

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 FEATURES_FILE = "res101.mat"
 SPLITS_FILE = "att_splits.mat"
 REQUIRED_SPLIT_KEYS = ("att", "trainval_loc", "test_seen_loc", "test_unseen_loc")
+#: Largest magnitude accepted in image features and class attributes. Real ones are small (ResNet-101
+#: features 0..~30, xlsa17 attributes within ±1); anything far larger is damage, and would overflow float32
+#: in the scaler's ranges and the losses' squares (NaN weights, then NaN predictions).
+MAX_ABS_VALUE = 1e6
 
 
 @dataclass
@@ -82,6 +86,36 @@ def _require(mat: dict[str, Any], key: str, path: Path) -> np.ndarray:
     if key not in mat:
         raise DataError(f"{path} has no '{key}' entry; is it an xlsa17 {path.name}?")
     return np.asarray(mat[key])
+
+
+def numeric_matrix(
+    values: np.ndarray, what: str, axes: tuple[str, str], *, transpose: bool = False
+) -> np.ndarray:
+    """``values`` (2-D) as a contiguous float32 matrix, refused with a :class:`DataError` naming ``what`` if
+    any entry is NaN, infinite or beyond ±:data:`MAX_ABS_VALUE`.
+
+    Checked once at load, so every command reading the data refuses it in one line: one NaN feature would
+    otherwise train a model whose weights are all NaN, and an infinite one makes sklearn's scaler raise.
+    ``axes`` names the rows and columns of the result (e.g. ``("image", "feature")``) for the message.
+    """
+    try:
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+            matrix = np.ascontiguousarray(values.T if transpose else values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} is not a numeric matrix (dtype {values.dtype})") from None
+    if matrix.ndim != 2:
+        raise DataError(f"{what} must be a 2-D matrix, got shape {matrix.shape}")
+    # One pass: NaN fails every comparison, so it is caught with the infinite and the huge values.
+    bad = ~(np.abs(matrix) <= MAX_ABS_VALUE)
+    if bad.any():
+        row, column = (int(i) + 1 for i in np.unravel_index(int(np.argmax(bad)), matrix.shape))
+        first = float(matrix[row - 1, column - 1])
+        kind = "NaN" if np.isnan(first) else "infinite" if np.isinf(first) else f"{first:g}"
+        raise DataError(
+            f"{what} has {int(bad.sum())} value(s) that are NaN, infinite or beyond ±{MAX_ABS_VALUE:g} "
+            f"(first: {kind} at {axes[0]} {row}, {axes[1]} {column}); the file is damaged — regenerate it"
+        )
+    return matrix
 
 
 def mat_strings(cell: Any) -> list[str]:
@@ -210,15 +244,19 @@ def load_xlsa17(root: str | Path, dataset: str | None = None) -> ZSLData:
             "expected (feature_dim, N)"
         )
     # xlsa17 stores features as (D, N); accept (N, D) too when unambiguous.
-    features = features.T if features.shape[1] == n_images else features
-    features = np.ascontiguousarray(features, dtype=np.float32)
+    features = numeric_matrix(
+        features,
+        f"{features_path}: 'features'",
+        ("image", "feature"),
+        transpose=features.shape[1] == n_images,
+    )
 
     attributes = _require(split_mat, "att", split_path)
     if attributes.ndim != 2:
         raise DataError(
             f"{split_path}: 'att' must be a 2-D (attributes x classes) matrix, got {attributes.shape}"
         )
-    attributes = np.ascontiguousarray(attributes.T, dtype=np.float32)
+    attributes = numeric_matrix(attributes, f"{split_path}: 'att'", ("class", "attribute"), transpose=True)
     n_classes = attributes.shape[0]
     if raw_labels.min() < 1 or raw_labels.max() > n_classes:
         raise DataError(

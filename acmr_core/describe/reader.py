@@ -54,7 +54,7 @@ from acmr_core.describe.vocabulary import (
     WHOLE,
     WHOLE_GROUP_WORDS,
 )
-from acmr_core.errors import UserClassError
+from acmr_core.errors import UserClassError, quote_value
 
 #: Longest description accepted (a few paragraphs); longer texts are refused, not silently cut.
 MAX_DESCRIPTION_CHARS = 2000
@@ -440,7 +440,7 @@ def read_description(text: object, attribute_names: Sequence[str]) -> Reading:
     vocabulary = Vocabulary.from_names(attribute_names)
     reading = _Reader(tokenize(text), vocabulary).read()
     if not reading.values:
-        shown = f" (read: {text.strip()[:60]!r})" if text.strip() else ""
+        shown = f" (read: {quote_value(text.strip())})" if text.strip() else ""
         raise UserClassError(
             f"nothing recognised in the description{shown}; describe it with this model's attributes, "
             f"e.g. {_examples(attribute_names)}"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from acmr_core.errors import DataError
+from acmr_core.errors import DataError, quote_value, shorten
 
 REPARAMETERIZATIONS = ("reference", "standard")
 SELECTIONS = ("validation", "reference")
@@ -35,13 +35,13 @@ def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     if not isinstance(data, dict):
         raise DataError(f"{what} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(key) for key in set(data) - names)
     if unknown:
-        raise DataError(f"{what} has unknown keys {unknown}; was it written by another version?")
+        raise DataError(f"{what} has unknown keys {quote_value(unknown)}; was it written by another version?")
     try:
         return cls(**data)
-    except (TypeError, ValueError) as error:
-        raise DataError(f"{what} is invalid: {error}") from None
+    except (TypeError, ValueError, OverflowError) as error:
+        raise DataError(f"{what} is invalid: {shorten(str(error))}") from None
 
 
 @dataclass

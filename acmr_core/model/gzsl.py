@@ -15,13 +15,15 @@ Public interface:
   device, seed) -> GZSLClassifier`` — works for ANY class set (the app re-fits it when a user adds a class);
   sample counts and schedule are parameters.
 * :func:`predict_scores` ``(logits, seen_mask, gamma)`` — calibrated stacking: log-softmax minus ``gamma`` on
-  seen classes (``gamma = 0`` is the plain classifier).
+  seen classes (``gamma = 0`` is the plain classifier); :func:`check_gamma` refuses a non-finite or huge
+  ``gamma`` in one line.
 * :func:`gzsl_selection_table` — per-epoch x per-gamma validation U/S/H computed on the device.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from acmr_core.errors import ACMRError
 from acmr_core.model.network import ACMR, reference_init
 from acmr_core.runtime import as_tensor
 
@@ -52,8 +55,32 @@ class GZSLClassifier(nn.Module):
         return self.fc(z)
 
 
+#: Largest calibration |gamma| accepted. Log-probability gaps past a few hundred already round to
+#: probabilities of exactly 0 or 1 in float32, so larger values change nothing — while one beyond float32's
+#: range becomes inf, and ``inf * 0`` on the unseen classes makes every probability NaN.
+MAX_ABS_GAMMA = 1000.0
+
+
+def check_gamma(gamma: float) -> float:
+    """``gamma`` as a float, or an :class:`ACMRError` (one line) if it is not finite or beyond
+    ±:data:`MAX_ABS_GAMMA`."""
+    value = float(gamma)
+    if not math.isfinite(value) or abs(value) > MAX_ABS_GAMMA:
+        raise ACMRError(
+            f"calibration gamma must be a finite number between -{MAX_ABS_GAMMA:g} and {MAX_ABS_GAMMA:g}, "
+            f"got {value:g}"
+        )
+    return value
+
+
 def predict_scores(logits: Tensor, seen_mask: Tensor, gamma: float | Tensor) -> Tensor:
-    """Calibrated stacking (Chao et al. 2016): ``log_softmax(logits) - gamma * seen_mask``."""
+    """Calibrated stacking (Chao et al. 2016): ``log_softmax(logits) - gamma * seen_mask``.
+
+    A number ``gamma`` (user input) is checked by :func:`check_gamma`; a tensor (the training's grid, built
+    by the project) is used as is, since checking it would cost a device sync.
+    """
+    if not isinstance(gamma, Tensor):
+        gamma = check_gamma(gamma)
     return F.log_softmax(logits, dim=-1) - gamma * seen_mask.to(logits.dtype)
 
 

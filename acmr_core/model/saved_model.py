@@ -17,7 +17,6 @@ Public interface:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from acmr_core.data.xlsa17 import FeatureScaler
-from acmr_core.errors import ACMRError, BundleError
-from acmr_core.fileio import atomic_write, write_json
+from acmr_core.errors import ACMRError, BundleError, quote_value, shorten
+from acmr_core.fileio import atomic_write, read_json, write_json
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
@@ -55,7 +54,7 @@ def read_tensors(path: Path, problem: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error types for bad headers / sizes
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = shorten(str(error).splitlines()[0]) if str(error) else type(error).__name__
         raise BundleError(f"{problem} ({reason})") from None
 
 
@@ -65,7 +64,7 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], problem:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        detail = " ".join(str(error).split())[:200]  # one line, bounded: torch lists every mismatched key
+        detail = shorten(error)  # one line, bounded: torch lists every mismatched key
         raise BundleError(f"{problem} ({detail})") from None
 
 
@@ -101,15 +100,13 @@ def save_trained(directory: str | Path, trained: TrainedModel) -> Path:
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{path} is missing; is {path.parent} a model saved by 'acmr train'?")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path} is not valid JSON ({error}); the model folder is corrupt") from None
+    config = read_json(path, advice="save the model again with 'acmr train'")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BundleError(f"{path} is not an ACMR model config (format '{FORMAT}' expected)")
     if config.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{path} has format version {config.get('format_version')}; this version reads {FORMAT_VERSION}"
+            f"{path} has format version {quote_value(config.get('format_version'))}; "
+            f"this version reads {FORMAT_VERSION}"
         )
     return config
 
@@ -136,7 +133,7 @@ def load_trained(directory: str | Path, device: torch.device | str = "cpu") -> T
         gamma = float(config["gamma"])
         classifier_epochs = int(config["classifier_epochs"])
     except (KeyError, TypeError, ValueError, ACMRError) as error:
-        raise BundleError(f"{directory / CONFIG_FILE} is incomplete or invalid ({error})") from None
+        raise BundleError(f"{directory / CONFIG_FILE} is incomplete or invalid ({shorten(error)})") from None
     for key in ("class_attributes", "seen_classes", "unseen_classes"):
         if key not in tensors:
             raise BundleError(

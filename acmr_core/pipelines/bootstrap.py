@@ -271,7 +271,7 @@ def _sources_and_plan(
         cache.invalidate_after("plan")
         plan = plan_images(spec, layout, meta)
         work.mkdir(parents=True, exist_ok=True)
-        plan_path.write_text(json.dumps(plan.to_json()))
+        atomic_write(plan_path, json.dumps(plan.to_json()).encode())
         cache.record(
             "plan", plan_inputs, {"origin": plan.origin, "n_images": len(plan.relative_paths)}, [plan_path]
         )

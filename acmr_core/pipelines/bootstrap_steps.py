@@ -37,6 +37,7 @@ from acmr_core.features.backbone import Backbone, BackboneIdentity, create_backb
 from acmr_core.features.distributed import Session
 from acmr_core.features.extract import FeatureSet, load_features, save_features
 from acmr_core.features.sharding import ShardJob, ShardLayout, extract_in_shards, image_list_sha256
+from acmr_core.fileio import write_json
 from acmr_core.model.saved_model import load_trained
 from acmr_core.pipelines.build import (
     LabelledFeatures,
@@ -236,7 +237,8 @@ def _train(spec: DatasetSpec, data_root: Path, train_dir: Path, options: Bootstr
         save_dir=train_dir,
     )
     metrics["model_dir"] = str(train_dir / f"seed_{options.seed}")
-    (train_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+    metrics = json.loads(json.dumps(metrics, default=_json_default))  # plain JSON values, as recorded
+    write_json(train_dir / "metrics.json", metrics)  # atomic: never a truncated file
     log.info(
         "%s test: U %.2f S %.2f H %.2f ZSL %.2f",
         spec.xlsa17,
@@ -245,7 +247,7 @@ def _train(spec: DatasetSpec, data_root: Path, train_dir: Path, options: Bootstr
         metrics["H"],
         metrics["zsl_top1"],
     )
-    return json.loads(json.dumps(metrics, default=_json_default))
+    return metrics
 
 
 def _json_default(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acmr_core.errors import BundleError
+from acmr_core.errors import BundleError, quote_value
 
 
 def find_bundle(bundle: str | Path, checkpoints: str | Path) -> Path:
@@ -14,6 +14,6 @@ def find_bundle(bundle: str | Path, checkpoints: str | Path) -> Path:
         if candidate.is_dir():
             return candidate.resolve()
     raise BundleError(
-        f"bundle {str(bundle)!r} not found (neither a folder nor in {checkpoints}/); "
+        f"bundle {quote_value(str(bundle))} not found (neither a folder nor in {checkpoints}/); "
         "give a bundle folder, or rebuild the demo with 'acmr build-demo'"
     )

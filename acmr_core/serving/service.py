@@ -40,7 +40,7 @@ from acmr_core.data.images import describe_source, load_image
 from acmr_core.defaults import USER_CLASSES_DIR
 from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
 from acmr_core.describe.reader import Reading, read_description
-from acmr_core.errors import ACMRError, ImageError, UserClassError
+from acmr_core.errors import ACMRError, ImageError, UserClassError, quote_value
 from acmr_core.features.backbone import Backbone
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.predictor import rank
@@ -208,7 +208,10 @@ class StudioService:
 
         ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
         """
-        gamma = self.default_gamma if gamma is None else float(gamma)
+        try:
+            gamma = self.default_gamma if gamma is None else float(gamma)
+        except (TypeError, ValueError, OverflowError):
+            raise ACMRError(f"calibration gamma must be a finite number, got {quote_value(gamma)}") from None
         if not np.isfinite(gamma):
             raise ACMRError(f"calibration gamma must be a finite number, got {gamma}")
         space = self._space  # one snapshot for the whole request
@@ -255,8 +258,8 @@ class StudioService:
             raise UserClassError(
                 f"bundle {self.bundle_name} is not a demo-world bundle: its images cannot be drawn"
             )
-        if not isinstance(count, int) or not 1 <= count <= MAX_EXAMPLES:
-            raise UserClassError(f"ask for 1 to {MAX_EXAMPLES} example images, not {count!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_EXAMPLES:
+            raise UserClassError(f"ask for 1 to {MAX_EXAMPLES} example images, not {quote_value(count)}")
         space = self._space
         position = space.position(name)
         values = dict(zip(self.attribute_names, space.unit_attributes[position].tolist(), strict=True))

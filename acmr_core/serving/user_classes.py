@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from acmr_core.errors import UserClassError
+from acmr_core.errors import UserClassError, quote_value
+from acmr_core.fileio import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ MAX_IMPORT_CLASSES = MAX_USER_CLASSES
 #: Attribute values below this count as 0: 1e-320 is a valid float but means "absent" to a person, and would
 #: otherwise pass the "at least one attribute above 0" rule and then display as 0.
 VALUE_EPSILON = 1e-6
+#: Longest attributes JSON text accepted, checked before parsing. A full object for CUB's 312 attributes with
+#: long names and 17-digit values is about 25 000 characters; 40x that leaves room for any bundle while a
+#: client cannot make the app parse (and hold) megabytes.
+MAX_ATTRIBUTES_JSON_CHARS = 1_000_000
+#: Longest import file accepted, checked before parsing: a full store of full classes.
+MAX_IMPORT_CHARS = MAX_IMPORT_CLASSES * MAX_ATTRIBUTES_JSON_CHARS
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,14 @@ def validate_values(attributes: Mapping[str, object], attribute_names: Sequence[
             'attributes must be a JSON object {"attribute name": value in [0, 1]}, '
             f"got {type(attributes).__name__}"
         )
+    if len(attributes) > len(attribute_names):  # refused before any per-entry work or message
+        raise UserClassError(
+            f"{len(attributes)} attribute values given; this model has {len(attribute_names)} attributes"
+        )
     index = {name: position for position, name in enumerate(attribute_names)}
-    unknown = [str(name) for name in attributes if name not in index]
+    unknown = [name for name in attributes if name not in index]
     if unknown:
-        shown = ", ".join(repr(name[:40]) for name in unknown[:3])
+        shown = ", ".join(quote_value(name, limit=40) for name in unknown[:3])
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise UserClassError(
             f"unknown attribute name(s) {shown}{more}; the catalog lists this model's {len(index)} attributes"
@@ -96,13 +107,18 @@ def validate_values(attributes: Mapping[str, object], attribute_names: Sequence[
     values = [0.0] * len(attribute_names)
     for name, raw in attributes.items():
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise UserClassError(f"attribute {name!r} has value {raw!r}; use a number between 0 and 1")
-        value = float(raw)
+            raise UserClassError(
+                f"attribute {quote_value(name)} has value {quote_value(raw)}; use a number between 0 and 1"
+            )
+        try:
+            value = float(raw)
+        except OverflowError:  # an int too large for a float (over ~309 digits)
+            value = math.inf
         if not math.isfinite(value):
-            raise UserClassError(f"attribute {name!r} is {value}; use a number between 0 and 1")
+            raise UserClassError(f"attribute {quote_value(name)} is {value}; use a number between 0 and 1")
         if not 0.0 <= value <= 1.0:
             raise UserClassError(
-                f"attribute {name!r} is {value:g}, outside [0, 1]; use a number between 0 and 1"
+                f"attribute {quote_value(name)} is {value:g}, outside [0, 1]; use a number between 0 and 1"
             )
         values[index[name]] = value if value >= VALUE_EPSILON else 0.0
     if not any(values):
@@ -117,16 +133,17 @@ def parse_attributes_json(text: object) -> dict[str, object]:
     """Parse the API's attribute argument, a JSON object ``{attribute name: value}`` (NaN refused later)."""
     if not isinstance(text, str) or not text.strip():
         raise UserClassError('attributes are empty; send a JSON object {"attribute name": value in [0, 1]}')
+    if len(text) > MAX_ATTRIBUTES_JSON_CHARS:
+        raise UserClassError(
+            f"the attributes JSON is {len(text)} characters long; at most {MAX_ATTRIBUTES_JSON_CHARS} "
+            'are accepted: send one flat object like {"red": 1, "striped": 0.5}'
+        )
     try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as error:
+        # NaN and Infinity parse here and are refused per attribute by validate_values, naming it.
+        parsed = parse_json(text, allow_non_finite=True)
+    except ValueError as error:
         raise UserClassError(
-            f"attributes are not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
-            'send an object like {"red": 1, "striped": 0.5}'
-        ) from None
-    except RecursionError:  # e.g. [[[[…]]]] thousands deep: Python's parser gives up
-        raise UserClassError(
-            'attributes are nested too deeply to be attribute values; send a flat object like {"red": 1}'
+            f'attributes are not valid JSON ({error}); send an object like {{"red": 1, "striped": 0.5}}'
         ) from None
     if not isinstance(parsed, dict):
         raise UserClassError(
@@ -282,7 +299,7 @@ class UserClassStore:
             raise UserClassError("no class name given; pick one of your classes")
         found = self.get(" ".join(name.split()))
         if found is None:
-            raise UserClassError(f"there is no user class named {name[:MAX_NAME_LENGTH]!r}")
+            raise UserClassError(f"there is no user class named {quote_value(name, MAX_NAME_LENGTH)}")
         return found
 
     def check_room(self, adding: int) -> None:
@@ -319,11 +336,13 @@ class UserClassStore:
 
     def import_json(self, text: str, reserved_names: Sequence[str] = ()) -> list[UserClass]:
         """Add every class of an export; all or nothing: one bad or clashing class refuses the whole file."""
+        if isinstance(text, (str, bytes)) and len(text) > MAX_IMPORT_CHARS:
+            raise UserClassError(
+                f"the import file is {len(text)} characters long; an export is at most {MAX_IMPORT_CHARS}"
+            )
         try:
-            document = json.loads(text)
-        except RecursionError:
-            raise UserClassError("the import file is nested too deeply; choose an exported file") from None
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+            document = parse_json(text, allow_non_finite=True)  # NaN is refused per class, naming it
+        except (ValueError, TypeError) as error:
             raise UserClassError(
                 f"the import file is not valid JSON ({error}); choose an exported file"
             ) from None
