@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from acmr_core.errors import ACMRError
-from acmr_core.fileio import write_json
+from acmr_core.fileio import atomic_write, write_json
 
 # Render seeds. The bundle records which seeds trained it; evaluation refuses those.
 TRAIN_SEED = 0
@@ -462,7 +462,8 @@ def write_examples(
         slug = demo_class.name.replace(" ", "-")
         for i in range(per_class):
             path = directory / f"{kind}__{slug}__{i}.png"
-            world.render(class_index, GALLERY_SEED, i).save(path, optimize=True)
+            image = world.render(class_index, GALLERY_SEED, i)
+            atomic_write(path, lambda handle, image=image: image.save(handle, format="PNG", optimize=True))
             written.append(path)
             index.append(
                 {

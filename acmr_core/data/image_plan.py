@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from acmr_core.data.layouts import DatasetLayout, DatasetSpec, Xlsa17Meta
 from acmr_core.data.sources import SOURCES
 from acmr_core.data.xlsa17 import mat_cell, mat_strings
 from acmr_core.errors import DataError
+from acmr_core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -284,15 +284,12 @@ def write_xlsa17_folder(
     out.mkdir(parents=True, exist_ok=True)
     if features.shape[0] != len(plan.relative_paths):
         raise DataError(f"{features.shape[0]} feature rows for {len(plan.relative_paths)} planned images")
-    scipy.io.savemat(
-        str(out / "res101.mat"),
-        {
-            "features": np.ascontiguousarray(features.T, dtype=np.float32),
-            "labels": (plan.labels + 1).reshape(-1, 1).astype(np.float64),
-            "image_files": mat_cell(plan.relative_paths),
-        },
-        do_compression=True,
-    )
+    res101 = {
+        "features": np.ascontiguousarray(features.T, dtype=np.float32),
+        "labels": (plan.labels + 1).reshape(-1, 1).astype(np.float64),
+        "image_files": mat_cell(plan.relative_paths),
+    }
+    _write_mat(out / "res101.mat", res101)
     splits: dict[str, Any] = {
         key: meta.splits[key] for key in ("att", "original_att", "allclasses_names") if key in meta.splits
     }
@@ -308,7 +305,7 @@ def write_xlsa17_folder(
         # Same rows as res101.mat, so the official validation locs keep their meaning; after dropping images
         # (or in a rebuilt split) validation comes from trainclasses1.txt / valclasses1.txt instead.
         splits["train_loc"], splits["val_loc"] = meta.splits["train_loc"], meta.splits["val_loc"]
-    scipy.io.savemat(str(out / "att_splits.mat"), splits, do_compression=True)
+    _write_mat(out / "att_splits.mat", splits)
     for name in (
         "allclasses.txt",
         "trainvalclasses.txt",
@@ -317,7 +314,12 @@ def write_xlsa17_folder(
         "valclasses1.txt",
     ):
         if (meta.folder / name).is_file():
-            shutil.copyfile(meta.folder / name, out / name)
+            atomic_write(out / name, (meta.folder / name).read_bytes())
     if layout.attribute_names_file is not None:  # attributes.txt / predicates.txt / attributes.mat
-        shutil.copyfile(layout.attribute_names_file, out / layout.attribute_names_file.name)
+        atomic_write(out / layout.attribute_names_file.name, layout.attribute_names_file.read_bytes())
     return out
+
+
+def _write_mat(path: Path, content: dict[str, Any]) -> None:
+    """A compressed ``.mat`` file, written atomically (a reader never sees half of one)."""
+    atomic_write(path, lambda handle: scipy.io.savemat(handle.file, content, do_compression=True))
