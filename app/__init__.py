@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import importlib
 import logging
 import os
 import shutil
+import signal
+import socket
+import stat
 import tempfile
 import threading
 import time
@@ -15,17 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
+from acmr_core.errors import ACMRError
 
 log = logging.getLogger(__name__)
 
-# Events without their own limit (plots, catalog) run this many at once; predict allows 2, class edits 1.
+# Events without their own limit (plots, catalog) run this many at once; predict allows 2
+# (PREDICT_CONCURRENCY), reading attributes from images 1 and class edits 1, each in its own group.
 DEFAULT_CONCURRENCY = 4
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 # Larger uploads are refused by Gradio before reaching the app (photos are a few MB; 64 MP is the pixel cap).
 MAX_UPLOAD = "50mb"
-#: Each serving process keeps its temporary files (Gradio's upload cache, exports) in SCRATCH_ROOT/<pid>:
-#: removed at exit, and a folder left by a killed process is removed at the next start.
-SCRATCH_ROOT = Path(tempfile.gettempdir()) / "acmr-studio"
+#: Each serving process keeps its temporary files (Gradio's upload cache, exports) in its own folder,
+#: ``tempfile.mkdtemp`` in SCRATCH_ROOT (a fresh name, mode 0700: no other user can read uploads or plant
+#: files there), removed at exit (also on SIGTERM, see :func:`serve`). A folder left by a killed process is
+#: removed at the next start, but only one that is certainly ours (see :func:`_stale_scratch`).
+SCRATCH_ROOT = Path(tempfile.gettempdir())
+SCRATCH_PREFIX = "acmr-studio-"
+#: The file in a scratch folder that names the process owning it.
+PID_MARKER = "owner.pid"
 #: Gradio's cache cleaning: every 30 min, files this app cached more than an hour ago are deleted.
 DELETE_CACHE = (1800, 3600)
 
@@ -34,19 +45,47 @@ DELETE_CACHE = (1800, 3600)
 def scratch_folder() -> Path:
     """This process's temporary folder (created once, removed at exit); stale ones of dead processes go."""
     _remove_stale_scratch()
-    folder = SCRATCH_ROOT / str(os.getpid())
-    folder.mkdir(parents=True, exist_ok=True)
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=SCRATCH_ROOT))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        (folder / PID_MARKER).write_text(str(os.getpid()), encoding="utf-8")
+    except OSError as error:
+        raise ACMRError(
+            f"cannot create a temporary folder in {SCRATCH_ROOT} ({error.strerror or error}); "
+            "set TMPDIR to a writable folder"
+        ) from None
     return folder
 
 
 def _remove_stale_scratch() -> None:
-    if not SCRATCH_ROOT.is_dir():
-        return
-    for folder in SCRATCH_ROOT.iterdir():
-        if folder.name.isdigit() and not _process_alive(int(folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed the temporary files of a previous run (%s)", folder)
+    for folder in _stale_scratch(SCRATCH_ROOT):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed the temporary files of a previous run (%s)", folder)
+
+
+def _stale_scratch(root: Path) -> list[Path]:
+    """Scratch folders of dead processes of this user: the shared temp folder holds other users' and other
+    programs' files, so a folder qualifies only if it is a real directory (not a link) with our prefix, owned
+    by us, holding a pid marker (a regular file) that names a process no longer running."""
+    try:
+        candidates = [path for path in root.iterdir() if path.name.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return []
+    stale = []
+    for folder in candidates:
+        try:
+            info = folder.lstat()
+            marker = folder / PID_MARKER
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if not stat.S_ISREG(marker.lstat().st_mode):
+                continue
+            pid = int(marker.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):  # gone meanwhile, unreadable, no marker, not a pid: not ours to judge
+            continue
+        if pid != os.getpid() and not _process_alive(pid):
+            stale.append(folder)
+    return stale
 
 
 def _process_alive(pid: int) -> bool:
@@ -56,7 +95,39 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: alive, and not ours to clean
         return True
+    except (OverflowError, ValueError):  # not a valid pid at all: no such process
+        return False
     return True
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, with one line, a port this process cannot serve on (taken, privileged, host not here).
+
+    Checked before seconds of loading torch and the bundle; :func:`launch` still turns a port taken in the
+    meantime into the same error. ``SO_REUSEADDR`` as the server sets it, so a port whose last connections
+    are only closing (TIME_WAIT) is not refused.
+    """
+    if not 1 <= port <= 65535:
+        raise ACMRError(f"--port must be between 1 and 65535, not {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as error:
+        raise ACMRError(f"cannot serve on {host}:{port}: unknown host ({error})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise _port_error(host, port, error) from None
+
+
+def _port_error(host: str, port: int, error: OSError) -> ACMRError:
+    if error.errno == errno.EADDRINUSE or "empty port" in str(error):
+        return ACMRError(
+            f"port {port} on {host} is already in use (another server?); stop it or choose another --port"
+        )
+    return ACMRError(f"cannot serve on {host}:{port}: {error.strerror or error}")
 
 
 def create_app(
@@ -138,14 +209,45 @@ def serve(
     user_classes_dir: Path = USER_CLASSES_DIR,
     block: bool = True,
 ) -> Any:
-    """Load, serve, print one "ready" line with the URL, then wait until Ctrl+C (when ``block``)."""
+    """Load, serve, print one "ready" line with the URL, then wait until Ctrl+C or SIGTERM (when ``block``).
+
+    A port that cannot be served on is refused with one :class:`ACMRError` line, before loading anything.
+    """
     started = time.perf_counter()
+    check_port(host, port)
+    if block:
+        _exit_on_sigterm()
     demo, warm_up = _build(bundle, checkpoints, device, user_classes_dir, EXAMPLES_DIR)
-    launch(demo, host, port, share)
-    warm_up.join()  # "ready" means serving *and* warm: the first request is as fast as any other
+    try:
+        launch(demo, host, port, share)
+    except OSError as error:  # the port was taken since check_port (Gradio: "Cannot find empty port")
+        raise _port_error(host, port, error) from None
+    finally:
+        # "ready" means serving *and* warm: the first request is as fast as any other. Joined on the error
+        # path too: torch aborts the interpreter ("terminate called without an active exception", exit 134)
+        # when it exits while a thread is still in a forward pass.
+        warm_up.join()
     print(f"ACMR studio ready in {time.perf_counter() - started:.1f} s: {demo.local_url}", flush=True)
     if share and getattr(demo, "share_url", None):
         print(f"public link (anyone with it can use the app): {demo.share_url}", flush=True)
     if block:
-        demo.block_thread()
+        try:
+            demo.block_thread()  # returns on Ctrl+C (Gradio closes the server itself)
+        finally:  # SIGTERM: SystemExit from the handler below
+            demo.close(verbose=False)
     return demo
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``docker stop``, systemd) end the process like ``sys.exit(143)``.
+
+    Python's default for SIGTERM dies at once, skipping ``finally`` blocks and atexit handlers, so the scratch
+    folder (uploads, exports) outlived every stop. Only the main thread may install a handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

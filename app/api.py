@@ -2,7 +2,8 @@
 
 ``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog`` and ``/render_examples``
 here; ``/attributes_from_text`` and ``/attributes_from_images`` in :mod:`app.describe`. The page's own events
-are private (the panels, laid out by :mod:`app.ui`).
+are private (the panels, laid out by :mod:`app.ui`). Errors here reach ``gradio_client`` as plain text
+(:func:`app.widgets.api_errors`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import gradio as gr
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
 from app.describe import add_describe_api
-from app.widgets import PREDICT_CONCURRENCY, user_errors
+from app.widgets import PREDICT_CONCURRENCY, api_errors, uploaded_path
 
 
 def build_api(service: StudioService) -> None:
@@ -28,13 +29,14 @@ def build_api(service: StudioService) -> None:
         api_plot = gr.Plot(label="latent space")
         triggers = [gr.Button(f"api {index}") for index in range(6)]
 
-    @user_errors
-    def predict(image: str) -> dict[str, Any]:
+    @api_errors
+    def predict(image: Any) -> dict[str, Any]:
         """Every class's probability, most probable first, and how familiar the image is to the model:
         {label, confidences, familiarity, unfamiliar}."""
-        if not image:
+        path = uploaded_path(image)
+        if not path:
             raise ACMRError("no image given; send an image file")
-        prediction = service.predict(image, top_k=len(service.class_names()))
+        prediction = service.predict(path, top_k=len(service.class_names()))
         return {
             "label": prediction.ranked[0].name,
             "confidences": [
@@ -44,17 +46,17 @@ def build_api(service: StudioService) -> None:
             "unfamiliar": prediction.unfamiliar,
         }
 
-    @user_errors
+    @api_errors
     def render_examples(name: str) -> list[dict[str, Any]]:
         """Draw a few images of a class (demo-world bundles) and predict each: one record per image."""
         return [example.record() for example in service.render_examples(name)]
 
-    @user_errors
+    @api_errors
     def define_class(name: str, attributes: str) -> dict:
         """Add a class from a name and a JSON object {attribute name: value in [0, 1]}."""
         return service.define_class_json(name, attributes)
 
-    @user_errors
+    @api_errors
     def delete_class(name: str) -> dict:
         """Delete one of the user-defined classes."""
         return service.delete_class(name)
@@ -70,6 +72,7 @@ def build_api(service: StudioService) -> None:
     triggers[0].click(
         predict, api_image, api_prediction, api_name="predict",
         concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
+        preprocess=False,  # the raw upload: see uploaded_paths (gr.File's preprocessing leaves a file each)
     )  # fmt: skip
     triggers[1].click(
         define_class, [api_name, api_attributes], api_json, api_name="define_class",
@@ -82,4 +85,4 @@ def build_api(service: StudioService) -> None:
         render_examples, api_name, api_json, api_name="render_examples",
         concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
     )  # fmt: skip
-    add_describe_api(service, user_errors)
+    add_describe_api(service, api_errors)

@@ -25,7 +25,7 @@ from app.tables import (
     frame_to_attributes,
     user_class_frame,
 )
-from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, user_errors
+from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, uploaded_path, user_errors
 
 #: Every view of the class list, from a service's current classes (``keep``: a chosen class that should stay
 #: chosen if it still exists); built in :mod:`app.ui`, whose components span the tabs.
@@ -226,14 +226,18 @@ def wire_define(
     panel.export_button.click(on_export, [bundle], [panel.export_file], api_visibility="private")
 
     @user_errors
-    def on_import(path: str, bundle_name: str) -> tuple:
+    def on_import(upload: Any, bundle_name: str) -> tuple:
         service = service_for(bundle_name)
+        path = uploaded_path(upload)
+        if not path:
+            raise gr.Error("Choose a JSON file to import.")
         added = service.import_classes(Path(path).read_text(encoding="utf-8", errors="replace"))
         return (f"Imported {len(added)} class(es).", *class_views(service))
 
     panel.import_button.upload(
         on_import, [panel.import_button, bundle], [panel.status, *view_outputs],
         concurrency_id="classes", api_visibility="private",
+        preprocess=False,  # the raw upload (see app.widgets.uploaded_paths: no stray temporary file)
     ).success(**refresh)  # fmt: skip
 
 

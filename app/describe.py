@@ -28,6 +28,7 @@ from acmr_core.describe.reader import Reading
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
 from app.tables import applying, attribute_frame
+from app.widgets import IMAGE_READING_CONCURRENCY, IMAGE_READING_ID, uploaded_paths
 
 NEXT_STEP = "Check the table (edit any value), name the class, then press **Add class**."
 
@@ -76,9 +77,9 @@ class DescribePanel:
             api_visibility="private",
         )
 
-        def on_images(files: list[str] | None, bundle_name: str) -> tuple:
+        def on_images(files: Any, bundle_name: str) -> tuple:
             try:
-                readings = service_for(bundle_name).attributes_from_images(files or [])
+                readings = service_for(bundle_name).attributes_from_images(uploaded_paths(files))
             except ACMRError as error:
                 return gr.update(), gr.update(), _problem(error), gr.update(visible=False)
             values = readings.average
@@ -94,9 +95,10 @@ class DescribePanel:
             on_images,
             [self.images, bundle],
             outputs,
-            concurrency_limit=1,  # 1-10 backbone forwards: one such request at a time
-            concurrency_id="predict",
+            concurrency_limit=IMAGE_READING_CONCURRENCY,  # 1-10 backbone forwards: own group, see there
+            concurrency_id=IMAGE_READING_ID,
             api_visibility="private",
+            preprocess=False,  # the raw uploads (see uploaded_paths)
         )
 
         # Another bundle has other attributes: what was read for the previous one no longer applies.
@@ -110,13 +112,15 @@ class DescribePanel:
         if self.gallery is not None:
             examples = self.examples
 
-            def on_pick(files: list[str] | None, event: gr.SelectData) -> Any:
-                chosen = list(files or [])
+            def on_pick(files: Any, event: gr.SelectData) -> Any:
+                chosen = uploaded_paths(files)
                 if len(chosen) >= MAX_EXAMPLE_IMAGES:
                     return gr.update()
                 return [*chosen, examples[event.index]]
 
-            self.gallery.select(on_pick, [self.images], [self.images], api_visibility="private")
+            self.gallery.select(
+                on_pick, [self.images], [self.images], api_visibility="private", preprocess=False
+            )
 
 
 def describe_panel(examples: Sequence[str]) -> DescribePanel:
@@ -165,7 +169,7 @@ def describe_panel(examples: Sequence[str]) -> DescribePanel:
     return DescribePanel(text, text_button, images, gallery, images_button, status, readings, list(examples))
 
 
-def add_describe_api(service: StudioService, user_errors: Callable) -> None:
+def add_describe_api(service: StudioService, api_errors: Callable) -> None:
     """``/attributes_from_text`` and ``/attributes_from_images`` on the default bundle (hidden components)."""
     with gr.Column(visible=False):
         text = gr.Textbox(label="text")
@@ -174,23 +178,23 @@ def add_describe_api(service: StudioService, user_errors: Callable) -> None:
         text_trigger = gr.Button("api attributes from text")
         images_trigger = gr.Button("api attributes from images")
 
-    @user_errors
+    @api_errors
     def attributes_from_text(text: str) -> dict[str, float]:
         """The attributes a description mentions: {attribute name: value in [0, 1]}."""
         return service.attributes_from_text(text).values
 
-    @user_errors
-    def attributes_from_images(images: list[str]) -> dict[str, float]:
+    @api_errors
+    def attributes_from_images(images: Any) -> dict[str, float]:
         """Every attribute's average reading over 1-10 images; unreadable images are skipped (logged)."""
-        readings = service.attributes_from_images(images or [])
+        readings = service.attributes_from_images(uploaded_paths(images))
         for name, reason in readings.refused:
-            gr.Warning(html.escape(f"{name} skipped: {reason}", quote=False))
+            gr.Warning(f"{name} skipped: {reason}")  # plain text, like the errors of the API
         return readings.average
 
     text_trigger.click(attributes_from_text, text, result, api_name="attributes_from_text")
     images_trigger.click(
         attributes_from_images, images, result, api_name="attributes_from_images",
-        concurrency_limit=1, concurrency_id="predict",
+        concurrency_limit=IMAGE_READING_CONCURRENCY, concurrency_id=IMAGE_READING_ID, preprocess=False,
     )  # fmt: skip
 
 

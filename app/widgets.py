@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 # Two predictions at once keep both CPU cores busy; class edits are serialised by the service anyway.
 PREDICT_CONCURRENCY = 2
+#: Reading attributes from example images (1-10 backbone forwards per request) runs one request at a time,
+#: in its own group: Gradio gives a shared concurrency id the lowest limit of its events, so sharing "predict"
+#: made every prediction wait behind one such request.
+IMAGE_READING_CONCURRENCY = 1
+IMAGE_READING_ID = "image_readings"
 #: A session's bundle name -> its service (the registry opens a bundle on first use).
 ServiceFor = Callable[[str], StudioService]
 
@@ -33,15 +38,27 @@ class Session:
 
 
 def user_errors(handler: F) -> F:
-    """Show :class:`ACMRError` messages to the user (escaped: Gradio renders them as HTML)."""
+    """Show :class:`ACMRError` messages in the page (escaped: Gradio renders them as HTML)."""
+    return _raising_gr_error(handler, lambda message: html.escape(message, quote=False))
 
+
+def api_errors(handler: F) -> F:
+    """Return :class:`ACMRError` messages to ``gradio_client`` callers as the plain text they are.
+
+    For the API endpoints only: their events are triggered by hidden buttons, so their errors never reach a
+    page (and the page's error toast sanitises HTML anyway); escaping there turned ``<`` into ``&lt;``.
+    """
+    return _raising_gr_error(handler, str)
+
+
+def _raising_gr_error(handler: F, shown: Callable[[str], str]) -> F:
     @functools.wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
         except ACMRError as error:
             log.warning("refused: %s", error)  # one line, no traceback: the user gets the message
-            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
+            raise gr.Error(shown(str(error)), print_exception=False) from None
 
     return wrapped  # type: ignore[return-value]
 
@@ -76,3 +93,15 @@ def uploaded_path(payload: Any) -> str | None:
     if isinstance(payload, dict):
         payload = payload.get("path")
     return str(payload) if payload else None
+
+
+def uploaded_paths(payload: Any) -> list[str]:
+    """The file paths of a ``gr.File`` input's raw payload (one file or a list), for events run with
+    ``preprocess=False``.
+
+    ``gr.File(type="filepath")``'s own preprocessing (Gradio 6.31) creates an empty, never-used temporary
+    file in the upload cache for every file it passes on: thousands of them on a busy server. Raw, the
+    payload is the upload already moved into the cache and checked (as for :func:`uploaded_path`).
+    """
+    items = payload if isinstance(payload, list) else [payload]
+    return [path for path in map(uploaded_path, items) if path]

@@ -4,7 +4,6 @@ export files, temporary-file cleaning, near-duplicate warnings, the header line 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -71,21 +70,6 @@ def test_exports_reuse_one_file_in_the_scratch_folder() -> None:
     assert first.is_relative_to(scratch_folder())
     assert json.loads(second.read_text(encoding="utf-8")) == {"a": 2}
     assert [path.name for path in first.parent.iterdir()] == [first.name]  # no temporary left behind
-
-
-def test_scratch_folders_of_dead_processes_are_removed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import app
-
-    monkeypatch.setattr(app, "SCRATCH_ROOT", tmp_path)
-    dead, alive, other = tmp_path / "999999999", tmp_path / str(os.getpid()), tmp_path / "notes"
-    for folder in (dead, alive, other):
-        (folder / "gradio").mkdir(parents=True)
-        (folder / "gradio" / "upload.png").write_bytes(b"x" * 100)
-    app._remove_stale_scratch()
-    assert not dead.exists()
-    assert alive.exists() and other.exists()  # a live process's files, and anything not ours, stay
 
 
 def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
