@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
+from acmr_core.data import images
 from acmr_core.data.images import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO, load_image, resized_pixels, to_rgb
 from acmr_core.errors import ImageError
 
@@ -109,6 +111,96 @@ def test_32_bit_integer_and_float_images() -> None:
     as_float = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
     assert as_float.mode == "F"
     assert [to_rgb(as_float).getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+# ------------------------------------------------------------------------------------------ high depth
+
+
+def expected_16_bit(values: np.ndarray) -> np.ndarray:
+    return np.rint(values / 257.0).astype(np.uint8)
+
+
+def expected_float(values: np.ndarray) -> np.ndarray:
+    low, high = np.nanmin(values), np.nanmax(values)
+    return np.nan_to_num(np.rint((values - low) / (high - low) * 255.0)).astype(np.uint8)
+
+
+def gradient_16_bit(width: int, height: int) -> np.ndarray:
+    """Every 16-bit level across the width, shifted per row, so that each band of rows differs."""
+    columns = np.arange(width, dtype=np.uint32) * 65535 // max(width - 1, 1)
+    return ((columns[None, :] + 97 * np.arange(height, dtype=np.uint32)[:, None]) % 65536).astype(np.uint16)
+
+
+@pytest.fixture
+def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands of 2 rows on the test images, so that the band-by-band conversion is exercised."""
+    monkeypatch.setattr(images, "_BAND_PIXELS", 64)
+
+
+def test_16_bit_png_matches_the_rescaled_values(small_bands: None) -> None:
+    values = gradient_16_bit(40, 9)
+    pixels = assert_rgb(load_image(encode(Image.fromarray(values), "PNG")), (40, 9))
+    expected = expected_16_bit(values.astype(np.float64))
+    assert (pixels == expected[..., None]).all()
+
+
+def test_i16_images_of_every_byte_order_match(small_bands: None) -> None:
+    values = gradient_16_bit(33, 7)
+    expected = expected_16_bit(values.astype(np.float64))
+    for mode, dtype in (("I;16", "<u2"), ("I;16B", ">u2")):
+        image = Image.frombytes(mode, (33, 7), values.astype(dtype).tobytes())
+        assert (assert_rgb(load_image(image), (33, 7)) == expected[..., None]).all(), mode
+    # A 32-bit 'I' image whose values stay within 0–255 is already 8-bit: kept as is, not divided by 257.
+    low = Image.fromarray(np.arange(7 * 33, dtype=np.int32).reshape(7, 33) % 256)
+    assert (np.asarray(to_rgb(low))[..., 0] == np.asarray(low)).all()
+
+
+def test_float_image_is_scaled_over_its_range_and_nan_is_black(small_bands: None) -> None:
+    values = np.linspace(-2.0, 6.0, 30 * 7, dtype=np.float32).reshape(7, 30)
+    values[0, 0] = np.nan  # the first pixel: the range must still be found
+    values[4, 17] = np.nan
+    pixels = assert_rgb(load_image(encode(Image.fromarray(values), "TIFF")), (30, 7))
+    expected = expected_float(values.astype(np.float64))
+    assert (pixels == expected[..., None]).all()
+    assert tuple(pixels[0, 0]) == tuple(pixels[4, 17]) == (0, 0, 0)
+    assert pixels.max() == 255
+    for constant in (np.full((5, 30), 3.5, np.float32), np.full((5, 30), np.nan, np.float32)):
+        assert (np.asarray(to_rgb(Image.fromarray(constant))) == 0).all()
+
+
+def test_high_depth_image_is_rotated_by_its_exif_tag(tmp_path: Path) -> None:
+    values = np.array([[0, 65535]], dtype=np.uint16)  # 2×1: black, white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise
+    path = tmp_path / "tagged.png"
+    Image.fromarray(values).save(path, exif=exif.tobytes())
+    pixels = assert_rgb(load_image(path), (1, 2))
+    assert tuple(pixels[:, 0, 0]) == (0, 255)
+    with Image.open(path) as opened:  # an open image given by the caller is left as it was
+        assert_rgb(load_image(opened), (1, 2))
+        assert opened.size == (2, 1) and opened.mode.startswith("I;16")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_high_depth_decode_never_holds_a_full_size_array(tmp_path: Path, fmt: str) -> None:
+    """Issue 27 D1: the conversion ran in float64 on the whole image (+2.4 GB for 64 MP). Pillow's own
+    buffers are invisible to tracemalloc; NumPy's are traced, so a whole-image float64 array (8 bytes per
+    pixel, several times over) shows up, while bands keep the peak under one byte per pixel."""
+    width, height = 2000, 2000
+    values = gradient_16_bit(width, height)
+    source = Image.fromarray(values if fmt == "PNG" else values.astype(np.float32))
+    path = tmp_path / f"large.{fmt.lower()}"
+    source.save(path, **({"compression": "tiff_deflate"} if fmt == "TIFF" else {}))
+    tracemalloc.start()
+    try:
+        loaded = load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert loaded.mode == "RGB" and loaded.size == (width, height)
+    assert peak < width * height, f"{peak / 1e6:.1f} MB traced for a {width * height / 1e6:.0f} MP image"
+    # The values span 0–65535, so the float image's min/max scaling is the 16-bit one too.
+    assert (np.asarray(loaded)[..., 0] == expected_16_bit(values.astype(np.float64))).all()
 
 
 def test_animated_gif_gives_its_first_frame() -> None:

@@ -8,7 +8,7 @@ message. It handles:
 * embedded ICC colour profiles (CMYK print JPEGs, wide-gamut phone photos): converted to sRGB;
 * every Pillow mode: grayscale, 1-bit, CMYK, palette (with or without transparency), RGBA / LA / PA
   (composited on white, which is what a viewer shows), 16-bit and 32-bit integer and float images (rescaled,
-  not clipped), YCbCr / LAB / HSV;
+  not clipped, a band of rows at a time so they cost no more than an 8-bit image), YCbCr / LAB / HSV;
 * animated images (GIF, APNG, WebP): the first frame;
 * decompression bombs: the pixel count is read from the header and checked *before* any pixel is decoded,
   so a 20000×20000 PNG of a few hundred bytes is refused in microseconds without allocating it;
@@ -64,17 +64,21 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     too-large image.
     """
     if isinstance(source, Image.Image):
-        check_pixel_count(source.size, max_pixels, describe_source(source))
-        return to_rgb(_upright(_first_frame(source, describe_source(source))))
+        name = describe_source(source)
+        check_pixel_count(source.size, max_pixels, name)
+        # _first_frame copies, so the caller's image is left alone and the copy is ours to transform.
+        return _owned_to_rgb(_first_frame(source, name))
     name = describe_source(source)
     stream = _open_stream(source, name)
     try:
         image = _open_checked(stream, name, max_pixels)
         try:
-            frame = _first_frame(image, name)
+            _decode_first_frame(image, name)
+            rgb = _owned_to_rgb(image)
+            # An RGB file comes back as the opened image itself, whose pixels close() below frees.
+            return rgb.copy() if rgb is image else rgb
         finally:
             image.close()
-        return to_rgb(_upright(frame))
     finally:
         stream.close()
 
@@ -129,8 +133,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in image.info):
         return _flatten_alpha(image.convert("RGBA"))
-    if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(image)
+    if _is_high_depth(mode):
+        return _high_depth_to_gray(image).convert("RGB")
     if mode == "L" and "transparency" in image.info:
         return _flatten_alpha(image.convert("RGBA"))
     # 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX: Pillow's own conversions are right for these.
@@ -185,8 +189,8 @@ def _open_checked(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def _first_frame(image: Image.Image, name: str) -> Image.Image:
-    """Decode the first frame of ``image`` (the only one for still images) into memory."""
+def _decode_first_frame(image: Image.Image, name: str) -> None:
+    """Decode the first frame of ``image`` (the only one for still images) into memory, in place."""
     # Truncated files must fail loudly; a half-grey decoded photo would silently poison features.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated images may not be detected")
@@ -194,22 +198,40 @@ def _first_frame(image: Image.Image, name: str) -> Image.Image:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
-        # copy() detaches the frame from the file so the stream can be closed; it keeps info (EXIF, palette).
-        frame = image.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"{name}: image is too large ({error}); downscale it first") from None
     except _DECODE_ERRORS as error:
         raise ImageError(f"{name}: the image is truncated or corrupt ({error}); use another image") from None
-    return frame
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def _first_frame(image: Image.Image, name: str) -> Image.Image:
+    """A decoded copy of the first frame of ``image``, detached from it (it keeps info: EXIF, palette)."""
+    _decode_first_frame(image, name)
+    return image.copy()
+
+
+def _owned_to_rgb(image: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB from a decoded image this module owns: it may be rotated in place and closed.
+
+    At the 64 MP cap every full-size copy costs 128–256 MB, so none is made that is not needed: the rotation
+    happens in place (and only when the EXIF tag asks for one), and a high-depth image's pixels are freed
+    as soon as its 8-bit grey version exists, before the larger RGB image is made. The result may be
+    ``image`` itself (an RGB image needs no conversion).
+    """
+    _upright_in_place(image)
+    if not _is_high_depth(image.mode):
+        return to_rgb(image)
+    gray = _high_depth_to_gray(image)
+    image.close()
+    return gray.convert("RGB")
+
+
+def _upright_in_place(image: Image.Image) -> None:
     """Apply the EXIF orientation tag; a broken EXIF block must not cost the image, so it is then ignored."""
     try:
-        return ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception as error:
         log.warning("ignoring unreadable EXIF orientation (%s)", error)
-        return image
 
 
 @functools.cache
@@ -243,16 +265,58 @@ def _flatten_alpha(rgba: Image.Image) -> Image.Image:
     return background
 
 
-def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """16/32-bit integer and float images: Pillow's convert('L') clips at 255, so rescale explicitly."""
-    values = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-    elif values.max(initial=0.0) > 255.0 or image.mode.startswith("I;16"):
-        # 16-bit data (I;16* modes, or 16-bit PNGs that Pillow opens as 32-bit 'I'): 65535 → 255.
-        scaled = values / 257.0
-    else:
-        scaled = values
-    gray = np.clip(np.rint(np.nan_to_num(scaled)), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray).convert("RGB")
+def _is_high_depth(mode: str) -> bool:
+    """16/32-bit integer (I, I;16, I;16B…) and 32-bit float (F) modes."""
+    return mode.startswith("I") or mode == "F"
+
+
+#: Pixels per row band of the high-depth conversion. Its float64 temporaries are then about 0.5 MB each,
+#: whatever the image: at full size they cost 2.4 GB for a 64 MP image (issue 27).
+_BAND_PIXELS = 1 << 16
+
+
+def _high_depth_to_gray(image: Image.Image) -> Image.Image:
+    """16/32-bit integer and float images as 8-bit grey: Pillow's convert('L') clips at 255, so rescale.
+
+    16-bit data (I;16* modes, or integer images with values above 255) maps 65535 → 255; float images map
+    their range (NaN ignored) onto 0–255, NaN → 0. The arithmetic is the same float64 as on a whole image, but
+    done one band of rows at a time into an 8-bit image, so the extra memory is that of the result.
+    """
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // width)
+    tops = range(0, height, rows)
+
+    def band(top: int) -> Image.Image:  # cropped one at a time: together they would copy the image
+        return image.crop((0, top, width, min(top + rows, height)))
+
+    is_float = image.mode == "F"
+    low = high = 0.0
+    if is_float:
+        # fmin/fmax skip NaN without warnings (Pillow's getextrema does not skip a NaN first pixel).
+        low = high = np.nan
+        for top in tops:
+            values = np.asarray(band(top))
+            low = np.fmin(low, np.fmin.reduce(values, axis=None))
+            high = np.fmax(high, np.fmax.reduce(values, axis=None))
+        low, high = float(low), float(high)
+    # 16-bit data: I;16* modes, or 16-bit PNGs and TIFFs that Pillow opens as 32-bit 'I'.
+    sixteen_bit = not is_float and (image.mode.startswith("I;16") or image.getextrema()[1] > 255)
+
+    gray = Image.new("L", image.size)
+    for top in tops:
+        # A fresh array (the dtype differs from the band's), worked on in place: a new array per operation
+        # would cost a page-faulted allocation each time.
+        values = np.asarray(band(top), dtype=np.float64)
+        if is_float and high > low:
+            values -= low
+            values /= high - low
+            values *= 255.0
+        elif is_float:  # an all-NaN or constant image becomes black, as NaN pixels do
+            values[:] = 0.0
+        elif sixteen_bit:
+            values /= 257.0
+        np.nan_to_num(values, copy=False)
+        np.rint(values, out=values)
+        np.clip(values, 0, 255, out=values)
+        gray.paste(Image.fromarray(values.astype(np.uint8)), (0, top))
+    return gray
