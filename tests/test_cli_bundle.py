@@ -17,6 +17,7 @@ from acmr_core.data import demo_world
 from acmr_core.pipelines import demo
 from acmr_core.pipelines.evaluate import evaluate_bundle
 from acmr_core.pipelines.predict import predict_images
+from acmr_core.serving.locate import SHIPPED_CHECKPOINTS
 from tests.test_bundle import rehash_manifest
 from tests.test_evaluation import recomputed_metrics
 
@@ -127,7 +128,19 @@ def test_predict_missing_bundle_is_one_line_exit_2(
     capsys: pytest.CaptureFixture[str], images: list[Path], tmp_path: Path
 ) -> None:
     code, _, err = _run(capsys, "predict", "--bundle", str(tmp_path / "nope"), str(images[0]))
-    assert code == 2 and err.count("\n") == 1 and "no bundle at" in err
+    assert code == 2 and err.count("\n") == 1 and "not found" in err
+
+
+def test_predict_takes_a_bundle_by_name_like_serve(
+    capsys: pytest.CaptureFixture[str], images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here: the shipped bundle of that name is found
+    code, out, err = _run(capsys, "predict", "--bundle", "demo-world", "--top-k", "1", str(images[0]))
+    assert code == 0, err
+    by_folder = _run(
+        capsys, "predict", "--bundle", str(SHIPPED_CHECKPOINTS / "demo-world"), "--top-k", "1", str(images[0])
+    )
+    assert by_folder == (0, out, err)
 
 
 def test_bundle_for_other_backbone_weights_is_refused(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def _integer_at_least(text: str, minimum: int, wanted: str) -> int:
@@ -34,3 +35,21 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value
+
+
+def add_bundle_option(parser: argparse._ActionsContainer, default: str = "default: demo-world") -> None:
+    """``--bundle``, the same for every command: resolved by :func:`bundle_folder`."""
+    parser.add_argument(
+        "--bundle", default=None, help=f"bundle folder, or its name in checkpoints/ ({default})"
+    )
+
+
+def bundle_folder(name: str | None) -> Path:
+    """The bundle a command's ``--bundle`` names: a folder, or a bundle's name in ``checkpoints/`` as
+    ``acmr serve`` takes it (``--bundle demo-world``); none given: the default bundle."""
+    # lazy: bundle.format imports torch, and `acmr --help` stays fast
+    from acmr_core.bundle.format import default_bundle_path
+    from acmr_core.defaults import CHECKPOINTS_DIR
+    from acmr_core.serving.locate import find_bundle
+
+    return default_bundle_path() if name is None else find_bundle(name, CHECKPOINTS_DIR)

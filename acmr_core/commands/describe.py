@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from acmr_core.commands._args import add_bundle_option, bundle_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,20 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("text", metavar="TEXT", help="the description (quote it; '-' reads standard input)")
-    parser.add_argument(
-        "--bundle", type=Path, default=None, help="bundle folder (default: checkpoints/demo-world)"
-    )
+    add_bundle_option(parser)
     parser.add_argument("--json", action="store_true", help="print only the JSON object {attribute: value}")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps `acmr --help` fast (torch)
-    from acmr_core.bundle.format import default_bundle_path, load_bundle
+    from acmr_core.bundle.format import load_bundle
     from acmr_core.describe.reader import read_description
 
     text = sys.stdin.read() if args.text == "-" else args.text
-    bundle = load_bundle(args.bundle or default_bundle_path(), device="cpu")
+    bundle = load_bundle(bundle_folder(args.bundle), device="cpu")
     reading = read_description(text, bundle.catalog.attribute_names)
     if args.json:
         print(json.dumps(reading.values))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from acmr_core.commands._args import add_bundle_option, bundle_folder
 from acmr_core.errors import ACMRError, BundleError, DataError
 
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="a saved model folder or an 'acmr train --out' folder")
     # --- bundle mode (run_bundle) ---
-    source.add_argument("--bundle", type=Path, help="a model bundle folder (bundle evaluation)")
+    add_bundle_option(source, "bundle evaluation")
     parser.add_argument(
         "--data-root", type=Path, help="folder containing <DATASET>/res101.mat (with --model)"
     )
@@ -121,7 +122,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     from acmr_core.pipelines.evaluate import DEFAULT_EVAL_PER_CLASS, evaluate_bundle
 
     features = load_features(args.features) if args.features else None
-    bundle = load_bundle(args.bundle, device=args.device)
+    bundle = load_bundle(bundle_folder(args.bundle), device=args.device)
     if features is not None:
         bundle.check_backbone(features.identity)
     result = evaluate_bundle(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from acmr_core.commands._args import finite_float
+from acmr_core.commands._args import add_bundle_option, bundle_folder, finite_float
 from acmr_core.errors import ACMRError
 
 
@@ -19,9 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
-    parser.add_argument(
-        "--bundle", type=Path, default=None, help="bundle folder (default: checkpoints/demo-world)"
-    )
+    add_bundle_option(parser)
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
     parser.add_argument(
         "--gamma", type=finite_float, default=None, help="seen-class calibration (default: the bundle's)"
@@ -34,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
-    from acmr_core.bundle.format import default_bundle_path, load_bundle
+    from acmr_core.bundle.format import load_bundle
     from acmr_core.fileio import json_text
     from acmr_core.model.gzsl import check_gamma
     from acmr_core.pipelines.predict import predict_images
@@ -43,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise ACMRError(f"--top-k must be at least 1, got {args.top_k}")
     if args.gamma is not None:
         check_gamma(args.gamma)  # before the bundle and the backbone load: e.g. 1e308 scores NaN
-    bundle = load_bundle(args.bundle or default_bundle_path(), device=args.device)
+    bundle = load_bundle(bundle_folder(args.bundle), device=args.device)
     results = predict_images(bundle, args.images, top_k=args.top_k, gamma=args.gamma, device=args.device)
     if args.json:
         print(json_text(results), end="")  # strict JSON: never a bare NaN
