@@ -293,7 +293,7 @@ def test_predictions_during_a_write_see_the_old_snapshot_whole(
     """
     features = next(iter(example_features.values()))
     before = _ranked_everything(service, features)
-    refit = service.bundle.refit_classifier
+    refit = service.bundle.fast_classifier
     seen_mid_write: list[list] = []
 
     def refit_while_a_reader_predicts(*args, **kwargs):
@@ -303,7 +303,7 @@ def test_predictions_during_a_write_see_the_old_snapshot_whole(
         assert not reader.is_alive(), "a prediction waited for the class edit: readers must not block"
         return refit(*args, **kwargs)
 
-    monkeypatch.setattr(service.bundle, "refit_classifier", refit_while_a_reader_predicts)
+    monkeypatch.setattr(service.bundle, "fast_classifier", refit_while_a_reader_predicts)
     service.define_class("concurrent", {service.attribute_names[0]: 1.0})
     assert seen_mid_write == [before]  # the old snapshot, every class and probability as before the edit
     after = _ranked_everything(service, features)
@@ -314,7 +314,7 @@ def test_predictions_during_a_write_see_the_old_snapshot_whole(
 def test_concurrent_class_edits_are_serialised(service, monkeypatch) -> None:
     """Two edits started together: the second's re-fit never starts while the first's runs (the write lock);
     both classes land in the store and the classifier in the same order."""
-    refit = service.bundle.refit_classifier
+    refit = service.bundle.fast_classifier
     entered = threading.Condition()
     refits: list[int] = []  # how many re-fits were running when each one started
     running = [0]
@@ -333,7 +333,7 @@ def test_concurrent_class_edits_are_serialised(service, monkeypatch) -> None:
             with entered:
                 running[0] -= 1
 
-    monkeypatch.setattr(service.bundle, "refit_classifier", counting_refit)
+    monkeypatch.setattr(service.bundle, "fast_classifier", counting_refit)
     errors: list[BaseException] = []
 
     def define(index: int) -> None:
@@ -379,7 +379,7 @@ def test_a_failing_refit_leaves_store_and_predictions_unchanged(
     def failing_refit(*args, **kwargs):
         raise RuntimeError("re-fit failed (out of memory)")
 
-    monkeypatch.setattr(service.bundle, "refit_classifier", failing_refit)
+    monkeypatch.setattr(service.bundle, "fast_classifier", failing_refit)
     with pytest.raises(RuntimeError, match="re-fit failed"):
         service.define_class("new", {service.attribute_names[2]: 1.0})
     assert _state(service, features) == before

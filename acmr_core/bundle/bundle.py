@@ -5,6 +5,7 @@ the on-disk format is :mod:`acmr_core.bundle.format`, building one is :mod:`acmr
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,20 @@ from acmr_core.features.backbone import Backbone, BackboneIdentity, create_backb
 from acmr_core.model.gzsl import (
     GZSLClassifier,
     encoded_posterior,
+    fit_extra_row,
+    logit_offset,
     sample_latent_dataset,
     stored_posterior,
     train_classifier,
+    with_rows,
 )
 from acmr_core.model.network import ACMR
 from acmr_core.model.predictor import TrainedModel
 from acmr_core.viz.latent_space import ClassAlignment, LatentProjection, alignment_scores
+
+#: Rows of extra classes kept by :meth:`Bundle.fast_classifier` (65 floats each): a delete, or an add next to
+#: classes already fitted, trains nothing for them.
+EXTRA_ROW_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,12 @@ class Bundle:
     manifest: dict[str, Any] = field(default_factory=dict)
     familiarity: Familiarity | None = None  # of the training images
     _projection: LatentProjection | None = field(default=None, repr=False)
+    # The fast update's inputs, built on first use: per seed, the bundle classes' training latents with the
+    # bundle classifier's log-sum-exp on them; per (attributes, seed), the fitted row of an extra class.
+    _base_latents: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _extra_rows: OrderedDict[tuple[bytes, int], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=OrderedDict, repr=False
+    )
 
     # --- parts ------------------------------------------------------------------------------------------
     @property
@@ -210,6 +224,57 @@ class Bundle:
         """Per-class alignment scores (see :func:`acmr_core.viz.latent_space.alignment_scores`)."""
         return alignment_scores(self.latent.visual, self.latent.visual_labels, self.latent.semantic)
 
+    def _check_class_set(self, class_attributes: Any, seen_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(attributes (C', A), mask (C',))`` of a class set to fit a classifier over, or a BundleError."""
+        attributes = np.asarray(class_attributes, dtype=np.float32)
+        mask = np.asarray(seen_mask, dtype=bool)
+        if attributes.ndim != 2 or attributes.shape[1] != len(self.catalog.attribute_names):
+            raise BundleError(
+                f"attributes have shape {attributes.shape}; expected (C, {len(self.catalog.attribute_names)})"
+            )
+        if mask.shape != (attributes.shape[0],):
+            raise BundleError(f"seen mask has shape {mask.shape}; expected ({attributes.shape[0]},)")
+        if not np.array_equal(np.flatnonzero(mask), self.catalog.seen_classes):
+            raise BundleError("the seen classes of a re-fitted classifier must be the bundle's seen classes")
+        return attributes, mask
+
+    def _training_latents(
+        self,
+        attributes: np.ndarray,
+        others: np.ndarray,
+        seed: int,
+        unseen_samples: int | None = None,
+        seen_samples: int | None = None,
+        with_seen: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's training latents: the bundle's seen classes from the stored training posteriors
+        (unless not ``with_seen``), the classes ``others`` (rows of ``attributes``) from their attributes —
+        the recipe of training (:func:`acmr_core.model.gzsl.sample_latent_dataset`), without the features."""
+        train = self.trained.train
+        device = self.device
+        per_seen = seen_samples or train.cls_seen_samples
+        per_unseen = unseen_samples or train.cls_unseen_samples
+        labels = self.latent.train_labels if with_seen else np.zeros(0, dtype=np.int64)
+        return sample_latent_dataset(
+            self.model,
+            stored_posterior(
+                torch.from_numpy(self.latent.train_mu).to(device),
+                torch.from_numpy(self.latent.train_logvar).to(device),
+            ),
+            labels,
+            encoded_posterior(self.model.encode_semantic, torch.from_numpy(attributes).to(device)),
+            others,
+            seen_samples=per_seen,
+            unseen_samples=per_unseen,
+            seed=seed,
+            device=device,
+            seen_classes=self.catalog.seen_classes if with_seen else np.zeros(0, dtype=np.int64),
+            # Noise drawn per seen class, then in one draw for the other classes: the draws re-fits have
+            # always made, so a user class gets the same classifier as before.
+            seen_noise_chunk=per_seen,
+            unseen_noise_chunk=max(others.size * per_unseen, 1),
+        )
+
     def refit_classifier(
         self,
         class_attributes: Any,
@@ -224,44 +289,77 @@ class Bundle:
         Seen classes (``seen_mask``; they must be the bundle's seen classes, in the same rows) are represented
         by latents sampled from the stored training posteriors; every other class by latents sampled from its
         attributes — the same recipe (:func:`acmr_core.model.gzsl.sample_latent_dataset`) as training, without
-        the training features. A few hundred ms on CPU.
+        the training features. Seconds on a CPU with many classes (every row is re-trained); an edit of the
+        user classes uses :meth:`fast_classifier`.
         """
-        attributes = np.asarray(class_attributes, dtype=np.float32)
-        mask = np.asarray(seen_mask, dtype=bool)
-        if attributes.ndim != 2 or attributes.shape[1] != len(self.catalog.attribute_names):
-            raise BundleError(
-                f"attributes have shape {attributes.shape}; expected (C, {len(self.catalog.attribute_names)})"
-            )
-        if mask.shape != (attributes.shape[0],):
-            raise BundleError(f"seen mask has shape {mask.shape}; expected ({attributes.shape[0]},)")
-        bundle_seen = self.catalog.seen_classes
-        if not np.array_equal(np.flatnonzero(mask), bundle_seen):
-            raise BundleError("the seen classes of a re-fitted classifier must be the bundle's seen classes")
-        train = self.trained.train
-        device = self.device
-        per_seen = seen_samples or train.cls_seen_samples
-        per_unseen = unseen_samples or train.cls_unseen_samples
-        others = np.flatnonzero(~mask)
-        z, y = sample_latent_dataset(
-            self.model,
-            stored_posterior(
-                torch.from_numpy(self.latent.train_mu).to(device),
-                torch.from_numpy(self.latent.train_logvar).to(device),
-            ),
-            self.latent.train_labels,
-            encoded_posterior(self.model.encode_semantic, torch.from_numpy(attributes).to(device)),
-            others,
-            seen_samples=per_seen,
-            unseen_samples=per_unseen,
-            seed=seed,
-            device=device,
-            seen_classes=bundle_seen,
-            # Noise drawn per seen class, then in one draw for the other classes: the draws re-fits have
-            # always made, so a user class gets the same classifier as before.
-            seen_noise_chunk=per_seen,
-            unseen_noise_chunk=others.size * per_unseen,
+        attributes, mask = self._check_class_set(class_attributes, seen_mask)
+        z, y = self._training_latents(
+            attributes, np.flatnonzero(~mask), seed, unseen_samples=unseen_samples, seen_samples=seen_samples
         )
+        train = self.trained.train
         return train_classifier(
             z, y, attributes.shape[0], epochs=max(int(self.trained.classifier_epochs), 1), seed=seed,
             **train.classifier_optimizer(),
         )  # fmt: skip
+
+    def fast_classifier(self, class_attributes: Any, seen_mask: Any, *, seed: int = 0) -> GZSLClassifier:
+        """The bundle's classifier with one more row per extra class (rows past the catalog's), issue 24.
+
+        The catalog's rows are the bundle's trained ones, unchanged; each extra class's row is fitted on its
+        own against them (:meth:`extra_class_row`), so the result is a pure function of the class set — the
+        same whatever the order of adds and deletes before — and a delete trains nothing. Same arguments as
+        :meth:`refit_classifier`, whose classes it gives within a point of fresh-render H and
+        render-your-class top-1 (docs/benchmarks/app.md).
+        """
+        attributes, _ = self._check_class_set(class_attributes, seen_mask)
+        n_bundle = self.catalog.num_classes
+        if attributes.shape[0] < n_bundle:
+            raise BundleError(
+                f"expected the bundle's {n_bundle} classes first, got {attributes.shape[0]} rows"
+            )
+        extra = [self.extra_class_row(row, seed) for row in attributes[n_bundle:]]
+        if not extra:
+            return self.classifier
+        weight = torch.stack([w for w, _ in extra])
+        bias = torch.stack([b for _, b in extra])
+        return with_rows(self.classifier, weight, bias)
+
+    def extra_class_row(self, attributes: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight, bias)`` of an extra (unseen) class's row over the bundle classifier; cached.
+
+        Trained on the class's attribute latents (as many as a re-fit samples per unseen class) against the
+        bundle classes' training latents (:func:`acmr_core.model.gzsl.fit_extra_row`).
+        """
+        row = np.ascontiguousarray(attributes, dtype=np.float32).reshape(1, -1)
+        key = (row.tobytes(), int(seed))
+        cached = self._extra_rows.get(key)
+        if cached is not None:
+            self._extra_rows.move_to_end(key)
+            return cached
+        base_z, base_offset = self._bundle_latents(seed)
+        own_z, _ = self._training_latents(row, np.zeros(1, dtype=np.int64), seed, with_seen=False)
+        z = torch.cat((base_z, own_z))
+        offset = torch.cat((base_offset, logit_offset(self.classifier, own_z)))
+        target = torch.cat((torch.zeros(base_z.shape[0]), torch.ones(own_z.shape[0]))).to(z.device)
+        fitted = fit_extra_row(z, offset, target, beta1=self.trained.train.classifier_optimizer()["beta1"])
+        self._extra_rows[key] = fitted
+        while len(self._extra_rows) > EXTRA_ROW_CACHE:
+            self._extra_rows.popitem(last=False)
+        return fitted
+
+    def prepare_fast_update(self, seed: int = 0) -> None:
+        """Do now what the first :meth:`extra_class_row` would: sample the bundle classes' latents and run the
+        optimizer once (its first use imports torch code: seconds on a busy CPU)."""
+        z, offset = self._bundle_latents(seed)
+        fit_extra_row(z[:1], offset[:1], torch.zeros(1, device=z.device), steps=1)
+
+    def _bundle_latents(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bundle classes' training latents (the re-fit's recipe), and the classifier's log-sum-exp on
+        them."""
+        cached = self._base_latents.get(int(seed))
+        if cached is None:
+            attributes = np.asarray(self.catalog.attribute_matrix, dtype=np.float32)
+            z, _ = self._training_latents(attributes, self.catalog.unseen_classes, seed)
+            cached = (z, logit_offset(self.classifier, z))
+            self._base_latents[int(seed)] = cached
+        return cached

@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 EXPORT_FORMAT = "acmr-user-classes"
 MAX_NAME_LENGTH = 80
-#: Most user classes one bundle's store holds. Every add or delete re-fits the GZSL classifier over all
-#: classes, and so does start-up when user classes exist; its cost grows with the class count, so the total
-#: is capped where one add or delete stays within 2 s (measured: docs/benchmarks/app.md).
-MAX_USER_CLASSES = 40
+#: Most user classes one bundle's store holds. An add trains one classifier row and a delete none (issue 24:
+#: the fast update), whatever the count; start-up fits one row per stored class, so the total is still capped
+#: (measured: docs/benchmarks/app.md, "Fast add and delete").
+MAX_USER_CLASSES = 120
 #: One import file can hold at most this many (and never more than the store has room for).
 MAX_IMPORT_CLASSES = MAX_USER_CLASSES
 #: Attribute values below this count as 0: 1e-320 is a valid float but means "absent" to a person, and would
