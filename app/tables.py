@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 
 import pandas as pd
 
-from acmr_core.errors import UserClassError
+from acmr_core.errors import UserClassError, quote_value
 from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 
@@ -47,7 +47,7 @@ def frame_to_attributes(frame: pd.DataFrame | None) -> dict[str, float]:
             value = float(raw) if str(raw).strip() else 0.0
         except (TypeError, ValueError):
             raise UserClassError(
-                f"attribute {name!r} has value {raw!r}; use a number between 0 and 1"
+                f"attribute {quote_value(name)} has value {quote_value(raw)}; use a number between 0 and 1"
             ) from None
         attributes[str(name)] = value
     return attributes

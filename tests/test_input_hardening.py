@@ -223,3 +223,15 @@ def test_deep_json_in_a_saved_model_and_class_metadata_is_refused(tmp_path: Path
 def test_read_json_names_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"thing\.json not found"):
         read_json(tmp_path / "thing.json")
+
+
+def test_a_huge_table_cell_is_quoted_shortly() -> None:
+    import pandas as pd
+
+    from app.tables import frame_to_attributes
+
+    frame = pd.DataFrame({"attribute": ["colour: red"], "value": ["x" * 1_000_000]})
+    with pytest.raises(UserClassError) as refused:
+        frame_to_attributes(frame)
+    message = str(refused.value)
+    assert "colour: red" in message and len(message) < 300
