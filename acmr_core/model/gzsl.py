@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from acmr_core.errors import ACMRError
+from acmr_core.errors import ACMRError, quote_value
 from acmr_core.model.network import ACMR, reference_init
 from acmr_core.runtime import as_tensor
 
@@ -64,10 +64,13 @@ class GZSLClassifier(nn.Module):
 MAX_ABS_GAMMA = 1000.0
 
 
-def check_gamma(gamma: float) -> float:
-    """``gamma`` as a float, or an :class:`ACMRError` (one line) if it is not finite or beyond
+def check_gamma(gamma: object) -> float:
+    """``gamma`` as a float, or an :class:`ACMRError` (one line) if it is no number, not finite or beyond
     ±:data:`MAX_ABS_GAMMA`."""
-    value = float(gamma)
+    try:
+        value = float(gamma)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # text, a list, an int too large for a float
+        raise ACMRError(f"calibration gamma must be a finite number, got {quote_value(gamma)}") from None
     if not math.isfinite(value) or abs(value) > MAX_ABS_GAMMA:
         raise ACMRError(
             f"calibration gamma must be a finite number between -{MAX_ABS_GAMMA:g} and {MAX_ABS_GAMMA:g}, "

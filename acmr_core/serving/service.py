@@ -42,7 +42,7 @@ from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
 from acmr_core.describe.reader import Reading, read_description
 from acmr_core.errors import ACMRError, ImageError, UserClassError, quote_value
 from acmr_core.features.backbone import Backbone
-from acmr_core.model.gzsl import GZSLClassifier
+from acmr_core.model.gzsl import GZSLClassifier, check_gamma
 from acmr_core.model.predictor import rank
 from acmr_core.serving.class_space import ClassSpace, unit_scale
 from acmr_core.serving.results import AlignedClass, Prediction, RankedClass, RenderedExample
@@ -211,12 +211,7 @@ class StudioService:
 
         ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
         """
-        try:
-            gamma = self.default_gamma if gamma is None else float(gamma)
-        except (TypeError, ValueError, OverflowError):
-            raise ACMRError(f"calibration gamma must be a finite number, got {quote_value(gamma)}") from None
-        if not np.isfinite(gamma):
-            raise ACMRError(f"calibration gamma must be a finite number, got {gamma}")
+        gamma = self.default_gamma if gamma is None else check_gamma(gamma)
         space = self._space  # one snapshot for the whole request
         latent, readings = self._read(np.asarray(features, dtype=np.float32).reshape(1, -1))
         decoded_unit = readings[0]
