@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,9 +149,9 @@ def odd_valid_images(folder: Path) -> dict[str, Path]:
 # ---- fixtures ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app on a free loopback port (in this process), torn down after the module."""
+def launch_demo_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, int]:
+    """The app on the shipped demo bundle with a fresh user-class folder, launched on a free loopback port
+    (in this process): ``(blocks, port)``; the caller closes it."""
     from app import create_app
 
     require_demo_bundle()
@@ -160,7 +161,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         user_classes_dir=tmp_path_factory.mktemp("user_classes"),
         examples_dir=EXAMPLES_DIR,
     )
-    port = launch_on_a_free_port(demo)
+    return demo, launch_on_a_free_port(demo)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a free loopback port (in this process), torn down after the module."""
+    demo, port = launch_demo_app(tmp_path_factory)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -24,11 +24,10 @@ import pytest
 
 from tests.test_app_api import (
     DEMO_BUNDLE,
-    EXAMPLES_DIR,
     REPO_ROOT,
     app_error,
     example_images,
-    launch_on_a_free_port,
+    launch_demo_app,
     require_demo_bundle,
 )
 
@@ -112,16 +111,8 @@ def gates() -> Iterator[Gates]:
 
 @pytest.fixture(scope="module")
 def demo(gates: Gates, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from app import create_app
-
-    require_demo_bundle()
-    demo = create_app(
-        bundle=str(DEMO_BUNDLE),
-        checkpoints=REPO_ROOT / "checkpoints",
-        user_classes_dir=tmp_path_factory.mktemp("user_classes"),
-        examples_dir=EXAMPLES_DIR,
-    )
-    demo.test_port = launch_on_a_free_port(demo)
+    demo, port = launch_demo_app(tmp_path_factory)
+    demo.test_port = port
     try:
         yield demo
     finally:
