@@ -25,7 +25,8 @@ PROJECT_STAMP := $(VENV)/.stamp-project-$(PROJECT_HASH)
 .PHONY: run test install install-dev lint format bench demo screenshot clean
 
 run: install
-	$(BIN)/acmr serve --host $(HOST) --port $(PORT)
+	@# One local user: one shared, persistent set of classes (a public server keeps them per visitor).
+	$(BIN)/acmr serve --host $(HOST) --port $(PORT) --shared-classes
 
 test: install-dev
 	$(BIN)/ruff check .

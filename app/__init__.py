@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
 from acmr_core.errors import ACMRError
 
 log = logging.getLogger(__name__)
 
 # Events without their own limit (plots, catalog) run this many at once; predict allows 2
-# (PREDICT_CONCURRENCY), reading attributes from images 1 and class edits 1, each in its own group.
+# (PREDICT_CONCURRENCY), reading attributes from images 1 and class edits 2, each in its own group.
 DEFAULT_CONCURRENCY = 4
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 # Larger uploads are refused by Gradio before reaching the app (photos are a few MB; 64 MP is the pixel cap).
@@ -134,17 +134,27 @@ def create_app(
     bundle: str = DEFAULT_BUNDLE,
     checkpoints: Path = CHECKPOINTS_DIR,
     device: str = "auto",
-    user_classes_dir: Path = USER_CLASSES_DIR,
+    user_classes_dir: Path | None = None,
     examples_dir: Path = EXAMPLES_DIR,
+    per_visitor: bool = True,
 ) -> Any:
-    """Load the bundle once, build the queued Gradio Blocks around it, and return them warmed up."""
-    demo, warm_up = _build(bundle, checkpoints, device, user_classes_dir, examples_dir)
+    """Load the bundle once, build the queued Gradio Blocks around it, and return them warmed up.
+
+    ``per_visitor`` (the default, for a served app): every visitor has their own classes, kept in
+    ``user_classes_dir``; False: one set of classes shared by everyone (a local user, a curated demo).
+    """
+    demo, warm_up = _build(bundle, checkpoints, device, user_classes_dir, examples_dir, per_visitor)
     warm_up.join()
     return demo
 
 
 def _build(
-    bundle: str, checkpoints: Path, device: str, user_classes_dir: Path, examples_dir: Path
+    bundle: str,
+    checkpoints: Path,
+    device: str,
+    user_classes_dir: Path | None,
+    examples_dir: Path,
+    per_visitor: bool,
 ) -> tuple[Any, threading.Thread]:
     """The Blocks, and the thread warming the model up (started; join it before calling the app ready)."""
     # Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning. A server shares
@@ -167,6 +177,7 @@ def _build(
         device=device,
         user_classes_dir=user_classes_dir,
         warm_default=False,
+        per_visitor=per_visitor,
     )
     # The first forward pass is slow (kernel set-up): overlap it with building and launching the UI.
     warm_up = threading.Thread(target=registry.default().warm_up, name="acmr-warm-up", daemon=True)
@@ -206,8 +217,9 @@ def serve(
     port: int = 7860,
     share: bool = False,
     device: str = "auto",
-    user_classes_dir: Path = USER_CLASSES_DIR,
+    user_classes_dir: Path | None = None,
     block: bool = True,
+    per_visitor: bool = True,
 ) -> Any:
     """Load, serve, print one "ready" line with the URL, then wait until Ctrl+C or SIGTERM (when ``block``).
 
@@ -217,7 +229,7 @@ def serve(
     check_port(host, port)
     if block:
         _exit_on_sigterm()
-    demo, warm_up = _build(bundle, checkpoints, device, user_classes_dir, EXAMPLES_DIR)
+    demo, warm_up = _build(bundle, checkpoints, device, user_classes_dir, EXAMPLES_DIR, per_visitor)
     try:
         launch(demo, host, port, share)
     except OSError as error:  # the port was taken since check_port (Gradio: "Cannot find empty port")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR, default_user_classes_dir
+from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
 from acmr_core.runtime import DEVICE_CHOICES
 from acmr_core.serving.locate import find_bundle
 from app import serve
@@ -40,13 +40,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default auto)"
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--user-classes",
         type=Path,
-        default=default_user_classes_dir(),
-        help=f"folder of the user-class stores, one SQLite file per bundle "
+        metavar="DIR",
+        help="each visitor keeps their own classes (the default, for a public server), stored in DIR "
         f"(default ./{USER_CLASSES_DIR} or $ACMR_USER_CLASSES_DIR)",
     )
+    where.add_argument(
+        "--shared-classes",
+        type=Path,
+        nargs="?",
+        const=True,  # no DIR: the default folder, resolved where the library reads it (once)
+        default=False,
+        metavar="DIR",
+        help="operator mode: one set of classes, shared by every visitor (a single local user, or a "
+        "curated deployment), stored in DIR (default: the --user-classes default); `make run` uses it",
+    )
+
+
+def _store_folder(args: argparse.Namespace) -> Path | None:
+    """The folder named on the command line, or None for the library's default."""
+    return args.shared_classes if isinstance(args.shared_classes, Path) else args.user_classes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         share=args.share,
         device=args.device,
-        user_classes_dir=args.user_classes,
+        user_classes_dir=_store_folder(args),
+        per_visitor=args.shared_classes is False,
     )
     return 0

@@ -3,16 +3,19 @@ images), add it, and manage your classes (rename, delete, export, import, show d
 
 from __future__ import annotations
 
+import functools
 import html
-import os
+import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 import pandas as pd
 
+from acmr_core.errors import ACMRError, UserClassError
 from acmr_core.serving.results import RenderedExample
 from acmr_core.serving.service import StudioService
 from app import scratch_folder
@@ -25,11 +28,21 @@ from app.tables import (
     frame_to_attributes,
     user_class_frame,
 )
-from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, uploaded_path, user_errors
+from app.widgets import (
+    CLASS_EDIT_CONCURRENCY,
+    CLASS_EDIT_ID,
+    PREDICT_CONCURRENCY,
+    ServiceFor,
+    Session,
+    uploaded_path,
+    user_errors,
+)
 
 #: Every view of the class list, from a service's current classes (``keep``: a chosen class that should stay
 #: chosen if it still exists); built in :mod:`app.ui`, whose components span the tabs.
 ClassViewValues = Callable[..., tuple]
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,8 +128,10 @@ def define_panel(
             with gr.Row():
                 export_button = gr.Button("Export JSON")
                 import_button = gr.UploadButton("Import JSON", file_types=[".json"])
-            export_file = gr.File(label="Exported classes", interactive=False, height=90)
-            show_examples_block(chosen, session.bundle, service_for)
+            export_file = gr.File(
+                label="Exported classes", interactive=False, height=90, elem_id="export-file"
+            )
+            show_examples_block(chosen, session, service_for)
     return DefinePanel(
         tab, class_name, add_button, status, describe, start_from, copy_button, clear_button, toggles, editor,
         your_classes, chosen, new_name, rename_button, delete_button, export_button, import_button,
@@ -136,14 +151,20 @@ def wire_define(
 ) -> None:
     """Connect the tab's actions; every class edit updates ``view_outputs`` and then runs ``refresh``."""
     bundle = session.bundle
+    who = session.who  # the bundle and the visitor: whose classes an edit changes
 
-    @user_errors
-    def on_add(name: str, frame: pd.DataFrame, selected: list[str], bundle_name: str) -> tuple:
-        service = service_for(bundle_name)
+    @refusals_in_status(status_at=0, outputs=4 + len(view_outputs))
+    def on_add(
+        name: str, frame: pd.DataFrame, selected: list[str], bundle_name: str, visitor: str | None
+    ) -> tuple:
+        service = service_for(bundle_name, visitor)
         # The list wins over a table update still in flight: what is shown as "applies" is applied.
         frame = apply_toggles(service, frame, selected or [])
         stored = service.define_class(name, frame_to_attributes(frame))
         message = f"Added **{html.escape(stored['name'])}**: it is now part of every prediction."
+        if stored["assumed"]:  # groups the description left empty, filled in so the class can be drawn
+            assumed = ", ".join(f"{group} *{value}*" for group, value in stored["assumed"].items())
+            message += f"  \nNot given, so assumed (the most common in this world): {assumed}."
         twins = service.near_duplicates(stored["name"])
         if twins:
             shown = ", ".join(f"*{html.escape(twin)}*" for twin in twins[:3])
@@ -157,9 +178,9 @@ def wire_define(
         return (message, gr.update(visible=True), note, path, *class_views(service, keep=stored["name"]))
 
     panel.add_button.click(
-        on_add, [panel.class_name, panel.editor, panel.toggles, bundle],
+        on_add, [panel.class_name, panel.editor, panel.toggles, *who],
         [panel.status, predict.try_row, predict.try_note, session.try_path, *view_outputs],
-        concurrency_id="classes", concurrency_limit=1, api_visibility="private",
+        concurrency_id=CLASS_EDIT_ID, concurrency_limit=CLASS_EDIT_CONCURRENCY, api_visibility="private",
     ).success(**refresh)  # fmt: skip
     # The button is shown only when the closest example exists.
     session.try_path.change(
@@ -168,15 +189,15 @@ def wire_define(
     )  # fmt: skip
 
     @user_errors
-    def on_copy(source: str | None, bundle_name: str) -> tuple:
-        service = service_for(bundle_name)
+    def on_copy(source: str | None, bundle_name: str, visitor: str | None) -> tuple:
+        service = service_for(bundle_name, visitor)
         if not source:
             raise gr.Error("Pick a class to start from first.")
         values = service.class_values(source)
         return attribute_frame(service, values), applying(values)
 
     panel.copy_button.click(
-        on_copy, [panel.start_from, bundle], [panel.editor, panel.toggles], api_visibility="private"
+        on_copy, [panel.start_from, *who], [panel.editor, panel.toggles], api_visibility="private"
     )
 
     def on_clear(bundle_name: str) -> tuple:
@@ -197,51 +218,73 @@ def wire_define(
     )
     panel.describe.wire(service_for, bundle, panel.editor, panel.toggles)
 
-    @user_errors
-    def on_rename(old: str | None, new: str, bundle_name: str) -> tuple:
-        service = service_for(bundle_name)
+    @refusals_in_status(status_at=1, outputs=2 + len(view_outputs))
+    def on_rename(old: str | None, new: str, bundle_name: str, visitor: str | None) -> tuple:
+        service = service_for(bundle_name, visitor)
         renamed = service.rename_class(old or "", new)
         return ("", f"Renamed to **{html.escape(renamed['name'])}**.", *class_views(service))
 
     panel.rename_button.click(
-        on_rename, [panel.chosen, panel.new_name, bundle], [panel.new_name, panel.status, *view_outputs],
-        concurrency_id="classes", api_visibility="private",
+        on_rename, [panel.chosen, panel.new_name, *who], [panel.new_name, panel.status, *view_outputs],
+        concurrency_id=CLASS_EDIT_ID, api_visibility="private",
     ).success(**refresh)  # fmt: skip
 
-    @user_errors
-    def on_delete(name: str | None, bundle_name: str) -> tuple:
-        service = service_for(bundle_name)
+    @refusals_in_status(status_at=0, outputs=1 + len(view_outputs))
+    def on_delete(name: str | None, bundle_name: str, visitor: str | None) -> tuple:
+        service = service_for(bundle_name, visitor)
         removed = service.delete_class(name or "")
         return (f"Deleted **{html.escape(removed['name'])}**.", *class_views(service))
 
     panel.delete_button.click(
-        on_delete, [panel.chosen, bundle], [panel.status, *view_outputs],
-        concurrency_id="classes", api_visibility="private",
+        on_delete, [panel.chosen, *who], [panel.status, *view_outputs],
+        concurrency_id=CLASS_EDIT_ID, api_visibility="private",
     ).success(**refresh)  # fmt: skip
 
-    def on_export(bundle_name: str) -> str:
-        service = service_for(bundle_name)
+    def on_export(bundle_name: str, visitor: str | None) -> str:
+        service = service_for(bundle_name, visitor)
         return str(write_export(service.bundle_name, service.export_classes()))
 
-    panel.export_button.click(on_export, [bundle], [panel.export_file], api_visibility="private")
+    panel.export_button.click(on_export, who, [panel.export_file], api_visibility="private")
 
-    @user_errors
-    def on_import(upload: Any, bundle_name: str) -> tuple:
-        service = service_for(bundle_name)
+    @refusals_in_status(status_at=0, outputs=1 + len(view_outputs))
+    def on_import(upload: Any, bundle_name: str, visitor: str | None) -> tuple:
+        service = service_for(bundle_name, visitor)
         path = uploaded_path(upload)
         if not path:
-            raise gr.Error("Choose a JSON file to import.")
+            raise UserClassError("choose a JSON file to import")
         added = service.import_classes(Path(path).read_text(encoding="utf-8", errors="replace"))
         return (f"Imported {len(added)} class(es).", *class_views(service))
 
     panel.import_button.upload(
-        on_import, [panel.import_button, bundle], [panel.status, *view_outputs],
-        concurrency_id="classes", api_visibility="private",
+        on_import, [panel.import_button, *who], [panel.status, *view_outputs],
+        concurrency_id=CLASS_EDIT_ID, api_visibility="private",
         preprocess=False,  # the raw upload (see app.widgets.uploaded_paths: no stray temporary file)
     ).success(**refresh)  # fmt: skip
 
 
-def show_examples_block(chosen: gr.Dropdown, bundle: gr.State, service_for: ServiceFor) -> None:
+def refusals_in_status(status_at: int, outputs: int) -> Callable[[F], F]:
+    """Show a refused edit's reason in the tab's status line and leave every other output as it was.
+
+    Raised as ``gr.Error``, the reason was a toast that fades while each output kept a bare "Error" pill.
+    """
+
+    def decorate(handler: F) -> F:
+        @functools.wraps(handler)
+        def wrapped(*args: Any) -> Any:
+            try:
+                return handler(*args)
+            except ACMRError as error:
+                log.warning("refused: %s", error)
+                shown = [gr.skip()] * outputs
+                shown[status_at] = f"⚠ {html.escape(str(error), quote=False)}"
+                return tuple(shown)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def show_examples_block(chosen: gr.Dropdown, session: Session, service_for: ServiceFor) -> None:
     """The "Show examples" action: draw images of the chosen user class (demo world), show the answers."""
     button = gr.Button("Show examples", elem_id="show-examples")
     status = gr.Markdown(elem_id="examples-status")
@@ -252,15 +295,18 @@ def show_examples_block(chosen: gr.Dropdown, bundle: gr.State, service_for: Serv
         elem_id="class-examples",
     )
 
-    @user_errors
-    def on_show(name: str | None, bundle_name: str) -> tuple:
+    def on_show(name: str | None, bundle_name: str, visitor: str | None) -> tuple:
+        # A refusal is a message above an empty gallery: raised, it left a bare "Error" pill in the gallery.
         if not name:
-            raise gr.Error("Pick one of your classes first.")
-        examples = service_for(bundle_name).render_examples(name)
+            return "Pick one of your classes first.", None
+        try:
+            examples = service_for(bundle_name, visitor).render_examples(name)
+        except ACMRError as error:
+            return f"Cannot show examples: {html.escape(str(error), quote=False)}", None
         return examples_markdown(name, examples), [(item.image, example_caption(item)) for item in examples]
 
     button.click(
-        on_show, [chosen, bundle], [status, gallery],
+        on_show, [chosen, *session.who], [status, gallery],
         concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict", api_visibility="private",
     )  # fmt: skip
 
@@ -280,14 +326,13 @@ def example_caption(example: RenderedExample) -> str:
 
 
 def write_export(bundle_name: str, text: str) -> Path:
-    """The export file, in this process's scratch folder (one file per bundle, replaced by the next export;
-    Gradio serves its own copy, and the folder goes when the app stops)."""
+    """The export file, in a folder of its own in this process's scratch folder: visitors export at the same
+    time, and a shared file name could hand one visitor's classes to another before Gradio copies it (the
+    folder goes when the app stops; Gradio's cache cleaning removes its copies)."""
     folder = scratch_folder() / "exports"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{bundle_name}-user-classes.json"
-    partial = path.with_suffix(f".{os.getpid()}.{id(text)}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)  # atomic: a concurrent export never serves a half-written file
+    path = Path(tempfile.mkdtemp(dir=folder)) / f"{bundle_name}-user-classes.json"
+    path.write_text(text, encoding="utf-8")
     return path
 
 

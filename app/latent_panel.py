@@ -68,9 +68,10 @@ def latent_panel(default: StudioService) -> LatentPanel:
 
 
 def wire_latent(
-    panel: LatentPanel, session: Session, service_for: ServiceFor, demo: gr.Blocks, predicted: Any
+    panel: LatentPanel, session: Session, service_for: ServiceFor, ready: Any, predicted: Any
 ) -> None:
-    """Redraw the plot when a filter changes, on page load, and after each prediction (its image shown)."""
+    """Redraw the plot when a filter changes, once the page knows its visitor (``ready``), and after each
+    prediction (its image shown)."""
 
     @user_errors
     def on_filter(
@@ -79,15 +80,17 @@ def wire_latent(
         focus: str | None,
         query: QueryPoint | None,
         bundle_name: str,
+        visitor: str | None,
     ) -> Any:
-        service = service_for(bundle_name)
+        service = service_for(bundle_name, visitor)
         return service.latent_figure(classes=classes, kinds=kinds, query=query, highlight=focus)
 
     # The latent tab highlights the last uploaded image too.
-    filter_inputs = [*panel.filters, session.last_query, session.bundle]
+    filter_inputs = [*panel.filters, session.last_query, *session.who]
     predicted.success(on_filter, filter_inputs, panel.plot, api_visibility="private")
+    ready.then(on_filter, filter_inputs, panel.plot, api_visibility="private")
     gr.on(
-        [panel.class_filter.change, panel.kind_filter.change, panel.highlight.change, demo.load],
+        [panel.class_filter.change, panel.kind_filter.change, panel.highlight.change],
         on_filter,
         inputs=filter_inputs,
         outputs=panel.plot,
@@ -102,8 +105,8 @@ def alignment_markdown(service: StudioService) -> str:
     return (
         f"### Alignment: {figure}\n{html.escape(summary.sentence(), quote=False)}\n\n"
         "**Reading the map.** Each dot is a photo, each diamond a class's description, placed so "
-        "that similar things are near (the axes themselves mean nothing). A short line from a diamond "
-        "to the centre of its photos means description and photos agree. Colours: blue = learned from "
-        "photos (seen), orange = known only from a description (unseen), green ★ = yours. Hover a point "
-        "for its class; pick one in *Highlight a class*."
+        "that similar things are near (the axes themselves mean nothing). A photo has its class's colour, "
+        "and a short line from a diamond to the centre of its photos means description and photos agree. "
+        "Filled = learned from photos (seen), open ◇ ○ = known only from a description (unseen), ★ = yours, "
+        "✕ = your image. Hover a point for its class; pick one in *Highlight a class*."
     )

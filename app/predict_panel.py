@@ -108,8 +108,10 @@ def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) 
 def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor) -> Any:
     """Predict on every new image, γ or top-k; returns the prediction event (the latent tab follows it)."""
 
-    def on_predict(payload: Any, gamma_value: float, k: float, bundle_name: str) -> tuple:
-        service = service_for(bundle_name)
+    def on_predict(
+        payload: Any, gamma_value: float, k: float, bundle_name: str, visitor: str | None
+    ) -> tuple:
+        service = service_for(bundle_name, visitor)
         path = uploaded_path(payload)
         if not path:  # cleared (also after a refused upload): keep any refusal message on screen
             return None, "", None, service.latent_figure(), None, gr.skip(), gr.skip()
@@ -138,7 +140,7 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
     predicted = gr.on(
         [panel.image.change, panel.gamma.release, panel.top_k.release],
         on_predict,
-        inputs=[panel.image, panel.gamma, panel.top_k, session.bundle],
+        inputs=[panel.image, panel.gamma, panel.top_k, *session.who],
         outputs=outputs,
         concurrency_limit=PREDICT_CONCURRENCY,
         concurrency_id="predict",

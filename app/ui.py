@@ -26,7 +26,7 @@ from app.latent_panel import LatentPanel, alignment_markdown, latent_panel, wire
 from app.layout import ABOUT, HEADER
 from app.predict_panel import PredictPanel, gamma_range, predict_panel, wire_predict
 from app.tables import alignment_frame, attribute_frame, describe_markdown, summary_markdown, user_class_frame
-from app.widgets import ServiceFor, Session, user_errors
+from app.widgets import ServiceFor, Session, ensure_visitor, user_errors, visitor_state
 
 
 def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
@@ -34,12 +34,15 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
     default = registry.default()
     example_of_class = {entry["class"]: entry["path"] for entry in example_entries(examples_dir)}
 
-    def service_for(bundle: str) -> StudioService:
-        return registry.get(bundle or registry.default_name)
+    def service_for(bundle: str, visitor: str | None = None) -> StudioService:
+        return registry.get(bundle or registry.default_name).for_visitor(visitor)
 
     with gr.Blocks(title="ACMR zero-shot studio", delete_cache=DELETE_CACHE) as demo:
         session = Session(
-            bundle=gr.State(registry.default_name), last_query=gr.State(None), try_path=gr.State(None)
+            bundle=gr.State(registry.default_name),
+            visitor=visitor_state(),
+            last_query=gr.State(None),
+            try_path=gr.State(None),
         )
         header = header_block(registry, default)
         predict = predict_panel(default, captioned_examples(examples_dir))
@@ -47,17 +50,19 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         latent = latent_panel(default)
 
         predicted = wire_predict(predict, session, service_for)
+        # Everything the page shows of the visitor's classes waits for the page to know its visitor.
+        ready = demo.load(ensure_visitor, session.visitor, session.visitor, api_visibility="private")
         views = ClassViews(header, define, latent)
-        views.follow_the_store(demo, session, service_for)
+        views.follow_the_store(ready, session, service_for)
         wire_define(
             define, predict, session, service_for, views.values, views.outputs,
             refresh_plots(predict, latent, session, service_for), example_of_class,
         )  # fmt: skip
-        demo.load(
-            lambda name: service_for(name).latent_figure(), session.bundle, predict.plot,
+        ready.then(
+            lambda name, visitor: service_for(name, visitor).latent_figure(), session.who, predict.plot,
             api_visibility="private",
         )  # fmt: skip
-        wire_latent(latent, session, service_for, demo, predicted)
+        wire_latent(latent, session, service_for, ready, predicted)
         wire_bundle_switch(header, predict, define, latent, views, session, service_for)
         build_api(default)
     return demo
@@ -126,17 +131,19 @@ class ClassViews:
             summary_markdown(service),
         )
 
-    def follow_the_store(self, demo: gr.Blocks, session: Session, service_for: ServiceFor) -> None:
-        """The page, and each tab when opened, shows the store as it is now: after a reload, a restart, or
-        an edit made in another browser tab."""
+    def follow_the_store(self, ready: Any, session: Session, service_for: ServiceFor) -> None:
+        """The page (once it knows its visitor: ``ready``), and each tab when opened, shows the visitor's
+        classes as they are now: after a reload, a restart, or an edit made in another tab."""
 
-        def on_show(chosen_name: str | None, bundle_name: str) -> tuple:
-            return self.values(service_for(bundle_name), keep=chosen_name)
+        def on_show(chosen_name: str | None, bundle_name: str, visitor: str | None) -> tuple:
+            return self.values(service_for(bundle_name, visitor), keep=chosen_name)
 
+        inputs = [self.define.chosen, *session.who]
+        ready.then(on_show, inputs, self.outputs, api_visibility="private")
         gr.on(
-            [demo.load, self.define.tab.select, self.latent.tab.select],
+            [self.define.tab.select, self.latent.tab.select],
             on_show,
-            [self.define.chosen, session.bundle],
+            inputs,
             self.outputs,
             api_visibility="private",
         )
@@ -153,8 +160,9 @@ def refresh_plots(
         focus: str | None,
         query: QueryPoint | None,
         bundle_name: str,
+        visitor: str | None,
     ) -> tuple:
-        service = service_for(bundle_name)
+        service = service_for(bundle_name, visitor)
         return (
             service.latent_figure(classes, kinds, query, highlight=focus),
             service.latent_figure(query=query),
@@ -162,7 +170,7 @@ def refresh_plots(
 
     return {
         "fn": on_refresh,
-        "inputs": [*latent.filters, session.last_query, session.bundle],
+        "inputs": [*latent.filters, session.last_query, *session.who],
         "outputs": [latent.plot, predict.plot],
         "api_visibility": "private",
     }
@@ -180,8 +188,8 @@ def wire_bundle_switch(
     """Choosing another model re-draws every view for it (or, if it cannot be opened, keeps the last one)."""
 
     @user_errors
-    def on_bundle(name: str) -> tuple:
-        service = service_for(name)
+    def on_bundle(name: str, visitor: str | None) -> tuple:
+        service = service_for(name, visitor)
         return (
             name,
             gr.update(
@@ -198,7 +206,7 @@ def wire_bundle_switch(
 
     switch = header.bundle_choice.input(
         on_bundle,
-        [header.bundle_choice],
+        [header.bundle_choice, session.visitor],
         [session.bundle, predict.gamma, define.editor, define.toggles, session.last_query, *views.outputs,
          latent.plot],
         api_visibility="private",

@@ -13,19 +13,33 @@ import gradio as gr
 
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
+from acmr_core.serving.visitors import is_visitor_key, new_visitor_token
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-# Two predictions at once keep both CPU cores busy; class edits are serialised by the service anyway.
+# Two predictions at once keep both CPU cores busy.
 PREDICT_CONCURRENCY = 2
 #: Reading attributes from example images (1-10 backbone forwards per request) runs one request at a time,
 #: in its own group: Gradio gives a shared concurrency id the lowest limit of its events, so sharing "predict"
 #: made every prediction wait behind one such request.
 IMAGE_READING_CONCURRENCY = 1
 IMAGE_READING_ID = "image_readings"
-#: A session's bundle name -> its service (the registry opens a bundle on first use).
-ServiceFor = Callable[[str], StudioService]
+#: Class edits (add, rename, delete, import) of all visitors: two at once keep both cores busy; one
+#: visitor's edits are serialised by the service's per-visitor lock, so visitors do not queue behind one
+#: another's slow import for long.
+CLASS_EDIT_CONCURRENCY = 2
+CLASS_EDIT_ID = "classes"
+#: A session's bundle name and visitor token -> the bundle's service as that visitor sees it (the registry
+#: opens a bundle on first use). Without a visitor: the bundle's own classes only.
+ServiceFor = Callable[..., StudioService]
+#: The browser's localStorage key of its visitor token. Fixed (Gradio's default is random per server start),
+#: so a visitor keeps their classes across reloads and server restarts.
+VISITOR_STORAGE_KEY = "acmr-studio-visitor"
+#: Gradio encrypts a BrowserState value with this. It is sent to every page in the app's config, so it
+#: hides nothing: a token is private because it is 256 random bits kept in one browser's localStorage
+#: (same-origin), not because of this. Fixed for the same reason as the key.
+VISITOR_STORAGE_SECRET = "acmr-studio-visitor-token"
 
 
 @dataclass
@@ -33,8 +47,23 @@ class Session:
     """Per-browser-session state shared by the panels."""
 
     bundle: gr.State  # the name of the bundle this session uses
+    visitor: gr.BrowserState  # this browser's visitor token (set on the first load; see ensure_visitor)
     last_query: gr.State  # QueryPoint of this session's last prediction
     try_path: gr.State  # the example that best shows the user's newest class
+
+    @property
+    def who(self) -> list[Any]:
+        """The inputs that name whose service a handler gets: ``(bundle_name, visitor)``."""
+        return [self.bundle, self.visitor]
+
+
+def visitor_state() -> gr.BrowserState:
+    return gr.BrowserState(None, storage_key=VISITOR_STORAGE_KEY, secret=VISITOR_STORAGE_SECRET)
+
+
+def ensure_visitor(token: Any) -> str:
+    """This browser's visitor token: the one it has, or a new one (first visit, or a value not ours)."""
+    return token if is_visitor_key(token) else new_visitor_token()
 
 
 def user_errors(handler: F) -> F:

@@ -372,7 +372,7 @@ def test_bad_classes_get_a_specific_error(
 def test_a_bundle_class_cannot_be_redefined_or_deleted(client) -> None:
     bundle_class = catalog(client)["classes"][0]["name"]
     attribute = catalog(client)["attributes"][0]
-    assert "already exists" in app_error(
+    assert "is already a class of this model" in app_error(
         lambda: client.predict(bundle_class, json.dumps({attribute: 1}), api_name="/define_class")
     )
     assert "only yours can be deleted" in app_error(
@@ -427,13 +427,16 @@ def test_a_value_below_the_epsilon_counts_as_zero(client) -> None:
     assert "tiny" not in [entry["name"] for entry in catalog(client)["classes"]]
 
 
-def test_the_latent_space_has_kind_colours_and_alignment_lines(client) -> None:
-    from acmr_core.viz.plots import KIND_COLOURS
-
+def test_the_latent_space_links_photos_to_their_class_by_colour_and_lines(client) -> None:
     plot = json.loads(client.predict(api_name="/latent_space")["plot"])
-    colours = {trace["name"]: trace["marker"]["color"] for trace in plot["data"]}
-    assert colours["seen class images"] == KIND_COLOURS["seen"]
-    assert colours["unseen class prototypes"] == KIND_COLOURS["unseen"]
+    traces = {trace["name"]: trace for trace in plot["data"]}
+    prototypes = traces["seen class prototypes"]
+    colour_of = dict(zip(prototypes["customdata"], prototypes["marker"]["color"], strict=True))
+    photos = traces["seen class images"]
+    # Each photo has its class's description colour (issue 25), and photos are drawn above descriptions.
+    for (name, _), colour in zip(photos["customdata"], photos["marker"]["color"], strict=True):
+        assert colour == colour_of[name]
+    assert photos["zorder"] > prototypes["zorder"]
     lines = [shape for shape in plot["layout"]["shapes"] if shape["type"] == "line"]
     classes_with_images = {entry["name"] for entry in catalog(client)["classes"] if entry["kind"] != "user"}
     assert len(lines) == len(classes_with_images)
@@ -467,3 +470,37 @@ def test_render_examples_of_a_user_class(client) -> None:
     finally:
         client.predict("my green ball", api_name="/delete_class")
     assert "no class named" in app_error(lambda: client.predict("my green ball", api_name="/render_examples"))
+
+
+# ---- per-visitor classes (issue 24) ------------------------------------------------------------------------
+
+
+def test_two_api_clients_each_see_only_their_own_classes(server: str) -> None:
+    from gradio_client import Client
+
+    first, second = Client(server, verbose=False), Client(server, verbose=False)
+    values = {"colour: purple": 1, "pattern: striped": 1, "shape: square": 1, "size: small": 1,
+              "count: one": 1, "background: light": 1}  # fmt: skip
+    first.predict("first client's class", json.dumps(values), api_name="/define_class")
+    try:
+        assert "first client's class" in json.dumps(catalog(first))
+        for view in (
+            catalog(second),
+            second.predict(api_name="/latent_space"),
+            predict(second, example_images()[0]),
+        ):
+            assert "first client's class" not in json.dumps(view)
+        assert "no class named" in app_error(
+            lambda: second.predict("first client's class", api_name="/delete_class")
+        )
+        assert "no class named" in app_error(
+            lambda: second.predict("first client's class", api_name="/render_examples")
+        )
+        # The same name is free for the second client, and stays its own.
+        second.predict("first client's class", json.dumps(values), api_name="/define_class")
+        second.predict("first client's class", api_name="/delete_class")
+        assert "first client's class" in json.dumps(catalog(first))
+        ranked = [entry["label"] for entry in predict(first, example_images()[0])["confidences"]]
+        assert "first client's class" in ranked
+    finally:
+        first.predict("first client's class", api_name="/delete_class")

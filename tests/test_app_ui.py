@@ -60,14 +60,16 @@ def test_a_refusal_is_one_escaped_line() -> None:
     assert "<b>" not in text and "\n" not in text
 
 
-def test_exports_reuse_one_file_in_the_scratch_folder() -> None:
+def test_each_export_is_a_file_of_its_own_in_the_scratch_folder() -> None:
     from app import scratch_folder
     from app.define_panel import write_export
 
+    # Two visitors exporting at once: a shared file could hand one's classes to the other (issue 24).
     first = write_export("demo-world", '{"a": 1}')
     second = write_export("demo-world", '{"a": 2}')
-    assert first == second
-    assert first.is_relative_to(scratch_folder())
+    assert first != second and first.name == second.name == "demo-world-user-classes.json"
+    assert first.is_relative_to(scratch_folder()) and second.is_relative_to(scratch_folder())
+    assert json.loads(first.read_text(encoding="utf-8")) == {"a": 1}
     assert json.loads(second.read_text(encoding="utf-8")) == {"a": 2}
     assert [path.name for path in first.parent.iterdir()] == [first.name]  # no temporary left behind
 
@@ -76,10 +78,16 @@ def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
     names = service.attribute_names
     base = service.class_names()[0]
     values = service.class_values(base)
-    flipped = dict(values)
-    flipped[names[0]] = 1.0 - round(values[names[0]])  # one attribute changed
+    on = next(name for name in names if values[name] >= 0.5)
+    flipped = {**values, on: 0.6}  # one attribute changed by more than the threshold, still drawable
     service.define_class("near twin", flipped)
-    far = {name: 1.0 - round(value) for name, value in values.items()}  # every attribute changed
+    # Another value in every group (the demo world draws one value per group).
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split(": ")[0], []).append(name)
+    far = {}
+    for members in groups.values():
+        far[next(name for name in members if values[name] < 0.5)] = 1.0
     service.define_class("far away", far)
     try:
         assert base in service.near_duplicates("near twin")
@@ -118,7 +126,8 @@ def test_a_full_store_refuses_before_refitting(service, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(user_classes, "MAX_USER_CLASSES", 0)
     refits: list[int] = []
-    monkeypatch.setattr(service, "_fit_classifier", lambda attributes: refits.append(len(attributes)))
+    builder = service.classes.builder
+    monkeypatch.setattr(builder, "_fit_classifier", lambda attributes: refits.append(len(attributes)))
     with pytest.raises(UserClassError, match="holds at most 0"):
         service.define_class("one too many", {service.attribute_names[0]: 1.0})
     assert refits == []  # refused before the (slow) re-fit

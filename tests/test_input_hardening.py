@@ -22,7 +22,8 @@ from acmr_core.bundle.format import MANIFEST, load_bundle
 from acmr_core.errors import ACMRError, BundleError, DataError, UserClassError, quote_value
 from acmr_core.fileio import parse_json, read_json
 from acmr_core.model.saved_model import CONFIG_FILE, load_trained
-from acmr_core.serving.user_classes import UserClassStore, parse_attributes_json, validate_values
+from acmr_core.serving.user_classes import UserClassStore
+from acmr_core.serving.validation import parse_attributes_json, validate_values
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = REPO_ROOT / "checkpoints" / "demo-world"
@@ -125,11 +126,11 @@ def test_huge_and_non_finite_attribute_values_are_refused_naming_the_attribute()
 
 @pytest.mark.parametrize("gamma", ["abc", 10**400, [1.0] * 1_000_000], ids=["text", "400-digit", "1M-list"])
 def test_a_bad_calibration_gamma_is_one_short_line(gamma: object) -> None:
-    from acmr_core.serving.service import StudioService
+    from acmr_core.serving.read_side import ReadSide
 
     # Only the argument check runs: it comes before anything that needs a loaded model.
     with pytest.raises(ACMRError, match="calibration gamma must be a finite number") as caught:
-        StudioService.predict_features(SimpleNamespace(default_gamma=1.0), np.zeros(4), gamma=gamma)
+        ReadSide.predict_features(SimpleNamespace(default_gamma=1.0), None, np.zeros(4), gamma=gamma)
     _short_one_line(caught.value)
 
 

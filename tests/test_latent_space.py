@@ -95,7 +95,7 @@ def test_overall_alignment_counts_only_classes_with_images() -> None:
     assert "cannot be measured" in summarise_alignment([]).sentence()
 
 
-# ---- the latent-space figure: colours that mean something, alignment lines, highlight ---------------------
+# ---- the latent-space figure: a colour per class, photos on top, alignment lines, highlight -----------
 
 
 def _scene():
@@ -111,18 +111,116 @@ def _scene():
     )
 
 
-def test_colours_mean_the_kind_of_class_and_the_legend_names_them() -> None:
-    from acmr_core.viz.plots import KIND_COLOURS, latent_figure
+def _prototype_colour(figure, name: str) -> str:
+    """The colour of class ``name``'s prototype marker, whichever trace (kind) draws it."""
+    for trace in figure.data:
+        is_prototype = trace.name.endswith("prototypes") or trace.name == "your classes"
+        if is_prototype and name in list(trace.customdata):
+            return trace.marker.color[list(trace.customdata).index(name)]
+    raise AssertionError(f"no prototype for {name}")
+
+
+def test_a_photo_shares_its_class_colour_and_the_legend_names_the_kinds() -> None:
+    from acmr_core.viz.plots import latent_figure
 
     figure = latent_figure(_scene())
     by_name = {trace.name: trace for trace in figure.data}
-    assert by_name["seen class images"].marker.color == KIND_COLOURS["seen"]
-    assert by_name["unseen class images"].marker.color == KIND_COLOURS["unseen"]
-    assert by_name["your classes"].marker.color == KIND_COLOURS["user"]
-    assert len(set(KIND_COLOURS.values())) == 3
+    for trace_name in ("seen class images", "unseen class images"):
+        photos = by_name[trace_name]
+        for colour, class_name in zip(photos.marker.color, photos.customdata[:, 0], strict=True):
+            assert colour == _prototype_colour(figure, class_name)
+    colours = [_prototype_colour(figure, name) for name in ("zebra", "okapi", "mine")]
+    assert len(set(colours)) == 3  # three classes, three colours
+    # The kind is in the legend (one entry per kind, not per class) and the symbol.
     assert all(trace.showlegend is not False for trace in figure.data)
-    # The class is on hover (colour no longer tells it).
+    assert by_name["seen class images"].marker.symbol != by_name["unseen class images"].marker.symbol
+    # Hover names the photo's class.
     assert "zebra" in list(by_name["seen class images"].customdata[:, 0])
+    assert "customdata[0]" in by_name["seen class images"].hovertemplate
+    # A class keeps its colour when the map is filtered or another class is highlighted.
+    only_okapi = latent_figure(_scene(), classes=["okapi"])
+    assert _prototype_colour(only_okapi, "okapi") == colours[1]
+    assert _prototype_colour(latent_figure(_scene(), highlight="zebra"), "okapi") == colours[1]
+
+
+def test_photos_are_drawn_above_the_prototypes_smaller_and_see_through() -> None:
+    from acmr_core.viz.plots import QueryPoint, latent_figure
+
+    figure = latent_figure(_scene(), query=QueryPoint((2.0, 2.0), "zebra"))
+    by_name = {trace.name: trace for trace in figure.data}
+    photos = [by_name["seen class images"], by_name["unseen class images"]]
+    prototypes = [by_name["seen class prototypes"], by_name["unseen class prototypes"]]
+    # Every photo lies near (often under) its class's diamond: photos must be in front of every prototype.
+    assert min(trace.zorder for trace in photos) > max(trace.zorder for trace in prototypes)
+    for photo in photos:
+        assert photo.marker.opacity < 1.0
+        assert all(photo.marker.size < prototype.marker.size for prototype in prototypes)
+    # Your classes are above the photos, your image above everything and drawn last.
+    assert by_name["your classes"].zorder > max(trace.zorder for trace in photos)
+    assert figure.data[-1].name == "your image"
+    assert figure.data[-1].zorder > max(trace.zorder for trace in figure.data[:-1])
+    assert figure.data[-1].marker.size > by_name["seen class prototypes"].marker.size
+
+
+def test_class_colours_differ_up_to_the_palette_size_and_then_keep_neighbours_apart() -> None:
+    from acmr_core.viz.plots import CLASS_PALETTE, class_colours
+
+    rng = np.random.default_rng(3)
+    xy = rng.normal(size=(len(CLASS_PALETTE), 2))
+    assert len(set(class_colours(xy))) == len(CLASS_PALETTE)
+    # Two colours, points at 0, 10, 1, 11 on a line: cycling would give the close pair (0, 1) one colour.
+    line = np.array([[0.0, 0.0], [10.0, 0.0], [1.0, 0.0], [11.0, 0.0]])
+    assert class_colours(line, palette=("a", "b")) == ["a", "b", "b", "a"]
+    # Appending a class (one of yours) never recolours the earlier ones.
+    more = np.vstack([xy, rng.normal(size=(30, 2))])
+    assert class_colours(more)[: len(xy)] == class_colours(xy)
+
+
+def _big_scene(n_classes: int = 200, per_class: int = 15):
+    from acmr_core.viz.plots import LatentScene
+
+    rng = np.random.default_rng(7)
+    kinds = ["seen"] * 150 + ["unseen"] * (n_classes - 152) + ["user"] * 2
+    class_xy = rng.uniform(-50, 50, size=(n_classes, 2))
+    with_images = [index for index, kind in enumerate(kinds) if kind != "user"]
+    image_class = np.repeat(with_images, per_class)
+    image_xy = class_xy[image_class] + rng.normal(scale=0.5, size=(len(image_class), 2))
+    names = [f"class {index}" for index in range(n_classes - 1)] + ["<b>bold</b> & co"]
+    return LatentScene(
+        class_names=names,
+        class_kinds=kinds,
+        class_xy=class_xy,
+        image_xy=image_xy,
+        image_class=image_class,
+        image_ids=[f"i{index}" for index in range(len(image_class))],
+    )
+
+
+def test_two_hundred_classes_and_thousands_of_photos_stay_a_handful_of_traces() -> None:
+    from acmr_core.viz.plots import QueryPoint, latent_figure
+
+    scene = _big_scene()
+    assert len(scene.image_ids) == 198 * 15
+    figure = latent_figure(scene, query=QueryPoint((0.0, 0.0), "class 3"))
+    # One trace per kind (legend per kind), not per class.
+    assert [trace.name for trace in figure.data] == [
+        "seen class images",
+        "unseen class images",
+        "seen class prototypes",
+        "unseen class prototypes",
+        "your classes",
+        "your image",
+    ]
+    assert sum(len(trace.x) for trace in figure.data[:2]) == len(scene.image_ids)
+    # Each class's nearest other class on the map has another colour (23 colours cycled over 200 classes).
+    colours = {name: _prototype_colour(figure, name) for name in scene.class_names[:-1]}
+    colours[scene.class_names[-1]] = _prototype_colour(figure, "&lt;b&gt;bold&lt;/b&gt; &amp; co")
+    distance = np.linalg.norm(scene.class_xy[:, None] - scene.class_xy[None], axis=2)
+    np.fill_diagonal(distance, np.inf)
+    nearest = distance.argmin(axis=1)
+    names = list(scene.class_names)
+    assert all(colours[names[i]] != colours[names[j]] for i, j in enumerate(nearest))
+    assert "<b>bold" not in figure.to_json()  # names stay escaped
 
 
 def test_each_prototype_is_joined_to_the_centre_of_its_images() -> None:
@@ -145,8 +243,12 @@ def test_highlight_brings_one_class_forward_and_fades_the_rest() -> None:
     assert list(by_name["unseen class images"].marker.opacity) == [1.0, 1.0]
     assert max(by_name["seen class images"].marker.opacity) < 0.5
     assert list(by_name["unseen class prototypes"].text) == ["okapi"]  # labelled
+    # Its photos (drawn on top, enlarged) still leave its prototype's rim showing.
+    assert max(by_name["unseen class images"].marker.size) < min(
+        by_name["unseen class prototypes"].marker.size
+    )
     zebra_line, okapi_line = figure.layout.shapes
     assert okapi_line.opacity > zebra_line.opacity
     # An unknown name (a class deleted meanwhile) highlights nothing rather than failing.
     plain = latent_figure(_scene(), highlight="gone")
-    assert {trace.name: trace for trace in plain.data}["seen class images"].marker.opacity == 0.55
+    assert latent_figure(_scene()).to_json() == plain.to_json()

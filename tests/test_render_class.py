@@ -94,9 +94,18 @@ def test_a_user_class_is_drawn_and_predicted_among_all_classes(service) -> None:
 
 
 def test_undrawable_classes_and_bad_counts_are_refused(service) -> None:
-    service.define_class("two colours", {**_attributes(NEW_VALUES), "colour: red": 1.0})
-    with pytest.raises(UserClassError, match=r"'two colours' cannot be drawn: .*exactly one colour"):
-        service.render_examples("two colours")
+    # A class the world could never draw is refused before it is added (issue 25), naming the group ...
+    with pytest.raises(UserClassError, match=r"cannot be added: .*exactly one colour .*it has red, green"):
+        service.define_class("two colours", {**_attributes(NEW_VALUES), "colour: red": 1.0})
+    assert "two colours" not in service.class_names()
+    # ... and an empty group is filled in with the world's most common value, and said so.
+    partial = {
+        key: value for key, value in _attributes(NEW_VALUES).items() if not key.startswith("background")
+    }
+    record = service.define_class("no background", partial)
+    assert set(record["assumed"]) == {"background"}
+    assert record["attributes"][f"background: {record['assumed']['background']}"] == 1.0
+    assert len(service.render_examples("no background", count=1)) == 1
     with pytest.raises(UserClassError, match="there is no class named"):
         service.render_examples("nobody")
     with pytest.raises(UserClassError, match="1 to 12"):

@@ -185,7 +185,8 @@ def test_define_class_joins_predictions_plot_catalog_and_alignment(service, exam
     top = service.predict_features(features).ranked[0].name
     values = service.class_values(top)
     stored = service.define_class("Twin", values)
-    assert stored == {"name": "Twin", "kind": "user", "attributes": pytest.approx(values)}
+    # A copy of a drawable class: nothing had to be assumed.
+    assert stored == {"name": "Twin", "kind": "user", "attributes": pytest.approx(values), "assumed": {}}
     n_classes = len(service.class_names())
     ranked = service.predict_features(features, top_k=n_classes).ranked
     assert [item.kind for item in ranked if item.name == "Twin"] == ["user"]
@@ -216,7 +217,7 @@ def test_user_classes_persist_across_restarts(loaded, tmp_path: Path) -> None:
 def test_names_are_unique_case_insensitively_including_the_models(service) -> None:
     attribute = {service.attribute_names[0]: 1.0}
     bundle_class = service.class_names()[0]
-    with pytest.raises(UserClassError, match="already exists"):
+    with pytest.raises(UserClassError, match="is already a class of this model"):
         service.define_class(bundle_class.upper(), attribute)
     service.define_class("Mine", attribute)
     with pytest.raises(UserClassError, match="already exists"):
@@ -229,16 +230,18 @@ def test_names_are_unique_case_insensitively_including_the_models(service) -> No
 def test_rename_keeps_the_classifier_and_delete_removes_the_class(service, example_features) -> None:
     features = next(iter(example_features.values()))
     service.define_class("before", {service.attribute_names[1]: 1.0})
-    classifier = service._space.classifier
+    classifier = service.class_space().classifier
     service.rename_class("before", "after")
-    assert service._space.classifier is classifier  # a rename needs no re-fit
+    assert service.class_space().classifier is classifier  # a rename needs no re-fit
     names = [item.name for item in service.predict_features(features, top_k=100).ranked]
     assert "after" in names and "before" not in names
     assert service.store.get("after") is not None
     service.delete_class("after")
     assert "after" not in service.class_names()
     assert service.store.list() == []
-    assert service._space.classifier is service.bundle.classifier  # back to the validated bundle classifier
+    assert (
+        service.class_space().classifier is service.bundle.classifier
+    )  # back to the validated bundle classifier
     with pytest.raises(UserClassError, match="no class named"):
         service.delete_class("after")
 
@@ -353,7 +356,7 @@ def test_concurrent_class_edits_are_serialised(service, monkeypatch) -> None:
     names = sorted(service.user_class_names())
     assert names == ["writer 0", "writer 1"]
     assert sorted(item.name for item in service.store.list()) == names
-    assert service._space.classifier.num_classes == len(service.class_names())
+    assert service.class_space().classifier.num_classes == len(service.class_names())
 
 
 def _state(service, features: np.ndarray) -> tuple:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from acmr_core.errors import UserClassError
-from acmr_core.serving.user_classes import (
+from acmr_core.serving.user_classes import UserClassStore
+from acmr_core.serving.validation import (
     MAX_NAME_LENGTH,
-    UserClassStore,
     parse_attributes_json,
     validate_name,
     validate_values,
@@ -219,10 +220,12 @@ def test_the_total_number_of_user_classes_is_bounded(
         {"name": "three", "attributes": {"round": 1}},
         {"name": "four", "attributes": {"striped": 1}},
     ]
-    with pytest.raises(UserClassError, match=r"already has 2 user classes and holds at most 3 \(room for 1"):
+    with pytest.raises(
+        UserClassError, match=r"already have 2 classes and one visitor holds at most 3 \(room for 1"
+    ):
         store.import_json(json.dumps(document))
     store.add("three", {"round": 1})
-    with pytest.raises(UserClassError, match="holds at most 3"):
+    with pytest.raises(UserClassError, match="one visitor holds at most 3"):
         store.add("four", {"striped": 1})
     assert [item.name for item in store.list()] == ["one", "two", "three"]  # nothing half-added
     store.delete("one")
@@ -238,7 +241,7 @@ def test_the_import_cap_never_exceeds_the_total_limit() -> None:
 
 @pytest.mark.parametrize("tiny", [1e-320, 5e-324, 1e-9])
 def test_values_below_the_epsilon_count_as_zero(tiny: float) -> None:
-    from acmr_core.serving.user_classes import VALUE_EPSILON
+    from acmr_core.serving.validation import VALUE_EPSILON
 
     assert tiny < VALUE_EPSILON
     with pytest.raises(UserClassError, match="every attribute is 0"):
@@ -256,3 +259,87 @@ def test_deeply_nested_json_gets_the_one_line_message(store: UserClassStore) -> 
     assert "\n" not in str(caught.value)
     with pytest.raises(UserClassError, match="nested too deeply"):
         store.import_json('{"format": "acmr-user-classes", "classes": ' + nested + "}")
+
+
+# ---- owners (issue 24): each visitor's classes are their own ---------------------------------------------
+
+
+def test_owners_see_change_and_export_only_their_own_classes(store: UserClassStore) -> None:
+    store.add("zebra", {"red": 1}, owner="visitor-a-0123456789")
+    store.add("Zebra", {"blue": 1}, owner="visitor-b-0123456789")  # the same name is free for another owner
+    assert [item.values[0] for item in store.list("visitor-a-0123456789")] == [1.0]
+    assert [item.name for item in store.list("visitor-b-0123456789")] == ["Zebra"]
+    assert store.list() == []  # the shared owner has none
+    with pytest.raises(UserClassError, match="there is no user class named 'zebra'"):
+        store.delete("zebra", owner="someone-else-0123456789")
+    with pytest.raises(UserClassError, match="there is no user class named"):
+        store.rename("zebra", "horse", owner="someone-else-0123456789")
+    exported = json.loads(store.export_json("visitor-b-0123456789"))
+    assert [entry["name"] for entry in exported["classes"]] == ["Zebra"]
+    store.delete("ZEBRA", owner="visitor-a-0123456789")
+    assert store.count("visitor-a-0123456789") == 0 and store.count("visitor-b-0123456789") == 1
+
+
+def test_a_name_differing_only_in_width_or_case_is_the_same_name(store: UserClassStore) -> None:
+    from acmr_core.serving.validation import fold_name
+
+    store.add("Zebra", {"red": 1})
+    assert fold_name("\uff3a\uff45\uff42\uff52\uff41") == fold_name(" zebra ") == fold_name("ZEBRA")
+    with pytest.raises(UserClassError, match="already exists"):
+        store.add("\uff3a\uff45\uff42\uff52\uff41", {"blue": 1})  # full-width Zebra
+
+
+def test_the_whole_store_is_bounded_over_all_owners(
+    store: UserClassStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import acmr_core.serving.user_classes as user_classes
+
+    monkeypatch.setattr(user_classes, "MAX_STORED_CLASSES", 3)
+    for index, owner in enumerate(["owner-one-0123456789", "owner-two-0123456789", "owner-three-01234567"]):
+        store.add(f"class {index}", {"red": 1}, owner=owner)
+    with pytest.raises(
+        UserClassError, match="this server holds its limit of 3 user classes over all visitors"
+    ):
+        store.add("one more", {"red": 1}, owner="owner-four-0123456789")
+    store.delete("class 0", owner="owner-one-0123456789")
+    store.add("one more", {"red": 1}, owner="owner-four-0123456789")
+
+
+def test_long_idle_owners_are_forgotten_but_not_the_shared_one(
+    store: UserClassStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add("kept", {"red": 1})
+    store.add("old", {"red": 1}, owner="idle-visitor-0123456789")
+    store.add("new", {"red": 1}, owner="active-visitor-0123456")
+    later = time.time() + 100 * 86_400
+    monkeypatch.setattr(time, "time", lambda: later)
+    store.touch("active-visitor-0123456")
+    assert store.forget_idle(days=90) == 1  # the idle visitor's one class; the shared owner's stays
+    assert store.count("idle-visitor-0123456789") == 0
+    assert [item.name for item in store.list("active-visitor-0123456")] == ["new"]
+    assert [item.name for item in store.list()] == ["kept"]
+
+
+def test_a_version_1_store_is_migrated_to_the_shared_owner(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as connection:  # the layout issue 24's predecessor wrote
+        connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        connection.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("schema", "1"), ("bundle", "demo@abc"), ("attributes", json.dumps(ATTRIBUTES))],
+        )
+        connection.execute(
+            "CREATE TABLE classes (name TEXT NOT NULL, folded TEXT PRIMARY KEY, vals TEXT NOT NULL,"
+            " created REAL NOT NULL)"
+        )
+        connection.execute("INSERT INTO classes VALUES ('Zebra', 'zebra', '[1.0, 0.0, 0.0, 0.0]', 1.0)")
+    connection.close()
+    store = UserClassStore(path, "demo@abc", ATTRIBUTES)
+    try:
+        assert [(item.name, item.values) for item in store.list()] == [("Zebra", (1.0, 0.0, 0.0, 0.0))]
+        store.add("horse", {"blue": 1}, owner="a-visitor-0123456789")
+        assert store.count(None) == 2
+    finally:
+        store.close()

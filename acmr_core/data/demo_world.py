@@ -292,6 +292,40 @@ def combination_from_attributes(attributes: dict[str, float]) -> dict[str, str]:
     return combination
 
 
+def complete_attributes(
+    attributes: dict[str, float], typical: dict[str, str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Fill in every group a class leaves empty, so it can be drawn: ``(completed attributes, assumed)``.
+
+    A group with no value on (>= 0.5) gets ``typical[group]`` at 1.0, and ``assumed`` says so, for the
+    visitor to be told; a group with two values on, or an attribute the world does not know, cannot be
+    completed and is refused as :func:`combination_from_attributes` refuses it, naming the group.
+    """
+    completed = dict(attributes)
+    assumed: dict[str, str] = {}
+    for group, values in ATTRIBUTE_GROUPS.items():
+        if not any(float(completed.get(f"{group}{ATTRIBUTE_SEPARATOR}{v}", 0.0)) >= 0.5 for v in values):
+            completed[f"{group}{ATTRIBUTE_SEPARATOR}{typical[group]}"] = 1.0
+            assumed[group] = typical[group]
+    combination_from_attributes(completed)  # what is still wrong (two colours, unknown names) is refused
+    return completed, assumed
+
+
+def typical_values(unit_attributes: np.ndarray, attribute_names: list[str]) -> dict[str, str]:
+    """Each group's most common value over a world's classes, given as (classes, attributes) values in
+    [0, 1] (ties: the first in the group's order)."""
+    on = np.asarray(unit_attributes) >= 0.5
+    index = {name: position for position, name in enumerate(attribute_names)}
+    typical = {}
+    for group, values in ATTRIBUTE_GROUPS.items():
+        counts = [
+            int(on[:, index[key]].sum()) if (key := f"{group}{ATTRIBUTE_SEPARATOR}{v}") in index else -1
+            for v in values
+        ]
+        typical[group] = values[int(np.argmax(counts))]
+    return typical
+
+
 def render_class(values: dict[str, str], rng: np.random.Generator, size: int = RENDER_SIZE) -> Image.Image:
     """Draw one image of an attribute combination, with random (but ``rng``-determined) nuisance variation."""
     canvas_size = size * _SUPERSAMPLE

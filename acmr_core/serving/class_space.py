@@ -1,20 +1,30 @@
-"""The classes a service can predict at one moment (the bundle's, then the user's): one snapshot."""
+"""The classes one visitor can predict at one moment (the bundle's, then the visitor's): one snapshot, and
+how a snapshot is built from a list of user classes."""
 
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from acmr_core.bundle.bundle import Bundle
 from acmr_core.errors import UserClassError
 from acmr_core.model.gzsl import GZSLClassifier
+from acmr_core.serving.threads import single_torch_thread, sklearn_single_thread
 from acmr_core.serving.user_classes import UserClass
+from acmr_core.serving.validation import fold_name
+from acmr_core.viz.latent_space import place_points
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ClassSpace:
-    """Immutable snapshot of every class the service can predict: the bundle's, then the user's."""
+    """Immutable snapshot of every class a visitor can predict: the bundle's, then the visitor's."""
 
     names: tuple[str, ...]
     kinds: tuple[str, ...]
@@ -26,16 +36,88 @@ class ClassSpace:
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
-        return {name.casefold(): position for position, name in enumerate(self.names)}
+        return {fold_name(name): position for position, name in enumerate(self.names)}
 
     def position(self, name: str) -> int:
-        found = self._index.get(" ".join(str(name).split()).casefold())
+        found = self._index.get(fold_name(name))
         if found is None:
             raise UserClassError(f"there is no class named {str(name)[:80]!r}")
         return found
+
+    def has(self, name: str) -> bool:
+        return fold_name(name) in self._index
 
 
 def unit_scale(attribute_matrix: np.ndarray) -> np.ndarray:
     """Per-attribute divisor mapping the bundle's attribute scale onto [0, 1] (its largest class value)."""
     scale = np.abs(np.asarray(attribute_matrix, dtype=np.float32)).max(axis=0)
     return np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+
+class SpaceBuilder:
+    """Builds the :class:`ClassSpace` of a bundle plus a list of user classes (thread-safe, no state but
+    the bundle's caches): semantic latents, plot positions and the fast-updated classifier."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        catalog = bundle.catalog
+        self.attribute_names: tuple[str, ...] = tuple(catalog.attribute_names)
+        self.bundle_names: tuple[str, ...] = tuple(catalog.names)
+        self.scale = unit_scale(catalog.attribute_matrix)
+        cache = bundle.latent
+        self.base = ClassSpace(
+            names=self.bundle_names,
+            kinds=tuple("seen" if seen else "unseen" for seen in catalog.seen_mask),
+            unit_attributes=np.clip(np.asarray(catalog.attribute_matrix, np.float32) / self.scale, 0.0, 1.0),
+            semantic_latents=np.asarray(cache.semantic, dtype=np.float32),
+            semantic_xy=np.asarray(cache.semantic_xy, dtype=np.float32),
+            classifier=bundle.classifier,
+        )
+
+    def build(self, user_classes: tuple[UserClass, ...]) -> ClassSpace:
+        """The bundle's classes then ``user_classes``, with a classifier over all of them."""
+        if not user_classes:
+            return self.base
+        base = self.base
+        user_unit = np.array([item.values for item in user_classes], dtype=np.float32).reshape(
+            len(user_classes), len(self.attribute_names)
+        )
+        unit = np.concatenate([base.unit_attributes, user_unit])
+        user_semantic = self.semantic_latents(user_unit * self.scale)
+        return ClassSpace(
+            names=base.names + tuple(item.name for item in user_classes),
+            kinds=base.kinds + ("user",) * len(user_classes),
+            unit_attributes=unit,
+            semantic_latents=np.concatenate([base.semantic_latents, user_semantic]),
+            semantic_xy=np.concatenate([base.semantic_xy, self.place(user_semantic)]).astype(np.float32),
+            classifier=self._fit_classifier(unit * self.scale),
+            user_classes=user_classes,
+        )
+
+    @torch.inference_mode()
+    def semantic_latents(self, attributes: np.ndarray) -> np.ndarray:
+        """Semantic latents of (n, attributes) rows on the bundle's own attribute scale."""
+        if len(attributes) == 0:
+            return np.zeros((0, self.base.semantic_latents.shape[1]), dtype=np.float32)
+        return self.bundle.semantic_latents(attributes)
+
+    def place(self, latents: np.ndarray) -> np.ndarray:
+        """2-D map positions of latents (the bundle's projection, one thread: a tiny query)."""
+        if len(latents) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        with sklearn_single_thread():
+            return place_points(latents, self.bundle.projection)
+
+    def _fit_classifier(self, attributes: np.ndarray) -> GZSLClassifier:
+        """The bundle's GZSL classifier with one row per user class (extra unseen classes), issue 24's fast
+        update: an add trains one row, a delete none (``Bundle.fast_classifier``; rows are cached)."""
+        started = time.perf_counter()
+        seen_mask = np.concatenate(
+            [self.bundle.catalog.seen_mask, np.zeros(len(attributes) - len(self.bundle_names), bool)]
+        )
+        with single_torch_thread():
+            classifier = self.bundle.fast_classifier(attributes, seen_mask, seed=0)
+        log.info(
+            "GZSL classifier updated to %d classes in %.2f s", len(attributes), time.perf_counter() - started
+        )
+        return classifier.eval()

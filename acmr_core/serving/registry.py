@@ -22,18 +22,27 @@ class ServiceRegistry:
         device: str = "auto",
         user_classes_dir: str | Path | None = None,
         warm_default: bool = True,
+        per_visitor: bool = False,
     ) -> None:
-        """Load the default bundle now (warmed up unless ``warm_default`` is False: the caller warms it)."""
+        """Load the default bundle now (warmed up unless ``warm_default`` is False: the caller warms it).
+
+        ``per_visitor``: each visitor has their own classes (a public server) rather than one shared set.
+        """
         self.checkpoints = Path(checkpoints)
         self.device = device
         self.user_classes_dir = Path(user_classes_dir) if user_classes_dir else default_user_classes_dir()
+        self.per_visitor = per_visitor
         default_dir = find_bundle(default_bundle, self.checkpoints)
         self.default_name = default_dir.name
         self._paths: dict[str, Path] = {self.default_name: default_dir}
         self._services: dict[str, StudioService] = {}
         self._lock = threading.Lock()
         self._services[self.default_name] = StudioService.open(
-            default_dir, device=device, user_classes_dir=self.user_classes_dir, warm=warm_default
+            default_dir,
+            device=device,
+            user_classes_dir=self.user_classes_dir,
+            warm=warm_default,
+            per_visitor=per_visitor,
         )
 
     def names(self) -> list[str]:
@@ -61,6 +70,7 @@ class ServiceRegistry:
                     self._paths[name],
                     device=self.device,
                     user_classes_dir=self.user_classes_dir,
+                    per_visitor=self.per_visitor,
                 )
                 self._services[name] = service
             return service
