@@ -16,8 +16,9 @@ import gradio as gr
 import pandas as pd
 
 from acmr_core.errors import ACMRError, UserClassError
-from acmr_core.serving.results import RenderedExample
+from acmr_core.serving.results import DraftPreview, RenderedExample
 from acmr_core.serving.service import StudioService
+from acmr_core.viz.plots import QueryPoint
 from app import scratch_folder
 from app.describe import DescribePanel, describe_panel
 from app.predict_panel import PredictPanel
@@ -42,6 +43,10 @@ from app.widgets import (
 #: chosen if it still exists); built in :mod:`app.ui`, whose components span the tabs.
 ClassViewValues = Callable[..., tuple]
 F = TypeVar("F", bound=Callable[..., Any])
+#: What the draft preview says before any attribute is set.
+DRAFT_HINT = "Set attributes on the left: your draft appears on the map (✩) as you edit, before you add it."
+#: Draft previews run two at a time in their own group (each edit triggers one; only the last one counts).
+PREVIEW_CONCURRENCY = 2
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +72,8 @@ class DefinePanel:
     export_button: gr.Button
     import_button: gr.UploadButton
     export_file: gr.File
+    draft_plot: gr.Plot
+    draft_note: gr.Markdown
 
 
 def define_panel(
@@ -111,6 +118,12 @@ def define_panel(
                 max_height=320,
             )
         with gr.Column(scale=2):
+            # Live preview (issue 25): the draft moves on the map while its attributes are edited.
+            draft_note = gr.Markdown(DRAFT_HINT, elem_id="draft-preview")
+            draft_plot = gr.Plot(
+                label="Where your draft lands among the class descriptions (photos: Latent space tab)",
+                elem_id="draft-plot",
+            )
             your_classes = gr.Dataframe(
                 user_class_frame(default),
                 label="Your classes",
@@ -135,7 +148,7 @@ def define_panel(
     return DefinePanel(
         tab, class_name, add_button, status, describe, start_from, copy_button, clear_button, toggles, editor,
         your_classes, chosen, new_name, rename_button, delete_button, export_button, import_button,
-        export_file,
+        export_file, draft_plot, draft_note,
     )  # fmt: skip
 
 
@@ -217,6 +230,7 @@ def wire_define(
         on_toggle, [panel.toggles, panel.editor, bundle], [panel.editor], api_visibility="private"
     )
     panel.describe.wire(service_for, bundle, panel.editor, panel.toggles)
+    wire_draft_preview(panel, session, service_for)
 
     @refusals_in_status(status_at=1, outputs=2 + len(view_outputs))
     def on_rename(old: str | None, new: str, bundle_name: str, visitor: str | None) -> tuple:
@@ -260,6 +274,53 @@ def wire_define(
         concurrency_id=CLASS_EDIT_ID, api_visibility="private",
         preprocess=False,  # the raw upload (see app.widgets.uploaded_paths: no stray temporary file)
     ).success(**refresh)  # fmt: skip
+
+
+def wire_draft_preview(panel: DefinePanel, session: Session, service_for: ServiceFor) -> None:
+    """Every change to the draft's attributes (typed, toggled, copied, read from words or images) moves its
+    point on the map and updates its nearest classes and how it compares on the last image: no fit, so it
+    keeps up with editing (benchmarks/draft_preview.py)."""
+
+    def on_draft(
+        frame: pd.DataFrame, name: str, query: Any, latent: Any, bundle_name: str, visitor: str | None
+    ) -> tuple:
+        service = service_for(bundle_name, visitor)
+        try:
+            preview = service.preview_class(frame_to_attributes(frame), latent)
+        except ACMRError as error:  # nothing set yet, or a cell that is no number: say so, show the map
+            figure = service.latent_figure(query=query, photos=False)
+            return figure, f"{DRAFT_HINT}  \n*{html.escape(str(error))}*"
+        draft = QueryPoint(preview.xy, " ".join((name or "").split()) or "your draft")
+        # Descriptions only: redrawn on every edit, the full map (photos, lines) took the browser 0.25 s.
+        return service.latent_figure(query=query, draft=draft, photos=False), draft_markdown(preview)
+
+    def on_toggled(selected: list[str], frame: pd.DataFrame, *rest: Any) -> tuple:
+        # Beside the table's own update, not after it: the point moves one round trip sooner (a toggle is
+        # the usual edit); the table's change then asks again, for the same answer.
+        service = service_for(*rest[-2:])
+        return on_draft(apply_toggles(service, frame, selected or []), *rest)
+
+    context = [panel.class_name, session.last_query, session.last_latent, *session.who]
+    options: dict[str, Any] = {
+        "outputs": [panel.draft_plot, panel.draft_note], "concurrency_limit": PREVIEW_CONCURRENCY,
+        "concurrency_id": "draft_preview", "trigger_mode": "always_last", "show_progress": "hidden",
+        "api_visibility": "private",
+    }  # fmt: skip
+    panel.editor.change(on_draft, [panel.editor, *context], **options)
+    panel.toggles.input(on_toggled, [panel.toggles, panel.editor, *context], **options)
+
+
+def draft_markdown(preview: DraftPreview) -> str:
+    nearest = ", ".join(f"*{html.escape(item.name)}* ({item.distance:.2f})" for item in preview.nearest)
+    text = f"**Your draft (✩ on the map) is nearest to** {nearest}."
+    match = preview.image
+    if match is None:
+        return text + "  \nPredict an image first to see how the draft would compare on it."
+    return text + (
+        f"  \n**On your last image** its description would be **#{match.rank} of {match.candidates}** "
+        f"nearest ({match.distance:.2f}; the nearest class there: *{html.escape(match.nearest)}*, "
+        f"{match.nearest_distance:.2f})."
+    )
 
 
 def refusals_in_status(status_at: int, outputs: int) -> Callable[[F], F]:

@@ -114,14 +114,14 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
         service = service_for(bundle_name, visitor)
         path = uploaded_path(payload)
         if not path:  # cleared (also after a refused upload): keep any refusal message on screen
-            return None, "", None, service.latent_figure(), None, gr.skip(), gr.skip()
+            return None, "", None, service.latent_figure(), None, None, gr.skip(), gr.skip()
         try:
             prediction = service.predict(path, gamma=float(gamma_value), top_k=int(k))
         except ACMRError as error:
             # One log line; the reason in the page; no stale result left under it; the broken upload
             # cleared (its change event then lands in the branch above).
             log.warning("refused an upload: %s", error)
-            return None, "", None, service.latent_figure(), None, refusal_markdown(error), None
+            return None, "", None, service.latent_figure(), None, None, refusal_markdown(error), None
         query = QueryPoint(prediction.xy, prediction.ranked[0].name)
         return (
             {f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
@@ -129,13 +129,14 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
             sees_frame(prediction),
             service.latent_figure(query=query),
             query,
+            prediction.latent,
             "",
             gr.skip(),
         )
 
     outputs = [
-        panel.ranked, panel.sees_summary, panel.sees_table, panel.plot, session.last_query, panel.status,
-        panel.image,
+        panel.ranked, panel.sees_summary, panel.sees_table, panel.plot, session.last_query,
+        session.last_latent, panel.status, panel.image,
     ]  # fmt: skip
     predicted = gr.on(
         [panel.image.change, panel.gamma.release, panel.top_k.release],

@@ -42,6 +42,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             bundle=gr.State(registry.default_name),
             visitor=visitor_state(),
             last_query=gr.State(None),
+            last_latent=gr.State(None),
             try_path=gr.State(None),
         )
         header = header_block(registry, default)
@@ -200,6 +201,7 @@ def wire_bundle_switch(
             attribute_frame(service),
             gr.update(choices=service.attribute_names, value=[]),
             None,
+            None,
             *views.values(service),
             service.latent_figure(),
         )
@@ -207,8 +209,8 @@ def wire_bundle_switch(
     switch = header.bundle_choice.input(
         on_bundle,
         [header.bundle_choice, session.visitor],
-        [session.bundle, predict.gamma, define.editor, define.toggles, session.last_query, *views.outputs,
-         latent.plot],
+        [session.bundle, predict.gamma, define.editor, define.toggles, session.last_query,
+         session.last_latent, *views.outputs, latent.plot],
         api_visibility="private",
     )  # fmt: skip
     # A bundle that cannot be opened leaves the session on the previous one: show that one again.

@@ -49,6 +49,7 @@ class Session:
     bundle: gr.State  # the name of the bundle this session uses
     visitor: gr.BrowserState  # this browser's visitor token (set on the first load; see ensure_visitor)
     last_query: gr.State  # QueryPoint of this session's last prediction
+    last_latent: gr.State  # that image's visual latent (a draft class's preview compares with it)
     try_path: gr.State  # the example that best shows the user's newest class
 
     @property

@@ -209,8 +209,24 @@ def test_upload_predict_define_and_screenshot(app_url: str, screenshot_path: Pat
         page.wait_for_timeout(1500)  # let the plot finish drawing
         screenshot_path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot_path), full_page=True)
+        # The other two tabs beside it (docs/app.md): the draft on the map, and the latent space.
+        page.get_by_role("tab", name="Define a class").click()
+        _choose(page, "attribute-toggles", "pattern: dotted")  # editing a draft: it moves on the map
+        expect(page.locator("#draft-preview")).to_contain_text("nearest to", timeout=30_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(_beside(screenshot_path, "define")), full_page=True)
+        page.get_by_role("tab", name="Latent space").click()
+        expect(page.locator("#alignment-summary")).to_contain_text("Alignment", timeout=30_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(_beside(screenshot_path, "latent")), full_page=True)
         browser.close()
-    assert screenshot_path.stat().st_size > 10_000
+    for path in (screenshot_path, _beside(screenshot_path, "define"), _beside(screenshot_path, "latent")):
+        assert path.stat().st_size > 10_000
+
+
+def _beside(path: Path, tab: str) -> Path:
+    """Where a tab's screenshot goes, next to the main one: screenshot.png -> screenshot-define.png."""
+    return path.with_name(f"{path.stem}-{tab}{path.suffix}")
 
 
 def test_a_broken_bundle_is_refused_and_the_choice_stays(app_url: str) -> None:
@@ -576,4 +592,72 @@ def test_gamma_applies_on_enter(app_url: str) -> None:
         box.fill("5")
         box.press("Enter")
         expect(ranked).not_to_have_text(favouring_seen, timeout=60_000)
+        browser.close()
+
+
+# ---- issue 25: the draft on the map, and a class from words that can be drawn ------------------------------
+
+DRAFT_POINT_JS = """() => {
+    const plot = document.querySelector('#draft-plot .js-plotly-plot');
+    const draft = plot && plot.data ? plot.data.find((trace) => trace.name === 'your draft') : null;
+    return draft ? [draft.x[0], draft.y[0]] : null;
+}"""
+
+
+def test_a_draft_moves_on_the_map_and_its_nearest_classes_follow_while_it_is_edited(app_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        _tab(page, "Define a class")
+        note = page.locator("#draft-preview")
+        expect(note).to_contain_text("appears on the map", timeout=30_000)  # nothing set yet
+        for attribute in ("colour: red", "shape: circle", "size: small"):
+            _choose(page, "attribute-toggles", attribute)
+        expect(note).to_contain_text("nearest to", timeout=30_000)
+        page.wait_for_function(f"({DRAFT_POINT_JS})() !== null", timeout=30_000)
+        before_point, before_text = page.evaluate(DRAFT_POINT_JS), note.inner_text()
+        # One more attribute: the point moves and the nearest classes are recomputed, nothing is added.
+        _choose(page, "attribute-toggles", "pattern: striped")
+        page.wait_for_function(
+            f"JSON.stringify(({DRAFT_POINT_JS})()) !== {json.dumps(json.dumps(before_point))}", timeout=30_000
+        )
+        expect(note).not_to_have_text(before_text, timeout=30_000)
+        expect(note).to_contain_text("nearest to")
+        expect(page.locator("#bundle-summary")).not_to_contain_text("of yours")
+        browser.close()
+
+
+def test_a_class_from_words_missing_a_group_is_completed_and_can_be_drawn(app_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    name = "blue spotted triangles"
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        _tab(page, "Define a class")
+        page.locator("#describe-text textarea").fill("a big blue spotted triangle, three of them")
+        page.get_by_role("button", name="Fill from words").click()
+        expect(page.locator("#describe-status")).to_contain_text("Recognised 5", timeout=30_000)
+        page.locator("#class-name textarea, #class-name input").first.fill(name)
+        page.get_by_role("button", name="Add class").click()
+        status = page.locator("#define-status")
+        expect(status).to_contain_text(f"Added {name}", timeout=30_000)
+        expect(status).to_contain_text("assumed")  # told what was filled in: the missing background
+        expect(status).to_contain_text("background")
+        _choose(page, "chosen-class", name)
+        page.get_by_role("button", name="Show examples").click()
+        expect(page.locator("#examples-status")).to_contain_text("drawn images recognised", timeout=60_000)
+        gallery = page.locator("#class-examples")
+        expect(gallery.locator("img")).to_have_count(4, timeout=30_000)
+        expect(gallery).not_to_contain_text("Error")
+        # A class that cannot be completed (two colours) is refused before it is added, naming the group.
+        page.locator("#class-name textarea, #class-name input").first.fill("two colours")
+        _choose(page, "attribute-toggles", "colour: red")
+        page.get_by_role("button", name="Add class").click()
+        expect(status).to_contain_text("exactly one colour", timeout=30_000)
+        expect(page.locator("#your-classes")).not_to_contain_text("two colours")
+        expect(status).not_to_contain_text("Error")
+        _choose(page, "chosen-class", name)
+        page.get_by_role("button", name="Delete").click()
+        expect(status).to_contain_text(f"Deleted {name}", timeout=30_000)
         browser.close()

@@ -434,3 +434,34 @@ def test_registry_lists_bundles_and_opens_another_on_demand(tmp_path: Path) -> N
         registry.get("not-a-bundle")
     with pytest.raises(BundleError, match="not found"):
         ServiceRegistry(checkpoints=checkpoints, default_bundle="missing", user_classes_dir=tmp_path)
+
+
+def test_a_draft_preview_places_the_draft_without_adding_or_fitting(service, example_features, monkeypatch):
+    """Issue 25's live preview: a copy of a class lands on it, its nearest class is that class, and on an
+    image of the class its description ranks near the top; nothing is added and no row is fitted."""
+    from acmr_core.viz.plots import QueryPoint
+
+    prediction = service.predict_features(next(iter(example_features.values())))
+    name = prediction.ranked[0].name
+    fits: list[int] = []
+    monkeypatch.setattr(service.classes.builder, "_fit_classifier", lambda attributes: fits.append(1))
+    preview = service.preview_class(service.class_values(name), prediction.latent)
+    assert preview.nearest[0].name == name and preview.nearest[0].distance == pytest.approx(0.0, abs=1e-4)
+    assert [item.distance for item in preview.nearest] == sorted(item.distance for item in preview.nearest)
+    space = service.class_space()
+    assert np.allclose(preview.xy, space.semantic_xy[space.position(name)], atol=1e-3)
+    assert preview.image is not None and preview.image.candidates == len(service.class_names()) + 1
+    # A copy of the class: on the image it is exactly as far as the class's own description.
+    own = np.linalg.norm(space.semantic_latents[space.position(name)] - np.asarray(prediction.latent))
+    assert preview.image.distance == pytest.approx(float(own), rel=1e-4)
+    assert preview.image.nearest_distance <= preview.image.distance
+    assert 1 <= preview.image.rank <= preview.image.candidates
+    other = {attribute: 1.0 - value for attribute, value in service.class_values(name).items()}
+    assert service.preview_class(other).nearest[0].name != name  # another draft lands elsewhere
+    figure = service.latent_figure(draft=QueryPoint(preview.xy, "<b>draft</b>"), photos=False)
+    traces = {trace.name: trace for trace in figure.data}
+    assert "your draft" in traces and "seen class images" not in traces
+    assert list(traces["your draft"].text) == ["&lt;b&gt;draft&lt;/b&gt;"]
+    assert fits == [] and service.user_class_names() == []
+    with pytest.raises(UserClassError, match="every attribute is 0"):
+        service.preview_class({})

@@ -32,7 +32,15 @@ from acmr_core.features.backbone import Backbone
 from acmr_core.model.gzsl import check_gamma
 from acmr_core.model.predictor import rank
 from acmr_core.serving.class_space import ClassSpace, SpaceBuilder
-from acmr_core.serving.results import AlignedClass, Prediction, RankedClass, RenderedExample
+from acmr_core.serving.results import (
+    AlignedClass,
+    DraftPreview,
+    ImageMatch,
+    NearClass,
+    Prediction,
+    RankedClass,
+    RenderedExample,
+)
 from acmr_core.serving.threads import single_torch_thread
 from acmr_core.viz.latent_space import AlignmentSummary, alignment_scores, summarise_alignment
 from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
@@ -42,6 +50,8 @@ NEAR_DUPLICATE_DIFFERENCE = 0.25
 #: "Show examples" of a class: how many renders by default, and at most.
 DEFAULT_EXAMPLES = 4
 MAX_EXAMPLES = 12
+#: A draft class's preview lists this many nearest classes.
+PREVIEW_NEAREST = 3
 #: Snapshots whose unfiltered plot and alignment are kept (the bundle's own, and recent visitors').
 CACHED_SNAPSHOTS = 32
 
@@ -136,7 +146,8 @@ class ReadSide:
         (top,) = rank(probabilities, top_k)
         ranked = [RankedClass(space.names[i], space.kinds[i], probability) for i, probability in top]
         top_unit = space.unit_attributes[top[0][0]]
-        xy = self.builder.place(latent.float().cpu().numpy())[0]
+        latent_np = latent.float().cpu().numpy()
+        xy = self.builder.place(latent_np)[0]
         images = None if image is None else [image]
         ((familiarity, unfamiliar),) = self.bundle.assess_familiarity(features, images)
         return Prediction(
@@ -148,6 +159,7 @@ class ReadSide:
             gamma=gamma,
             familiarity=familiarity,
             unfamiliar=unfamiliar,
+            latent=tuple(latent_np[0].tolist()),
         )
 
     @torch.inference_mode()
@@ -157,6 +169,37 @@ class ReadSide:
         latent = self.bundle.trained.latents(np.asarray(features, dtype=np.float32))
         decoded = self.model.decode_semantic(latent).float().cpu().numpy()
         return latent, np.clip(decoded / self.builder.scale, 0.0, 1.0)
+
+    # ---- a draft class, before it is added (issue 25's live preview) ------------------------------------
+
+    def preview(
+        self, space: ClassSpace, unit_values: Sequence[float], image_latent: Sequence[float] | None = None
+    ) -> DraftPreview:
+        """Where a draft class (values in [0, 1]) lands on the map, its nearest classes, and, given the last
+        image's latent, the rank of its description among the snapshot's for that image. Encoder and
+        distances only: no classifier row is fitted, so an edit costs milliseconds."""
+        unit = np.asarray(unit_values, dtype=np.float32).reshape(1, -1)
+        latent = self.builder.semantic_latents(unit * self.builder.scale)
+        xy = self.builder.place(latent)[0]
+        distances = np.linalg.norm(space.semantic_latents - latent, axis=1)
+        nearest = tuple(
+            NearClass(space.names[i], space.kinds[i], float(distances[i]))
+            for i in np.argsort(distances, kind="stable")[:PREVIEW_NEAREST]
+        )
+        image = None
+        if image_latent is not None and len(image_latent):
+            z = np.asarray(image_latent, dtype=np.float32).reshape(1, -1)
+            to_classes = np.linalg.norm(space.semantic_latents - z, axis=1)
+            to_draft = float(np.linalg.norm(latent - z))
+            closest = int(np.argmin(to_classes))
+            image = ImageMatch(
+                rank=1 + int((to_classes < to_draft).sum()),
+                candidates=len(space.names) + 1,
+                distance=to_draft,
+                nearest=space.names[closest],
+                nearest_distance=float(to_classes[closest]),
+            )
+        return DraftPreview((float(xy[0]), float(xy[1])), nearest, image)
 
     # ---- render a class (demo-world bundles) ---------------------------------------------------------------
 
@@ -339,15 +382,19 @@ class ReadSide:
         kinds: Collection[str] = KINDS,
         query: QueryPoint | None = None,
         highlight: str | None = None,
+        draft: QueryPoint | None = None,
+        photos: bool = True,
     ) -> go.Figure:
         """The latent-space plot; the unfiltered figure is built once per class snapshot and reused."""
 
         def make() -> go.Figure:
             return latent_figure(
-                self.latent_scene(space), classes=classes, kinds=kinds, query=query, highlight=highlight
-            )
+                self.latent_scene(space), classes=classes, kinds=kinds, query=query, highlight=highlight,
+                draft=draft, photos=photos,
+            )  # fmt: skip
 
-        unfiltered = not classes and set(kinds) == set(KINDS) and query is None and not highlight
+        plain = query is None and draft is None and not highlight and photos
+        unfiltered = not classes and set(kinds) == set(KINDS) and plain
         return self._figures.get(space, make) if unfiltered else make()
 
     def alignment(self, space: ClassSpace) -> tuple[list[AlignedClass], AlignmentSummary]:

@@ -28,6 +28,7 @@ class Prediction:
     gamma: float
     familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
     unfamiliar: bool  # beyond the threshold: the answer is a guess
+    latent: tuple[float, ...] = ()  # the image's visual latent (what a draft class's preview compares to)
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,31 @@ class AlignedClass:
     own_is_nearest: bool
     distance: float  # description -> centre of its own images (NaN without images)
     nearest: str  # the class whose images are nearest to this class's description
+
+
+@dataclass(frozen=True)
+class NearClass:
+    name: str
+    kind: str  # "seen" | "unseen" | "user"
+    distance: float  # between the two descriptions (semantic latents)
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """How a draft class's description compares, on one image, with every class's (nearest prototype)."""
+
+    rank: int  # 1 = the draft's description is the nearest to the image's latent
+    candidates: int  # the visitor's classes plus the draft
+    distance: float  # image latent -> the draft's description
+    nearest: str  # the class whose description is nearest to the image (the draft aside)
+    nearest_distance: float
+
+
+@dataclass(frozen=True)
+class DraftPreview:
+    """A class being defined, before it is added: where it lands, what it is near, and how it would fare on
+    the last image (no classifier is fitted: the semantic encoder and distances only)."""
+
+    xy: tuple[float, float]
+    nearest: tuple[NearClass, ...]
+    image: ImageMatch | None

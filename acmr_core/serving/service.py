@@ -38,7 +38,7 @@ from acmr_core.describe.reader import Reading
 from acmr_core.features.backbone import Backbone
 from acmr_core.serving.class_space import ClassSpace, SpaceBuilder
 from acmr_core.serving.read_side import DEFAULT_EXAMPLES, ReadSide
-from acmr_core.serving.results import AlignedClass, Prediction, RenderedExample
+from acmr_core.serving.results import AlignedClass, DraftPreview, Prediction, RenderedExample
 from acmr_core.serving.user_classes import UserClass, UserClassStore, open_store
 from acmr_core.serving.validation import parse_attributes_json, validate_values
 from acmr_core.serving.visitors import VisitorClasses
@@ -215,8 +215,18 @@ class StudioService:
         kinds: Collection[str] = KINDS,
         query: QueryPoint | None = None,
         highlight: str | None = None,
+        draft: QueryPoint | None = None,
+        photos: bool = True,
     ) -> go.Figure:
-        return self.reads.latent_figure(self.class_space(), classes, kinds, query, highlight)
+        return self.reads.latent_figure(self.class_space(), classes, kinds, query, highlight, draft, photos)
+
+    def preview_class(
+        self, attributes: Mapping[str, object], image_latent: Sequence[float] | None = None
+    ) -> DraftPreview:
+        """A draft class before it is added (values validated as for :meth:`define_class`): where it lands,
+        its nearest classes among this visitor's, and how it compares on the last image's latent."""
+        values = validate_values(attributes, self.attribute_names)
+        return self.reads.preview(self.class_space(), values, image_latent)
 
     def alignment(self) -> list[AlignedClass]:
         return self.reads.alignment(self.class_space())[0]

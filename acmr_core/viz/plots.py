@@ -83,8 +83,12 @@ def latent_figure(
     query: QueryPoint | None = None,
     height: int = 620,
     highlight: str | None = None,
+    draft: QueryPoint | None = None,
+    photos: bool = True,
 ) -> go.Figure:
-    """Scatter of the scene; ``classes`` (names) and ``kinds`` filter it; ``query`` is marked.
+    """Scatter of the scene; ``classes`` (names) and ``kinds`` filter it; ``query`` (the visitor's image)
+    and ``draft`` (a class being defined, not yet added) are marked. ``photos=False`` draws the class
+    descriptions only (a light map, redrawn on every edit of a draft).
 
     A photo and its class's prototype share a colour (see :func:`class_colours`); the legend names the kinds,
     one entry each. Each class prototype is joined by a line to the centre of its images on the map, so a
@@ -97,12 +101,15 @@ def latent_figure(
     colours = class_colours(scene.class_xy)
     focus = _highlight_index(scene, highlight)
     figure = go.Figure()
-    for kind in ("seen", "unseen"):
+    for kind in ("seen", "unseen") if photos else ():
         figure.add_traces(_image_trace(scene, selected, kind, safe_names, colours, focus))
     for kind in KINDS:
         figure.add_traces(_prototype_trace(scene, selected, kind, safe_names, colours, focus))
     # All at once: add_shape re-validates every earlier shape (200 classes took seconds).
-    figure.update_layout(shapes=_alignment_lines(scene, selected, colours, focus))
+    if photos:
+        figure.update_layout(shapes=_alignment_lines(scene, selected, colours, focus))
+    if draft is not None:
+        figure.add_trace(_draft_trace(draft))
     if query is not None:
         figure.add_trace(_query_trace(query))
     figure.update_layout(
@@ -274,6 +281,26 @@ def _prototype_sizes(indices: list[int], focus: int | None, normal: int) -> int 
         return normal
     # The highlighted class's diamond grows, so it still shows round its own (enlarged) photos on top.
     return [normal + 8 if index == focus else normal for index in indices]
+
+
+def _draft_trace(draft: QueryPoint) -> go.Scatter:
+    """The class being defined, before it is added: where its description lands (issue 25's live preview)."""
+    return go.Scatter(
+        x=[draft.xy[0]],
+        y=[draft.xy[1]],
+        mode="markers+text",
+        name="your draft",
+        zorder=_Z_QUERY,
+        text=[_escape(draft.label)],
+        textposition="top center",
+        marker={
+            "symbol": "star-open",
+            "size": 24,
+            "color": "black",
+            "line": {"width": 2.5, "color": "black"},
+        },
+        hovertemplate=f"your draft: <b>{_escape(draft.label)}</b> (not added yet)<extra></extra>",
+    )
 
 
 def _query_trace(query: QueryPoint) -> go.Scatter:
