@@ -518,6 +518,33 @@ def _goto(page, url: str):
     return page
 
 
+PHOTOS_UNDER_DESCRIPTIONS_JS = """() => {
+    // A photo is hidden when its centre lies inside a class description's diamond drawn after it (SVG
+    // paints later elements on top; plotly puts each zorder in its own layer, in order).
+    const plot = document.querySelector('#latent-plot .js-plotly-plot');
+    const nameOf = (element) => {
+        const group = element.closest('.trace');
+        return group && group.__data__ && group.__data__[0] ? group.__data__[0].trace.name : '';
+    };
+    const points = [...plot.querySelectorAll('g.trace path.point')];
+    const centre = (element) => {
+        const box = element.getBoundingClientRect();
+        return {x: box.x + box.width / 2, y: box.y + box.height / 2, half: box.width / 2};
+    };
+    const diamonds = points.filter((p) => nameOf(p).endsWith('class prototypes')).map((p) => [p, centre(p)]);
+    let hidden = 0, photos = 0;
+    for (const photo of points.filter((p) => nameOf(p).endsWith('class images'))) {
+        photos += 1;
+        const c = centre(photo);
+        const above = diamonds.some(([diamond, d]) =>
+            (photo.compareDocumentPosition(diamond) & Node.DOCUMENT_POSITION_FOLLOWING)
+            && Math.abs(c.x - d.x) + Math.abs(c.y - d.y) <= d.half);
+        if (above) hidden += 1;
+    }
+    return [hidden, photos];
+}"""
+
+
 def test_the_latent_view_shows_alignment(app_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -540,6 +567,10 @@ def test_the_latent_view_shows_alignment(app_url: str, tmp_path: Path) -> None:
         assert page.evaluate(
             "t => t.scrollWidth <= t.parentElement.clientWidth + 1", table.element_handle()
         ), "the alignment table is wider than its box"
+        # Issue 25: the photos are visible, not hidden under their class's description. At the centre of
+        # every rendered photo marker, the topmost marker is never a class description's.
+        hidden, photos = page.evaluate(PHOTOS_UNDER_DESCRIPTIONS_JS)
+        assert photos > 100 and hidden == 0, f"{hidden} of {photos} photos lie under a class description"
         # Highlighting a class labels it in the plot.
         _choose(page, "highlight-class", "large blue striped circle on light")
         expect(page.locator("#latent-plot .textpoint").first).to_contain_text(
