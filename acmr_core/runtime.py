@@ -1,7 +1,7 @@
 """Device selection and seeding, shared by training, extraction and the app.
 
-torch is imported inside the functions: the CLI imports this module (for ``DEVICE_CHOICES``) while building
-its parser, and ``acmr --help`` must not pay for importing torch.
+torch is imported inside the functions: the CLI imports this module (for :func:`check_device_name`) while
+building its parser, and ``acmr --help`` must not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,26 +19,35 @@ from acmr_core.errors import ACMRError
 if TYPE_CHECKING:
     import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+#: The device names :func:`resolve_device` accepts, in words (for ``--help`` and error messages).
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 log = logging.getLogger(__name__)
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it is one of :data:`DEVICE_NAMES`; the one rule both ``--device`` and
+    :func:`resolve_device` apply, so a command refuses at parse time exactly what would fail later."""
+    if _DEVICE_NAME.fullmatch(name) is None:
+        raise ACMRError(f"unknown device '{name}'; expected {DEVICE_NAMES}")
+    return name
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda[:N]`` to a torch device; ``auto`` picks CUDA when it is available."""
     import torch
 
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ACMRError(
-                f"device '{name}' was requested but no CUDA GPU is available; use --device cpu or auto"
-            )
-        return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise ACMRError(f"unknown device '{name}'; expected one of {', '.join(DEVICE_CHOICES)}")
+    if not torch.cuda.is_available():
+        raise ACMRError(
+            f"device '{name}' was requested but no CUDA GPU is available; use --device cpu or auto"
+        )
+    return torch.device(name)
 
 
 def seed_everything(seed: int) -> torch.Generator:

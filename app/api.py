@@ -3,22 +3,36 @@
 Each API client is a visitor of its own, named by its session (one ``gradio_client.Client``): where the
 server keeps classes per visitor, a client sees, changes and predicts with only the classes it defined.
 
-``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog`` and ``/render_examples``
-here; ``/attributes_from_text`` and ``/attributes_from_images`` in :mod:`app.describe`. The page's own events
-are private (the panels, laid out by :mod:`app.ui`). Errors here reach ``gradio_client`` as plain text
+``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog``, ``/render_examples``,
+``/attributes_from_text`` and ``/attributes_from_images``, each declared with ``gr.api``: an API-only
+endpoint, with no component on the page. Its parameters are the handler's (names and type hints); uploads
+arrive as Gradio's raw file payload, already moved into the upload cache and checked (read with
+:func:`app.widgets.uploaded_path`), and results go out as returned. The page's own events are private (the
+panels, laid out by :mod:`app.ui`). Errors here reach ``gradio_client`` as plain text
 (:func:`app.widgets.api_errors`).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: gr.api documents each endpoint's result from its return
+# annotation, read with inspect.signature, which leaves postponed (string) annotations unevaluated.
 
 from typing import Any
 
 import gradio as gr
+from gradio.components.plot import PlotData
+from gradio.data_classes import FileData
 
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
-from app.describe import add_describe_api
-from app.widgets import CLASS_EDIT_CONCURRENCY, CLASS_EDIT_ID, PREDICT_CONCURRENCY, api_errors, uploaded_path
+from app.widgets import (
+    CLASS_EDIT_CONCURRENCY,
+    CLASS_EDIT_ID,
+    IMAGE_READING_CONCURRENCY,
+    IMAGE_READING_ID,
+    PREDICT_CONCURRENCY,
+    api_errors,
+    uploaded_path,
+    uploaded_paths,
+)
 
 
 def api_visitor(request: gr.Request | None) -> str | None:
@@ -28,18 +42,17 @@ def api_visitor(request: gr.Request | None) -> str | None:
 
 
 def build_api(service: StudioService) -> None:
-    """The documented endpoints for gradio_client (default bundle); the UI above uses private events."""
-    with gr.Column(visible=False):
-        api_image = gr.File(type="filepath", label="image")
-        api_prediction = gr.JSON(label="prediction")
-        api_name = gr.Textbox(label="name")
-        api_attributes = gr.Textbox(label="attributes")
-        api_json = gr.JSON(label="result")
-        api_plot = gr.Plot(label="latent space")
-        triggers = [gr.Button(f"api {index}") for index in range(6)]
+    """The documented endpoints for gradio_client (default bundle); call inside the app's Blocks."""
+    add_class_api(service)
+    add_describe_api(service)
 
+
+def add_class_api(service: StudioService) -> None:
+    """Predicting, the classes (define, delete, list, render) and the latent-space plot."""
+
+    # FileData: documented as a file (gradio_client's ``handle_file``); the handler gets its dict, as raw.
     @api_errors
-    def predict(image: Any, request: gr.Request) -> dict[str, Any]:
+    def predict(image: FileData, request: gr.Request) -> dict[str, Any]:
         """Every class's probability, most probable first, and how familiar the image is to the model:
         {label, confidences, familiarity, unfamiliar}."""
         path = uploaded_path(image)
@@ -63,37 +76,56 @@ def build_api(service: StudioService) -> None:
         return [example.record() for example in examples]
 
     @api_errors
-    def define_class(name: str, attributes: str, request: gr.Request) -> dict:
+    def define_class(name: str, attributes: str, request: gr.Request) -> dict[str, Any]:
         """Add a class from a name and a JSON object {attribute name: value in [0, 1]}."""
         return service.for_visitor(api_visitor(request)).define_class_json(name, attributes)
 
     @api_errors
-    def delete_class(name: str, request: gr.Request) -> dict:
+    def delete_class(name: str, request: gr.Request) -> dict[str, Any]:
         """Delete one of this client's classes."""
         return service.for_visitor(api_visitor(request)).delete_class(name)
 
-    def latent_space(request: gr.Request) -> Any:
+    def latent_space(request: gr.Request) -> PlotData:
         """The latent-space plot (plotly figure)."""
-        return service.for_visitor(api_visitor(request)).latent_figure()
+        figure = service.for_visitor(api_visitor(request)).latent_figure()
+        return PlotData(type="plotly", plot=figure.to_json())  # what a gr.Plot output sends
 
-    def catalog(request: gr.Request) -> dict:
+    def catalog(request: gr.Request) -> dict[str, Any]:
         """Attribute names and every class with its kind and attributes."""
         return service.for_visitor(api_visitor(request)).catalog()
 
-    triggers[0].click(
-        predict, api_image, api_prediction, api_name="predict",
-        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
-        preprocess=False,  # the raw upload: see uploaded_paths (gr.File's preprocessing leaves a file each)
-    )  # fmt: skip
-    triggers[1].click(
-        define_class, [api_name, api_attributes], api_json, api_name="define_class",
+    gr.api(predict, api_name="predict", concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict")
+    gr.api(
+        define_class, api_name="define_class",
         concurrency_limit=CLASS_EDIT_CONCURRENCY, concurrency_id=CLASS_EDIT_ID,
     )  # fmt: skip
-    triggers[2].click(delete_class, api_name, api_json, api_name="delete_class", concurrency_id=CLASS_EDIT_ID)
-    triggers[3].click(latent_space, None, api_plot, api_name="latent_space")
-    triggers[4].click(catalog, None, api_json, api_name="catalog")
-    triggers[5].click(
-        render_examples, api_name, api_json, api_name="render_examples",
+    gr.api(delete_class, api_name="delete_class", concurrency_id=CLASS_EDIT_ID)
+    gr.api(latent_space, api_name="latent_space")
+    gr.api(catalog, api_name="catalog")
+    gr.api(
+        render_examples, api_name="render_examples",
         concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
     )  # fmt: skip
-    add_describe_api(service, api_errors)
+
+
+def add_describe_api(service: StudioService) -> None:
+    """``/attributes_from_text`` and ``/attributes_from_images`` (the API side of :mod:`app.describe`)."""
+
+    @api_errors
+    def attributes_from_text(text: str) -> dict[str, float]:
+        """The attributes a description mentions: {attribute name: value in [0, 1]}."""
+        return service.attributes_from_text(text).values
+
+    @api_errors
+    def attributes_from_images(images: list[FileData]) -> dict[str, float]:
+        """Every attribute's average reading over 1-10 images; unreadable images are skipped (logged)."""
+        readings = service.attributes_from_images(uploaded_paths(images))
+        for name, reason in readings.refused:
+            gr.Warning(f"{name} skipped: {reason}")  # plain text, like the errors of the API
+        return readings.average
+
+    gr.api(attributes_from_text, api_name="attributes_from_text")
+    gr.api(
+        attributes_from_images, api_name="attributes_from_images",
+        concurrency_limit=IMAGE_READING_CONCURRENCY, concurrency_id=IMAGE_READING_ID,
+    )  # fmt: skip

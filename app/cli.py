@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from acmr_core.commands._args import add_device_option
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE, USER_CLASSES_DIR
-from acmr_core.runtime import DEVICE_CHOICES
 from acmr_core.serving.locate import find_bundle
-from app import serve
+from app.server import serve
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -37,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--share", action="store_true", help="also open a public gradio.live link (off unless asked for)"
     )
-    parser.add_argument(
-        "--device", choices=DEVICE_CHOICES, default="auto", help="torch device (default auto)"
-    )
+    add_device_option(parser)
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--user-classes",

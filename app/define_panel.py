@@ -19,8 +19,8 @@ from acmr_core.errors import ACMRError, UserClassError
 from acmr_core.serving.results import DraftPreview, RenderedExample
 from acmr_core.serving.service import StudioService
 from acmr_core.viz.plots import QueryPoint
-from app import scratch_folder
 from app.describe import DescribePanel, describe_panel
+from app.paths import scratch_folder
 from app.predict_panel import PredictPanel
 from app.tables import (
     apply_toggles,

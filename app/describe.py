@@ -6,8 +6,8 @@ Two pieces, hooked into :mod:`app.define_panel` with a few lines:
   example gallery to pick from) inside the *Define a class* tab; :meth:`DescribePanel.wire` connects them to
   the existing attribute editor and "attributes that apply" list once those exist. Both paths only fill the
   editor: the class is added by the existing *Add class*, with its usual validation.
-* :func:`add_describe_api` registers ``/attributes_from_text`` and ``/attributes_from_images`` for
-  ``gradio_client`` (the default bundle, like the other endpoints).
+* the API side, ``/attributes_from_text`` and ``/attributes_from_images`` for ``gradio_client``, is declared
+  with the other endpoints in :mod:`app.api`.
 
 Problems (nothing recognised, a text too long, bad images) are shown in the panel's own status line; the
 editor keeps what it had. Every name and message is HTML-escaped before it is shown.
@@ -27,7 +27,7 @@ from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
 from acmr_core.describe.reader import Reading
 from acmr_core.errors import ACMRError
 from acmr_core.serving.service import StudioService
-from app.tables import applying, attribute_frame
+from app.tables import applying, attribute_frame, image_readings_table
 from app.widgets import IMAGE_READING_CONCURRENCY, IMAGE_READING_ID, uploaded_paths
 
 NEXT_STEP = "Check the table (edit any value), name the class, then press **Add class**."
@@ -83,7 +83,7 @@ class DescribePanel:
             except ACMRError as error:
                 return gr.update(), gr.update(), _problem(error), gr.update(visible=False)
             values = readings.average
-            header, rows = readings.rows()
+            header, rows = image_readings_table(readings)
             return (
                 attribute_frame(service_for(bundle_name), values),
                 applying(values),
@@ -167,35 +167,6 @@ def describe_panel(examples: Sequence[str]) -> DescribePanel:
             elem_id="image-readings",
         )
     return DescribePanel(text, text_button, images, gallery, images_button, status, readings, list(examples))
-
-
-def add_describe_api(service: StudioService, api_errors: Callable) -> None:
-    """``/attributes_from_text`` and ``/attributes_from_images`` on the default bundle (hidden components)."""
-    with gr.Column(visible=False):
-        text = gr.Textbox(label="text")
-        images = gr.File(label="images", file_count="multiple", type="filepath")
-        result = gr.JSON(label="attributes")
-        text_trigger = gr.Button("api attributes from text")
-        images_trigger = gr.Button("api attributes from images")
-
-    @api_errors
-    def attributes_from_text(text: str) -> dict[str, float]:
-        """The attributes a description mentions: {attribute name: value in [0, 1]}."""
-        return service.attributes_from_text(text).values
-
-    @api_errors
-    def attributes_from_images(images: Any) -> dict[str, float]:
-        """Every attribute's average reading over 1-10 images; unreadable images are skipped (logged)."""
-        readings = service.attributes_from_images(uploaded_paths(images))
-        for name, reason in readings.refused:
-            gr.Warning(f"{name} skipped: {reason}")  # plain text, like the errors of the API
-        return readings.average
-
-    text_trigger.click(attributes_from_text, text, result, api_name="attributes_from_text")
-    images_trigger.click(
-        attributes_from_images, images, result, api_name="attributes_from_images",
-        concurrency_limit=IMAGE_READING_CONCURRENCY, concurrency_id=IMAGE_READING_ID, preprocess=False,
-    )  # fmt: skip
 
 
 # ---- messages ----------------------------------------------------------------------------------------------

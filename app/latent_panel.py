@@ -4,6 +4,7 @@ how well they line up (per class and overall)."""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,13 +68,11 @@ def latent_panel(default: StudioService) -> LatentPanel:
     return LatentPanel(tab, class_filter, highlight, kind_filter, plot, alignment_note, alignment)
 
 
-def wire_latent(
-    panel: LatentPanel, session: Session, service_for: ServiceFor, ready: Any, predicted: Any
-) -> None:
-    """Redraw the plot when a filter changes, once the page knows its visitor (``ready``), and after each
-    prediction (its image shown)."""
+def filtered_figure(service_for: ServiceFor) -> Callable[..., Any]:
+    """The handler that draws the latent tab's plot from its filters, the last query and whose it is:
+    ``(classes, kinds, focus, query, bundle_name, visitor) -> figure`` (inputs: ``filters`` + the query +
+    ``session.who``)."""
 
-    @user_errors
     def on_filter(
         classes: list[str],
         kinds: list[str],
@@ -84,6 +83,16 @@ def wire_latent(
     ) -> Any:
         service = service_for(bundle_name, visitor)
         return service.latent_figure(classes=classes, kinds=kinds, query=query, highlight=focus)
+
+    return on_filter
+
+
+def wire_latent(
+    panel: LatentPanel, session: Session, service_for: ServiceFor, ready: Any, predicted: Any
+) -> None:
+    """Redraw the plot when a filter changes, once the page knows its visitor (``ready``), and after each
+    prediction (its image shown)."""
+    on_filter = user_errors(filtered_figure(service_for))
 
     # The latent tab highlights the last uploaded image too.
     filter_inputs = [*panel.filters, session.last_query, *session.who]

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 
 import pandas as pd
 
+from acmr_core.describe.images import ImageReadings
 from acmr_core.errors import UserClassError, quote_value
 from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
@@ -85,6 +86,25 @@ def applying(values: Mapping[str, float]) -> list[str]:
 
 
 # ---- what the model sees in an image (*Predict*) ---------------------------------------------------------
+
+
+def image_readings_table(
+    readings: ImageReadings, count: int | None = None
+) -> tuple[list[str], list[list[object]]]:
+    """(header, rows) of "what the model reads in each image": the ``count`` strongest average attributes
+    (all by default), each with its average, spread and every image's reading, rounded to 2 places."""
+    mean, spread = readings.mean, readings.spread
+    header = ["attribute", "average", "spread", *readings.labels]
+    rows = [
+        [
+            readings.attribute_names[index],
+            round(float(mean[index]), 2),
+            round(float(spread[index]), 2),
+            *(round(float(value), 2) for value in readings.values[:, index]),
+        ]
+        for index in readings.order()[: count or len(mean)]
+    ]
+    return header, rows
 
 
 def sees_frame(prediction: Prediction, count: int = STRONGEST_ATTRIBUTES) -> pd.DataFrame:

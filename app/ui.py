@@ -17,13 +17,12 @@ import gradio as gr
 
 from acmr_core.serving.registry import ServiceRegistry
 from acmr_core.serving.service import StudioService
-from acmr_core.viz.plots import QueryPoint
-from app import DELETE_CACHE, EXAMPLES_DIR
 from app.api import build_api
 from app.define_panel import DefinePanel, define_panel, wire_define
 from app.examples import captioned_examples, example_entries, example_gallery
-from app.latent_panel import LatentPanel, alignment_markdown, latent_panel, wire_latent
+from app.latent_panel import LatentPanel, alignment_markdown, filtered_figure, latent_panel, wire_latent
 from app.layout import ABOUT, HEADER
+from app.paths import DELETE_CACHE, EXAMPLES_DIR
 from app.predict_panel import PredictPanel, gamma_range, predict_panel, wire_predict
 from app.tables import alignment_frame, attribute_frame, describe_markdown, summary_markdown, user_class_frame
 from app.widgets import ServiceFor, Session, ensure_visitor, user_errors, visitor_state
@@ -155,19 +154,11 @@ def refresh_plots(
 ) -> dict[str, Any]:
     """The event (as ``.success`` keyword arguments) that redraws both plots after a change to the classes."""
 
-    def on_refresh(
-        classes: list[str],
-        kinds: list[str],
-        focus: str | None,
-        query: QueryPoint | None,
-        bundle_name: str,
-        visitor: str | None,
-    ) -> tuple:
-        service = service_for(bundle_name, visitor)
-        return (
-            service.latent_figure(classes, kinds, query, highlight=focus),
-            service.latent_figure(query=query),
-        )
+    latent_plot = filtered_figure(service_for)
+
+    def on_refresh(*inputs: Any) -> tuple:  # the latent tab's inputs: filters, query, bundle, visitor
+        query, bundle_name, visitor = inputs[-3:]
+        return latent_plot(*inputs), service_for(bundle_name, visitor).latent_figure(query=query)
 
     return {
         "fn": on_refresh,

@@ -75,7 +75,7 @@ def user_errors(handler: F) -> F:
 def api_errors(handler: F) -> F:
     """Return :class:`ACMRError` messages to ``gradio_client`` callers as the plain text they are.
 
-    For the API endpoints only: their events are triggered by hidden buttons, so their errors never reach a
+    For the API endpoints only: their events are declared with ``gr.api``, so their errors never reach a
     page (and the page's error toast sanitises HTML anyway); escaping there turned ``<`` into ``&lt;``.
     """
     return _raising_gr_error(handler, str)

@@ -69,7 +69,7 @@ def free_port() -> int:
 
 def launch_on_a_free_port(demo) -> int:
     """Launch ``demo`` on a free loopback port and return it (retried if the port was taken meanwhile)."""
-    from app import launch
+    from app.server import launch
 
     for _ in range(PORT_ATTEMPTS - 1):
         port = free_port()
@@ -152,7 +152,7 @@ def odd_valid_images(folder: Path) -> dict[str, Path]:
 def launch_demo_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, int]:
     """The app on the shipped demo bundle with a fresh user-class folder, launched on a free loopback port
     (in this process): ``(blocks, port)``; the caller closes it."""
-    from app import create_app
+    from app.server import create_app
 
     require_demo_bundle()
     demo = create_app(

@@ -293,7 +293,7 @@ def test_a_port_taken_during_start_up_is_one_line_too(taken_port: int) -> None:
     """The port check skipped, so that Gradio's launch itself fails (a port taken while the model loads)."""
     require_demo_bundle()
     script = (
-        "import sys, app; app.check_port = lambda host, port: None\n"
+        "import sys, app.server; app.server.check_port = lambda host, port: None\n"
         "from app.__main__ import main; sys.exit(main(sys.argv[1:]))"
     )
     done = run_briefly([PYTHON, "-c", script, "--bundle", str(DEMO_BUNDLE), "--port", str(taken_port)])
@@ -306,7 +306,7 @@ def test_a_port_taken_during_start_up_is_one_line_too(taken_port: int) -> None:
 
 def test_bad_ports_are_refused_before_loading() -> None:
     from acmr_core.errors import ACMRError
-    from app import check_port
+    from app.server import check_port
 
     for port in (0, 70000):
         with pytest.raises(ACMRError, match="between 1 and 65535"):
@@ -319,12 +319,12 @@ def test_bad_ports_are_refused_before_loading() -> None:
 
 
 def test_the_scratch_folder_is_private_and_names_its_process() -> None:
-    import app
+    from app import paths
 
-    folder = app.scratch_folder()
-    assert folder.parent == app.SCRATCH_ROOT and folder.name.startswith(app.SCRATCH_PREFIX)
+    folder = paths.scratch_folder()
+    assert folder.parent == paths.SCRATCH_ROOT and folder.name.startswith(paths.SCRATCH_PREFIX)
     assert folder.stat().st_mode & 0o777 == 0o700
-    assert (folder / app.PID_MARKER).read_text(encoding="utf-8") == str(os.getpid())
+    assert (folder / paths.PID_MARKER).read_text(encoding="utf-8") == str(os.getpid())
 
 
 def dead_pid() -> int:
@@ -342,11 +342,11 @@ def scratch_like(root: Path, name: str, pid: int | None) -> Path:
 
 
 def test_stale_cleanup_removes_only_our_dead_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app
+    from app import paths
 
     root, elsewhere = tmp_path / "tmp", tmp_path / "elsewhere"
     root.mkdir()
-    monkeypatch.setattr(app, "SCRATCH_ROOT", root)
+    monkeypatch.setattr(paths, "SCRATCH_ROOT", root)
     gone = dead_pid()
     dead = scratch_like(root, "acmr-studio-dead", gone)
     alive = scratch_like(root, "acmr-studio-alive", os.getppid())
@@ -363,7 +363,7 @@ def test_stale_cleanup_removes_only_our_dead_folders(tmp_path: Path, monkeypatch
     linked_marker = scratch_like(root, "acmr-studio-linked-marker", None)
     (linked_marker / "owner.pid").symlink_to(target / "owner.pid")
 
-    app._remove_stale_scratch()
+    paths._remove_stale_scratch()
 
     assert not dead.exists()
     for kept in (alive, unmarked, old_layout, other_program, foreign, linked_marker):
@@ -372,12 +372,12 @@ def test_stale_cleanup_removes_only_our_dead_folders(tmp_path: Path, monkeypatch
 
 
 def test_an_unusable_temp_folder_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app
     from acmr_core.errors import ACMRError
+    from app import paths
 
-    monkeypatch.setattr(app, "SCRATCH_ROOT", tmp_path / "missing")
+    monkeypatch.setattr(paths, "SCRATCH_ROOT", tmp_path / "missing")
     with pytest.raises(ACMRError, match=r"cannot create a temporary folder in .*missing.*TMPDIR"):
-        app.scratch_folder.__wrapped__()  # uncached: this process's own folder stays as it is
+        paths.scratch_folder.__wrapped__()  # uncached: this process's own folder stays as it is
 
 
 def test_sigterm_stops_the_server_and_removes_its_scratch_folder(tmp_path: Path) -> None:

@@ -61,8 +61,8 @@ def test_a_refusal_is_one_escaped_line() -> None:
 
 
 def test_each_export_is_a_file_of_its_own_in_the_scratch_folder() -> None:
-    from app import scratch_folder
     from app.define_panel import write_export
+    from app.paths import scratch_folder
 
     # Two visitors exporting at once: a shared file could hand one's classes to the other (issue 24).
     first = write_export("demo-world", '{"a": 1}')

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acmr_core.bundle.catalog import ClassCatalog, load_class_metadata
+from acmr_core.bundle.catalog import ClassCatalog, attribute_group, load_class_metadata
 from acmr_core.bundle.format import FORMAT_VERSION, MANIFEST, PARTS, list_bundles, load_bundle, save_bundle
+from acmr_core.data.classes import attribute_name, split_attribute_name
 from acmr_core.data.demo_world import DEFAULT_RESIDUAL_SCALE, default_world
 from acmr_core.errors import BundleError, DataError
 from acmr_core.features.backbone import BackboneIdentity
@@ -31,14 +32,7 @@ def _tiny_catalog() -> ClassCatalog:
     world = default_world()
     seen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if s][:4]
     unseen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if not s][:2]
-    small = world.subset(seen + unseen)
-    return ClassCatalog(
-        names=tuple(small.class_names),
-        attribute_names=tuple(small.attribute_names),
-        attribute_matrix=small.attribute_matrix(),
-        seen_mask=small.seen_mask,
-        descriptions=tuple(c.description for c in small.classes),
-    )
+    return ClassCatalog.from_demo_world(world.subset(seen + unseen))
 
 
 def _features(catalog: ClassCatalog, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -326,6 +320,32 @@ def test_class_metadata_accepts_lists_and_objects(tmp_path: Path) -> None:
     assert ClassCatalog.from_dict(catalog.to_dict()).names == catalog.names
 
 
+def test_the_demo_world_produces_the_catalog_of_its_classes() -> None:
+    world = default_world()
+    catalog = ClassCatalog.from_demo_world(world)
+    assert catalog.names == world.names and catalog.descriptions == world.descriptions
+    assert catalog.attribute_names == tuple(world.attribute_names)
+    assert np.array_equal(catalog.attribute_matrix, world.attribute_matrix())
+    # Seen / unseen indices, kinds and attribute groups are computed once, for the world and its catalog.
+    seen = [i for i, c in enumerate(world.classes) if c.seen]
+    assert catalog.seen_classes.tolist() == world.seen_classes.tolist() == seen and len(seen) == 42
+    unseen = sorted(set(range(48)) - set(seen))
+    assert catalog.unseen_classes.tolist() == world.unseen_classes.tolist() == unseen
+    assert catalog.kinds == world.kinds == tuple("seen" if c.seen else "unseen" for c in world.classes)
+    assert catalog.attribute_groups() == world.attribute_groups()
+    assert list(catalog.attribute_groups()) == list(world.groups)
+
+
+@pytest.mark.parametrize(
+    "name, group, value",
+    [("colour: red", "colour", "red"), ("has_bill::hooked", "has_bill", "hooked"), ("furry", "", "furry")],
+)
+def test_one_attribute_name_rule_builds_and_parses_grouped_names(name: str, group: str, value: str) -> None:
+    assert split_attribute_name(name) == (group, value) and attribute_group(name) == group
+    if group and ": " in name:
+        assert attribute_name(group, value) == name
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -374,6 +394,7 @@ def test_shipped_demo_bundle_loads_and_recognises_unseen_classes() -> None:
     assert bundle.catalog.names == tuple(world.class_names)
     assert np.array_equal(bundle.catalog.attribute_matrix, world.attribute_matrix())
     assert np.array_equal(bundle.catalog.seen_mask, world.seen_mask)
+    assert bundle.catalog.to_dict() == ClassCatalog.from_demo_world(world).to_dict()  # descriptions too
     scale = DEFAULT_RESIDUAL_SCALE
     assert bundle.backbone_spec == {
         "weights": "random", "model_name": "resnet101", "seed": 0, "residual_scale": scale

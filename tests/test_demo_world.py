@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
 
 from acmr_core.data import demo_world
 from acmr_core.data.demo_world import ATTRIBUTE_GROUPS, STRONG_GROUPS, default_world
-from acmr_core.errors import ACMRError
+from acmr_core.errors import ACMRError, BundleError
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,53 @@ def test_validation_split_keeps_the_zero_shot_property(world: demo_world.DemoWor
     covered = {name for c in val_seen for name in world.classes[c].attribute_names}
     assert covered == set(world.attribute_names)
     assert np.array_equal(val_unseen, world.validation_unseen(seed=0))
+
+
+# ---- the record a demo-world bundle keeps of its renders ---------------------------------------------------
+
+
+def test_the_demo_world_record_round_trips_through_provenance() -> None:
+    record = demo_world.DemoWorldRecord(
+        used_seeds=(0, 1), train_per_class=8, plot_per_class=3, render_size=64
+    )
+    provenance = json.loads(json.dumps({"name": "x", record.KEY: record.to_provenance()}))
+    assert demo_world.DemoWorldRecord.from_provenance(provenance) == record
+    assert provenance["demo_world"]["used_seeds"] == [0, 1]
+    # A bundle without the record is not a demo-world bundle; an old record without a size is 224 px.
+    assert demo_world.DemoWorldRecord.from_provenance({"name": "x"}) is None
+    old = demo_world.DemoWorldRecord.from_provenance({"demo_world": {"used_seeds": [0, 1]}})
+    assert old is not None and old.render_size == demo_world.RENDER_SIZE == 224
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"render_size": 8}, "render_size 8; expected 16 to 1024 px"),
+        ({"render_size": 2048}, "render_size 2048; expected 16 to 1024 px"),
+        ({"render_size": True}, "render_size True"),
+        ({"render_size": "64"}, "render_size '64'"),
+        ({"render_size": 64.0}, "render_size 64.0"),
+        ({"used_seeds": [0, "one"]}, "used_seeds 'one'; expected a whole number"),
+        ({"used_seeds": 3}, "used_seeds must be a list"),
+        ({"train_per_class": 1.5}, "train_per_class 1.5"),
+    ],
+)
+def test_a_bad_demo_world_record_is_refused_in_one_line(record: dict, message: str) -> None:
+    with pytest.raises(BundleError, match=re.escape(message)) as caught:
+        demo_world.DemoWorldRecord.from_provenance({"demo_world": record})
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bundle_maps_back_to_its_world_by_attribute_values(world: demo_world.DemoWorld) -> None:
+    names = world.class_names[40:]
+    small = world.subset(names)
+    # A renamed class still maps to its combination: its images are the ones its values draw.
+    mapped = demo_world.DemoWorld.of_classes(
+        ["renamed", *names[1:]], small.attribute_names, small.attribute_matrix(), small.seen_mask
+    )
+    assert mapped.class_names == names and mapped.kinds == small.kinds
+    assert np.array_equal(np.asarray(mapped.render(0, 5, 0, 32)), np.asarray(small.render(0, 5, 0, 32)))
+    undrawable = small.attribute_matrix()
+    undrawable[1, small.attribute_names.index("colour: red")] = 1.0  # a second colour
+    with pytest.raises(ACMRError, match=rf"{names[1]!r}: to be drawn, a class needs exactly one colour"):
+        demo_world.DemoWorld.of_classes(names, small.attribute_names, undrawable, small.seen_mask)

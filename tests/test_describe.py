@@ -279,10 +279,26 @@ def test_image_readings_match_what_predict_decodes_and_are_averaged(service, one
         decoded = service.predict(path).decoded  # "what the model sees" on the Predict tab
         assert row == pytest.approx([decoded[name] for name in service.attribute_names], abs=1e-5)
     assert list(readings.average.values()) == pytest.approx(readings.values.mean(axis=0).tolist(), abs=1e-4)
-    header, rows = readings.rows(5)
-    assert header == ["attribute", "average", "spread", *readings.labels]
-    assert len(rows) == 5 and rows[0][1] >= rows[-1][1]
+    strongest_first = readings.mean[readings.order()]
+    assert strongest_first.tolist() == sorted(readings.mean.tolist(), reverse=True)
+    assert readings.spread == pytest.approx(readings.values.max(axis=0) - readings.values.min(axis=0))
     assert service.user_class_names() == []  # reading never adds a class
+
+
+def test_the_app_shapes_the_image_readings_table_strongest_first_rounded() -> None:
+    from acmr_core.describe.images import ImageReadings
+    from app.tables import image_readings_table
+
+    readings = ImageReadings(
+        attribute_names=("a", "b", "c", "d"),
+        labels=("x.png", "y.png"),
+        values=np.array([[0.1, 0.9, 0.5, 0.6], [0.3, 0.7, 0.5, 0.4]]),
+    )
+    header, rows = image_readings_table(readings, 3)
+    assert header == ["attribute", "average", "spread", "x.png", "y.png"]
+    # c and d tie on average: the catalog's order is kept
+    assert rows == [["b", 0.8, 0.2, 0.9, 0.7], ["c", 0.5, 0.0, 0.5, 0.5], ["d", 0.5, 0.2, 0.6, 0.4]]
+    assert [row[0] for row in image_readings_table(readings)[1]] == ["b", "c", "d", "a"]
 
 
 def test_bad_images_are_refused_one_by_one_and_the_good_ones_kept(

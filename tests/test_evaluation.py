@@ -1,4 +1,5 @@
-"""Metric functions against hand-computed values; the on-device selection table agrees with sklearn."""
+"""Metric functions against hand-computed values; the on-device selection table agrees with sklearn; a
+demo-world bundle is evaluated on fresh renders at its recorded size."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from acmr_core.errors import BundleError
 from acmr_core.model.gzsl import gzsl_selection_table, predict_scores
 from acmr_core.training.metrics import (
     aggregate_seeds,
@@ -95,3 +97,46 @@ def recomputed_metrics(
         "H": 2 * u * s / (u + s) if u + s else 0.0,
         "zsl_top1": per_class(unseen_y, among_unseen),
     }
+
+
+# ---- a demo-world bundle evaluated on fresh renders ------------------------------------------------------
+
+
+class _RecordingBackbone:
+    """Stands in for the bundle's backbone: keeps the images it is given, returns zero features."""
+
+    batch_size = 16
+
+    def __init__(self, feature_dim: int) -> None:
+        self.feature_dim = feature_dim
+        self.images: list = []
+
+    def features(self, images) -> np.ndarray:
+        self.images.extend(images)
+        return np.zeros((len(images), self.feature_dim), np.float32)
+
+
+def test_evaluation_renders_at_the_bundles_recorded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation reads the same demo-world record as serving: 64 px recorded, 64 px rendered, and each
+    class drawn from its attribute values is the world's class of that name."""
+    import dataclasses
+
+    from acmr_core.bundle.bundle import Bundle
+    from acmr_core.bundle.format import load_bundle
+    from acmr_core.data import demo_world
+    from acmr_core.pipelines.evaluate import evaluate_bundle
+    from tests.test_service import DEMO_BUNDLE
+
+    shipped = load_bundle(DEMO_BUNDLE, device="cpu")
+    record = {**shipped.provenance["demo_world"], "render_size": 64}
+    bundle = dataclasses.replace(shipped, provenance={**shipped.provenance, "demo_world": record})
+    backbone = _RecordingBackbone(shipped.identity.feature_dim)
+    monkeypatch.setattr(Bundle, "create_backbone", lambda self, device="auto": backbone)
+    result = evaluate_bundle(bundle, seed=99, per_class=1, device="cpu", progress=False)
+    assert result["images"] == {"seen": 42, "unseen": 6}
+    assert {image.size for image in backbone.images} == {(64, 64)}
+    world = demo_world.default_world()
+    assert np.array_equal(np.asarray(backbone.images[5]), np.asarray(world.render(5, 99, 0, size=64)))
+    bad = dataclasses.replace(shipped, provenance={**shipped.provenance, "demo_world": {"render_size": 9}})
+    with pytest.raises(BundleError, match="render_size 9; expected 16 to 1024 px"):
+        evaluate_bundle(bad, seed=99, per_class=1, device="cpu", progress=False)

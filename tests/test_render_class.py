@@ -128,3 +128,29 @@ def test_only_a_demo_world_bundle_can_draw(loaded, tmp_path: Path) -> None:  # n
             service.render_examples(service.class_names()[0])
     finally:
         store.close()
+
+
+def _with_render_size(bundle, size: object):
+    record = {**bundle.provenance["demo_world"], "render_size": size}
+    return dataclasses.replace(bundle, provenance={**bundle.provenance, "demo_world": record})
+
+
+def test_a_class_is_drawn_at_the_bundles_recorded_render_size(loaded, tmp_path: Path) -> None:  # noqa: F811
+    """Serving reads the same demo-world record as evaluation: 64 px recorded, 64 px drawn."""
+    bundle, backbone = loaded
+    service = make_service((_with_render_size(bundle, 64), backbone), tmp_path / "small")
+    try:
+        service.define_class("my green ball", _attributes(NEW_VALUES))
+        (example,) = service.render_examples("my green ball", count=1)
+        assert example.image.size == (64, 64)
+        expected = demo_world.render_combination(NEW_VALUES, demo_world.EXAMPLES_SEED, 0, size=64)
+        assert np.array_equal(np.asarray(example.image), np.asarray(expected))
+    finally:
+        service.store.close()
+    broken = make_service((_with_render_size(bundle, 4096), backbone), tmp_path / "broken")
+    try:  # a bad record refuses the drawing, in one line naming the bundle, not the adding of a class
+        broken.define_class("my green ball", _attributes(NEW_VALUES))
+        with pytest.raises(UserClassError, match=r"demo-world: the demo-world record says render_size 4096"):
+            broken.render_examples("my green ball", count=1)
+    finally:
+        broken.store.close()

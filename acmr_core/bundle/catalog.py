@@ -7,28 +7,22 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from acmr_core.data.classes import ClassTable, attribute_group
 from acmr_core.errors import DataError, quote_value
 from acmr_core.fileio import read_json
 
-#: How an attribute name carries its group: ``"colour: red"`` (demo world), ``"has_bill::hooked"`` (CUB).
-GROUP_SEPARATORS = (": ", "::")
-
-
-def attribute_group(name: str) -> str:
-    """The group of an attribute name: ``"colour: red" -> "colour"``, ``"has_bill::hooked" -> "has_bill"``."""
-    for separator in GROUP_SEPARATORS:
-        if separator in name:
-            return name.split(separator, 1)[0].strip()
-    return ""
+if TYPE_CHECKING:
+    from acmr_core.data.demo_world import DemoWorld
 
 
 @dataclass(frozen=True)
-class ClassCatalog:
-    """The classes a bundle knows: names, seen/unseen flags, and the class-attribute matrix."""
+class ClassCatalog(ClassTable):
+    """The classes a bundle knows: names, seen/unseen flags, and the class-attribute matrix (seen / unseen
+    indices, kinds and attribute groups come from :class:`~acmr_core.data.classes.ClassTable`)."""
 
     names: tuple[str, ...]
     attribute_names: tuple[str, ...]
@@ -76,24 +70,16 @@ class ClassCatalog:
         if len(self.descriptions) != n_classes:
             raise DataError(f"{len(self.descriptions)} descriptions for {n_classes} classes")
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.names)
-
-    @property
-    def seen_classes(self) -> np.ndarray:
-        return np.flatnonzero(self.seen_mask)
-
-    @property
-    def unseen_classes(self) -> np.ndarray:
-        return np.flatnonzero(~self.seen_mask)
-
-    def attribute_groups(self) -> dict[str, list[str]]:
-        """Attribute names by group, in catalog order (ungrouped names under ``""``)."""
-        groups: dict[str, list[str]] = {}
-        for name in self.attribute_names:
-            groups.setdefault(attribute_group(name), []).append(name)
-        return groups
+    @classmethod
+    def from_demo_world(cls, world: DemoWorld) -> ClassCatalog:
+        """The catalog of a demo world's classes: what a demo bundle knows of them."""
+        return cls(
+            names=world.names,
+            attribute_names=tuple(world.attribute_names),
+            attribute_matrix=world.attribute_matrix(),
+            seen_mask=world.seen_mask,
+            descriptions=world.descriptions,
+        )
 
     def index_of(self, name: str) -> int:
         lookup = {n.casefold(): i for i, n in enumerate(self.names)}

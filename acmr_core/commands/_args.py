@@ -6,6 +6,12 @@ import argparse
 import math
 from pathlib import Path
 
+from acmr_core.errors import ACMRError
+from acmr_core.runtime import DEVICE_NAMES, check_device_name
+
+#: ``--device``'s help, the same in every command (``acmr serve`` included).
+DEVICE_HELP = f"{DEVICE_NAMES}; auto (the default) picks CUDA when present, else the CPU"
+
 
 def _integer_at_least(text: str, minimum: int, wanted: str) -> int:
     try:
@@ -35,6 +41,20 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value
+
+
+def device_name(text: str) -> str:
+    """A ``--device`` value: refused at parse time unless :func:`acmr_core.runtime.resolve_device` takes it
+    (whether that GPU exists is only known once torch is loaded, in the command)."""
+    try:
+        return check_device_name(text)
+    except ACMRError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_device_option(parser: argparse._ActionsContainer) -> None:
+    """``--device``, the same for every command (:func:`device_name` validates it)."""
+    parser.add_argument("--device", type=device_name, default="auto", metavar="DEVICE", help=DEVICE_HELP)
 
 
 def add_bundle_option(parser: argparse._ActionsContainer, default: str = "default: demo-world") -> None:

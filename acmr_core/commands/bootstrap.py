@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from acmr_core.commands._args import positive_int
+from acmr_core.commands._args import add_device_option, positive_int
 from acmr_core.data.sources import SOURCES
 from acmr_core.defaults import CHECKPOINTS_DIR
 from acmr_core.errors import ACMRError
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="tv_in1k",
         help="backbone weights: a timm tag (default tv_in1k), a local .safetensors/.pth file, or 'random'",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    add_device_option(parser)
     parser.add_argument(
         "--out", type=Path, default=None, help="bundle folder (default: checkpoints/<dataset>-<weights>)"
     )

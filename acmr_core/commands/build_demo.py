@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from acmr_core.commands._args import add_device_option
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
 from acmr_core.errors import ACMRError
 
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--examples", type=Path, default=None, help="also write example images to this folder"
     )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    add_device_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.set_defaults(handler=run)
 

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from acmr_core.commands._args import add_device_option
 from acmr_core.defaults import DEFAULT_PLOT_PER_CLASS
 from acmr_core.errors import ACMRError
 
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_PLOT_PER_CLASS,
         help=f"plotted images per class (default {DEFAULT_PLOT_PER_CLASS})",
     )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    add_device_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.set_defaults(handler=run)
 

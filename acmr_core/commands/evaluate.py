@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from acmr_core.commands._args import add_bundle_option, bundle_folder
+from acmr_core.commands._args import add_bundle_option, add_device_option, bundle_folder
 from acmr_core.errors import ACMRError, BundleError, DataError
 
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dataset", default=None, help="dataset sub-folder (default: from the training metrics)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    add_device_option(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     # Options read by the bundle evaluation (run_bundle).
     parser.add_argument("--seed", type=int, default=None, help="(--bundle) seed for fresh evaluation renders")

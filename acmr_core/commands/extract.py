@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acmr_core.commands._args import non_negative_int, positive_int
+from acmr_core.commands._args import add_device_option, non_negative_int, positive_int
 from acmr_core.errors import ACMRError
 
 if TYPE_CHECKING:  # annotations only: importing these at start-up would load torch
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Extract 2048-d timm ResNet-101 features from images. --images is a folder whose "
         "sub-folders are the classes, or a text file of 'relative/path [label]' lines (paths relative to "
         "the list file, or to --root). Runs unchanged under torchrun (one shard of the images per process): "
-        "torchrun --standalone --nproc_per_node=N -m acmr_core extract ...",
+        "torchrun --standalone --nproc_per_node=N -m acmr_core extract ... ; there --device auto or cuda "
+        "means cuda:LOCAL_RANK for each process.",
     )
     parser.add_argument("--images", required=True, type=Path, help="image folder or list file")
     parser.add_argument(
@@ -69,11 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=_default_workers(),
         help=f"image-decoding worker processes, per process (default {_default_workers()})",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto, cpu or cuda[:N] (default auto; under torchrun auto/cuda mean cuda:LOCAL_RANK)",
-    )
+    add_device_option(parser)
     parser.add_argument(
         "--threads",
         type=positive_int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from acmr_core.commands._args import add_bundle_option, bundle_folder, finite_float
+from acmr_core.commands._args import add_bundle_option, add_device_option, bundle_folder, finite_float
 from acmr_core.errors import ACMRError
 
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gamma", type=finite_float, default=None, help="seen-class calibration (default: the bundle's)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    add_device_option(parser)
     parser.set_defaults(handler=run)
 
 

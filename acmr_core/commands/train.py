@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from acmr_core.commands._args import positive_int
+from acmr_core.commands._args import add_device_option, positive_int
 from acmr_core.errors import ACMRError
 from acmr_core.model.config import PRECISION_CHOICES
 from acmr_core.runtime import resolve_device
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a fixed number of ACMR epochs, warm-ups scaled (default: chosen on the validation split, at "
         "most the preset's 100; with --selection reference: the preset's 100)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    add_device_option(parser)
     parser.add_argument("--no-vsa", action="store_true", help="ablation: drop the VSA heads and their loss")
     parser.add_argument("--no-iem", action="store_true", help="ablation: drop the IEM gates")
     parser.add_argument(

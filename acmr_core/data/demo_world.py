@@ -16,23 +16,24 @@ background). And the seen classes are many (42) and *balanced* — every two gro
 equally often — because attribute decoders trained on few, confounded seen classes learn the confound instead
 of the attribute and fail on new combinations (the 18 hand-picked seen classes of the first world did).
 
-This module is the world and its renderer only; building the demo bundle from it is
-:mod:`acmr_core.pipelines.demo`.
+This module is the world, its render seeds and the record a bundle keeps of them; the drawing is
+:mod:`acmr_core.data.demo_render`, and building the demo bundle is :mod:`acmr_core.pipelines.demo`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm.auto import tqdm
 
-from acmr_core.errors import ACMRError
+from acmr_core.data.classes import ClassTable, attribute_name
+from acmr_core.data.demo_render import ATTRIBUTE_GROUPS, RENDER_SIZE, render_class
+from acmr_core.errors import ACMRError, BundleError, quote_value
 from acmr_core.fileio import atomic_write, write_json
 
 # Render seeds. The bundle records which seeds trained it; evaluation refuses those.
@@ -41,35 +42,62 @@ GALLERY_SEED = 1  # example images and the latent-space plot (never used to fit 
 #: "Show examples" of a class in the app, and the render-your-class benchmark: never used to build a bundle.
 EXAMPLES_SEED = 7
 DEFAULT_EVAL_SEED = 2026
-RENDER_SIZE = 224
-# Supersampling factor: draw large, then downsample with a good filter, for anti-aliased edges.
-_SUPERSAMPLE = 2
+#: The render sizes a bundle's demo-world record may name (px, square).
+RENDER_SIZES = range(16, 1025)
 
-ATTRIBUTE_GROUPS: dict[str, tuple[str, ...]] = {
-    "colour": ("red", "yellow", "green", "blue", "purple"),
-    "pattern": ("plain", "striped", "dotted"),
-    "shape": ("circle", "square", "triangle"),
-    "size": ("small", "large"),
-    "count": ("one", "three"),
-    "background": ("light", "dark"),
-}
+
+@dataclass(frozen=True)
+class DemoWorldRecord:
+    """What a demo-world bundle records of its renders (``provenance["demo_world"]``): evaluation refuses its
+    seeds, and evaluation and serving both draw fresh images at its ``render_size``."""
+
+    used_seeds: tuple[int, ...] = (TRAIN_SEED, GALLERY_SEED)
+    train_seed: int = TRAIN_SEED
+    plot_seed: int = GALLERY_SEED
+    train_per_class: int | None = None
+    plot_per_class: int | None = None
+    render_size: int = RENDER_SIZE
+
+    #: Where a bundle's provenance keeps the record.
+    KEY: ClassVar[str] = "demo_world"
+
+    def __post_init__(self) -> None:
+        size = self.render_size
+        if isinstance(size, bool) or not isinstance(size, int) or size not in RENDER_SIZES:
+            raise BundleError(
+                f"the demo-world record says render_size {quote_value(size)}; "
+                f"expected {RENDER_SIZES.start} to {RENDER_SIZES.stop - 1} px"
+            )
+
+    def to_provenance(self) -> dict[str, Any]:
+        return {**asdict(self), "used_seeds": list(self.used_seeds)}
+
+    @classmethod
+    def from_provenance(cls, provenance: Mapping[str, Any]) -> DemoWorldRecord | None:
+        """The record of a bundle's provenance, or None for a bundle not rendered from the demo world; a
+        record that is not one (a bad seed, size or count) is refused, naming the field."""
+        record = provenance.get(cls.KEY)
+        if not isinstance(record, Mapping):
+            return None
+        fields: dict[str, Any] = {"render_size": record.get("render_size", RENDER_SIZE)}
+        try:
+            fields["used_seeds"] = tuple(_whole(s, "used_seeds") for s in record.get("used_seeds", []))
+            for key in ("train_seed", "plot_seed", "train_per_class", "plot_per_class"):
+                if record.get(key) is not None:
+                    fields[key] = _whole(record[key], key)
+        except TypeError:
+            raise BundleError("the demo-world record's used_seeds must be a list of seeds") from None
+        return cls(**fields)
+
+
+def _whole(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BundleError(f"the demo-world record says {key} {quote_value(value)}; expected a whole number")
+    return value
+
+
 # Groups a random-weight ResNet-101 reads reliably; shape is the weak one (see the module docstring).
 STRONG_GROUPS = ("colour", "pattern", "size", "count", "background")
-ATTRIBUTE_SEPARATOR = ": "
-
-_COLOUR_RGB: dict[str, tuple[int, int, int]] = {
-    "red": (214, 39, 40),
-    "yellow": (240, 200, 30),
-    "green": (44, 160, 44),
-    "blue": (31, 100, 220),
-    "purple": (148, 70, 189),
-}
-# Pattern marks are drawn in a fixed near-white ink: visible on every colour, on both backgrounds.
-_INK_RGB = (245, 245, 245)
-# Object radius (in output pixels) ranges per size value.
-_RADIUS_RANGE = {"small": (22.0, 28.0), "large": (44.0, 54.0)}
-# Background grey-level ranges per background value.
-_BACKGROUND_LEVEL = {"light": (205, 240), "dark": (15, 55)}
 
 # (colour, pattern, shape, size, count, background, seen), from benchmarks/design_demo_world.py --seen 42
 # --unseen 6 --seed 0: every class has its own strong-group combination (no two differ only in shape); every
@@ -153,24 +181,36 @@ class DemoClass:
 
     @property
     def attribute_names(self) -> list[str]:
-        return [f"{group}{ATTRIBUTE_SEPARATOR}{value}" for group, value in self.values.items()]
+        return [attribute_name(group, value) for group, value in self.values.items()]
 
 
 @dataclass(frozen=True)
-class DemoWorld:
-    """A set of demo classes over :data:`ATTRIBUTE_GROUPS`, with a deterministic renderer."""
+class DemoWorld(ClassTable):
+    """A set of demo classes over :data:`ATTRIBUTE_GROUPS`, with a deterministic renderer.
+
+    Its class properties (seen / unseen indices, kinds) are :class:`~acmr_core.data.classes.ClassTable`'s,
+    shared with the bundle's catalog; ``ClassCatalog.from_demo_world(world)`` is the catalog of its classes.
+    """
 
     classes: tuple[DemoClass, ...]
     groups: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(ATTRIBUTE_GROUPS))
 
     @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    @property
     def class_names(self) -> list[str]:
-        return [c.name for c in self.classes]
+        return list(self.names)
+
+    @property
+    def descriptions(self) -> tuple[str, ...]:
+        return tuple(c.description for c in self.classes)
 
     @property
     def attribute_names(self) -> list[str]:
         """Grouped attribute names, ``"group: value"``, in a fixed order."""
-        return [f"{g}{ATTRIBUTE_SEPARATOR}{v}" for g, values in self.groups.items() for v in values]
+        return [attribute_name(g, v) for g, values in self.groups.items() for v in values]
 
     def attribute_matrix(self) -> np.ndarray:
         """``(n_classes, n_attributes)`` float32, one-hot per attribute group."""
@@ -184,14 +224,6 @@ class DemoWorld:
     @property
     def seen_mask(self) -> np.ndarray:
         return np.array([c.seen for c in self.classes], dtype=bool)
-
-    @property
-    def seen_classes(self) -> np.ndarray:
-        return np.flatnonzero(self.seen_mask)
-
-    @property
-    def unseen_classes(self) -> np.ndarray:
-        return np.flatnonzero(~self.seen_mask)
 
     def subset(self, names: Sequence[str]) -> DemoWorld:
         """A smaller world with the named classes (in the given order), e.g. for fast tests."""
@@ -225,6 +257,22 @@ class DemoWorld:
             if len(chosen) == wanted:
                 break
         return np.sort(np.asarray(chosen, dtype=np.int64))
+
+    @classmethod
+    def of_classes(
+        cls, names: Sequence[str], attribute_names: Sequence[str], attributes: np.ndarray, seen: np.ndarray
+    ) -> DemoWorld:
+        """The world of a bundle's classes, each mapped back to its combination by its attribute values, as
+        a visitor's class is (renders are keyed on the combination, so these are the images it was built
+        from); a class the demo world cannot draw is refused, named."""
+        classes = []
+        for name, row, is_seen in zip(names, np.asarray(attributes, np.float32), seen, strict=True):
+            try:
+                values = combination_from_attributes(dict(zip(attribute_names, row.tolist(), strict=True)))
+            except ACMRError as error:
+                raise ACMRError(f"{quote_value(name)}: {error}") from None
+            classes.append(DemoClass(values=values, seen=bool(is_seen)))
+        return cls(classes=tuple(classes))
 
     def render(self, class_index: int, seed: int, index: int, size: int = RENDER_SIZE) -> Image.Image:
         """Image ``index`` of class ``class_index`` for render ``seed``: a pure function of the three."""
@@ -276,13 +324,13 @@ def combination_from_attributes(attributes: dict[str, float]) -> dict[str, str]:
     Every group needs exactly one value that is on (>= 0.5): that is what the renderer can draw. Anything
     else (two colours, no shape, an attribute the demo world does not know) is refused, naming the group.
     """
-    known = {f"{g}{ATTRIBUTE_SEPARATOR}{v}" for g, values in ATTRIBUTE_GROUPS.items() for v in values}
+    known = {attribute_name(g, v) for g, values in ATTRIBUTE_GROUPS.items() for v in values}
     unknown = [name for name, value in attributes.items() if name not in known and float(value) >= 0.5]
     if unknown:
         raise ACMRError(f"the demo world cannot draw attribute {unknown[0]!r}")
     combination: dict[str, str] = {}
     for group, values in ATTRIBUTE_GROUPS.items():
-        on = [v for v in values if float(attributes.get(f"{group}{ATTRIBUTE_SEPARATOR}{v}", 0.0)) >= 0.5]
+        on = [v for v in values if float(attributes.get(attribute_name(group, v), 0.0)) >= 0.5]
         if len(on) != 1:
             found = ", ".join(on) if on else "none"
             raise ACMRError(
@@ -304,8 +352,8 @@ def complete_attributes(
     completed = dict(attributes)
     assumed: dict[str, str] = {}
     for group, values in ATTRIBUTE_GROUPS.items():
-        if not any(float(completed.get(f"{group}{ATTRIBUTE_SEPARATOR}{v}", 0.0)) >= 0.5 for v in values):
-            completed[f"{group}{ATTRIBUTE_SEPARATOR}{typical[group]}"] = 1.0
+        if not any(float(completed.get(attribute_name(group, v), 0.0)) >= 0.5 for v in values):
+            completed[attribute_name(group, typical[group])] = 1.0
             assumed[group] = typical[group]
     combination_from_attributes(completed)  # what is still wrong (two colours, unknown names) is refused
     return completed, assumed
@@ -319,106 +367,10 @@ def typical_values(unit_attributes: np.ndarray, attribute_names: list[str]) -> d
     typical = {}
     for group, values in ATTRIBUTE_GROUPS.items():
         counts = [
-            int(on[:, index[key]].sum()) if (key := f"{group}{ATTRIBUTE_SEPARATOR}{v}") in index else -1
-            for v in values
+            int(on[:, index[key]].sum()) if (key := attribute_name(group, v)) in index else -1 for v in values
         ]
         typical[group] = values[int(np.argmax(counts))]
     return typical
-
-
-def render_class(values: dict[str, str], rng: np.random.Generator, size: int = RENDER_SIZE) -> Image.Image:
-    """Draw one image of an attribute combination, with random (but ``rng``-determined) nuisance variation."""
-    canvas_size = size * _SUPERSAMPLE
-    scale = canvas_size / RENDER_SIZE
-    level = int(rng.integers(*_BACKGROUND_LEVEL[values["background"]]))
-    tint = rng.integers(-8, 9, size=3)
-    background = tuple(int(np.clip(level + t, 0, 255)) for t in tint)
-    image = Image.new("RGB", (canvas_size, canvas_size), background)
-
-    radius_low, radius_high = _RADIUS_RANGE[values["size"]]
-    n_objects = 1 if values["count"] == "one" else 3
-    centres = _object_centres(n_objects, rng) * scale
-    base = np.array(_COLOUR_RGB[values["colour"]])
-    for centre in centres:
-        radius = float(rng.uniform(radius_low, radius_high)) * scale
-        colour = tuple(int(c) for c in np.clip(base + rng.integers(-18, 19, size=3), 0, 255))
-        mask = _shape_mask(values["shape"], centre, radius, float(rng.uniform(0, 2 * math.pi)), canvas_size)
-        fill = _pattern_layer(values["pattern"], colour, radius, rng, canvas_size)
-        image.paste(fill, (0, 0), mask)
-    if _SUPERSAMPLE != 1:
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return image
-
-
-def _object_centres(n_objects: int, rng: np.random.Generator) -> np.ndarray:
-    """Centres in output-pixel units, inside the central region that survives the backbone's centre crop."""
-    middle = RENDER_SIZE / 2
-    if n_objects == 1:
-        return middle + rng.uniform(-22, 22, size=(1, 2))
-    # Three objects on a jittered, randomly rotated triangle so they overlap little.
-    start = rng.uniform(0, 2 * math.pi)
-    angles = start + np.arange(3) * 2 * math.pi / 3 + rng.uniform(-0.25, 0.25, size=3)
-    spread = rng.uniform(52, 62)
-    offsets = np.stack([np.cos(angles), np.sin(angles)], axis=1) * spread
-    return middle + offsets + rng.uniform(-6, 6, size=(3, 2))
-
-
-def _shape_mask(shape: str, centre: np.ndarray, radius: float, angle: float, canvas_size: int) -> Image.Image:
-    mask = Image.new("L", (canvas_size, canvas_size), 0)
-    draw = ImageDraw.Draw(mask)
-    cx, cy = float(centre[0]), float(centre[1])
-    if shape == "circle":
-        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
-    elif shape in ("square", "triangle"):
-        corners = 4 if shape == "square" else 3
-        # Equal-area-ish polygons: a square/triangle slightly larger than the circle's radius looks balanced.
-        r = radius * (1.15 if shape == "square" else 1.3)
-        points = [
-            (
-                cx + r * math.cos(angle + k * 2 * math.pi / corners),
-                cy + r * math.sin(angle + k * 2 * math.pi / corners),
-            )
-            for k in range(corners)
-        ]
-        draw.polygon(points, fill=255)
-    else:
-        raise ACMRError(f"unknown shape {shape!r}; expected one of {', '.join(ATTRIBUTE_GROUPS['shape'])}")
-    return mask
-
-
-def _pattern_layer(
-    pattern: str, colour: tuple[int, ...], radius: float, rng: np.random.Generator, canvas_size: int
-) -> Image.Image:
-    """The object's surface over the whole canvas; the shape mask cuts it out."""
-    layer = Image.new("RGB", (canvas_size, canvas_size), colour)
-    if pattern == "plain":
-        return layer
-    draw = ImageDraw.Draw(layer)
-    # Marks scale with the object so a small striped object still shows a few stripes.
-    period = max(radius * float(rng.uniform(0.45, 0.6)), 4.0)
-    if pattern == "striped":
-        angle = float(rng.uniform(0, math.pi))
-        direction = np.array([math.cos(angle), math.sin(angle)])
-        normal = np.array([-direction[1], direction[0]])
-        middle = np.array([canvas_size / 2, canvas_size / 2])
-        half = canvas_size  # long enough to cross the canvas in any direction
-        width = max(int(period * 0.45), 2)
-        for k in range(-int(canvas_size / period) - 1, int(canvas_size / period) + 2):
-            base = middle + normal * k * period
-            start, end = base - direction * half, base + direction * half
-            draw.line([tuple(start), tuple(end)], fill=_INK_RGB, width=width)
-    elif pattern == "dotted":
-        dot = period * 0.22
-        offset = rng.uniform(0, period, size=2)
-        steps = np.arange(-1, canvas_size / period + 1) * period
-        for y in steps + offset[1]:
-            for x in steps + offset[0]:
-                draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=_INK_RGB)
-    else:
-        raise ACMRError(
-            f"unknown pattern {pattern!r}; expected one of {', '.join(ATTRIBUTE_GROUPS['pattern'])}"
-        )
-    return layer
 
 
 # --- the demo bundle's backbone, and rendered features -----------------------------------------------------
@@ -447,13 +399,14 @@ def extract_renders(
     class_indices: Sequence[int] | None = None,
     progress: bool = True,
     description: str = "render + extract",
+    size: int = RENDER_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Render images and run them through ``backbone``: ``(features (N, D), labels (N,), image ids)``."""
+    """Render ``size``-px images and run them through ``backbone``: ``(features (N, D), labels (N,), ids)``"""
     indices = list(range(len(world.classes)) if class_indices is None else class_indices)
     total = len(indices) * per_class
     features, labels, ids, batch = [], [], [], []
     with tqdm(total=total, desc=description, unit="img", disable=not progress) as bar:
-        for image, label, image_id in world.renders(seed, per_class, indices):
+        for image, label, image_id in world.renders(seed, per_class, indices, size):
             batch.append(image)
             labels.append(label)
             ids.append(image_id)
@@ -491,8 +444,7 @@ def write_examples(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written, index = [], []
-    for class_index, demo_class in enumerate(world.classes):
-        kind = "seen" if demo_class.seen else "unseen"
+    for class_index, (demo_class, kind) in enumerate(zip(world.classes, world.kinds, strict=True)):
         slug = demo_class.name.replace(" ", "-")
         for i in range(per_class):
             path = directory / f"{kind}__{slug}__{i}.png"

@@ -21,23 +21,21 @@ class ImageReadings:
     refused: tuple[tuple[str, str], ...] = ()  # (image, why) for the images that could not be read
 
     @property
-    def average(self) -> dict[str, float]:
-        mean = self.values.mean(axis=0)
-        return {name: round(float(value), 4) for name, value in zip(self.attribute_names, mean, strict=True)}
+    def mean(self) -> np.ndarray:
+        """Each attribute's average reading over the images, in ``attribute_names`` order."""
+        return self.values.mean(axis=0)
 
-    def rows(self, count: int | None = None) -> tuple[list[str], list[list[object]]]:
-        """(header, rows) of the strongest average attributes with each image's reading and the spread
-        (largest minus smallest reading: where the images disagree)."""
-        mean = self.values.mean(axis=0)
-        order = np.argsort(-mean, kind="stable")[: count or len(mean)]
-        header = ["attribute", "average", "spread", *self.labels]
-        rows = [
-            [
-                self.attribute_names[index],
-                round(float(mean[index]), 2),
-                round(float(np.ptp(self.values[:, index])), 2),
-                *(round(float(value), 2) for value in self.values[:, index]),
-            ]
-            for index in order
-        ]
-        return header, rows
+    @property
+    def average(self) -> dict[str, float]:
+        return {
+            name: round(float(value), 4) for name, value in zip(self.attribute_names, self.mean, strict=True)
+        }
+
+    @property
+    def spread(self) -> np.ndarray:
+        """Each attribute's largest minus smallest reading: where the images disagree."""
+        return np.ptp(self.values, axis=0)
+
+    def order(self) -> np.ndarray:
+        """Attribute indices, strongest average first (equal averages keep ``attribute_names`` order)."""
+        return np.argsort(-self.mean, kind="stable")

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from acmr_core.bundle.catalog import GROUP_SEPARATORS, attribute_group
+from acmr_core.data.classes import attribute_group, split_attribute_name
 from acmr_core.describe.tokens import Token, tokenize
 from acmr_core.describe.vocabulary import (
     ADJECTIVES,
@@ -104,13 +104,8 @@ def _phrase(text: str) -> tuple[frozenset[str], ...]:
     return tuple(token.keys for token in tokenize(text))
 
 
-def split_name(name: str) -> tuple[str, str]:
-    """(group, value) of an attribute name; ("", name) for an ungrouped one."""
-    group = attribute_group(name)
-    if not group:
-        return "", name
-    separator = next(sep for sep in GROUP_SEPARATORS if sep in name)
-    return group, name.split(separator, 1)[1]
+#: (group, value) of an attribute name; ("", name) for an ungrouped one (the rule is data.classes's).
+split_name = split_attribute_name
 
 
 def _part_of(group: str) -> tuple[tuple[frozenset[str], ...], str] | None:

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# attribute_group moves to acmr_core.bundle.catalog (helper A's part of issue 12); the lead fixes the import.
-from acmr_core.bundle.catalog import attribute_group
+from acmr_core.data.classes import attribute_group
 from acmr_core.describe.reader import read_description, split_name
 from acmr_core.errors import UserClassError
 

@@ -6,8 +6,11 @@ Public interface (used by training, checkpoints and the bundle builder):
 * :class:`WarmUp` — a linear warm-up ``factor`` over epochs ``start_epoch -> end_epoch``.
 * :class:`TrainConfig` — the ACMR schedule (epochs, batch size, learning rates, warm-ups) and the GZSL
   classifier settings (samples per class, optimiser, epochs, calibration grid).
-* :func:`get_preset` ``(name) -> (arch kwargs, TrainConfig)`` for ``CUB``, ``SUN``, ``AWA1``, ``AWA2`` and a
-  small ``demo`` preset (~20 classes x ~20 attributes); :func:`register_preset`, :func:`list_presets`.
+* :class:`Preset` — a named ``ACMRConfig`` + ``TrainConfig``, stored as data: one JSON file per built-in
+  preset in ``presets/`` (``CUB``, ``SUN``, ``AWA1``, ``AWA2``, a small ``DEMO`` one and ``DEMO-WORLD``, the
+  demo bundle's). :func:`load_preset` / :func:`save_preset` read and write one; :func:`find_preset`
+  ``(name) -> Preset``, :func:`register_preset`, :func:`list_presets`; :func:`get_preset` ``(name) ->
+  (arch dict, TrainConfig)`` for older callers; :func:`make_configs` fits a preset to the data's dims.
 
 All dataclasses round-trip through JSON with ``to_dict()`` / ``from_dict()``; unknown keys are rejected with a
 one-line :class:`~acmr_core.errors.DataError` so a corrupt config file is reported, not half-loaded.
@@ -15,12 +18,16 @@ one-line :class:`~acmr_core.errors.DataError` so a corrupt config file is report
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Callable
+import functools
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from acmr_core.errors import DataError, quote_value, shorten
+from acmr_core.fileio import read_json, write_json
 
 REPARAMETERIZATIONS = ("reference", "standard")
 SELECTIONS = ("validation", "reference")
@@ -197,108 +204,164 @@ class TrainConfig:
         return _from_dict(cls, data, "training config")
 
 
-PresetFactory = Callable[[], tuple[dict[str, Any], TrainConfig]]
-_PRESETS: dict[str, PresetFactory] = {}
+#: The built-in presets, one JSON file each (package data), named after the preset in lower case.
+PRESET_DIR = Path(__file__).with_name("presets")
+_PRESET_KEYS = ("name", "description", "arch", "train")
 
 
-def register_preset(name: str) -> Callable[[PresetFactory], PresetFactory]:
-    """Decorator adding a preset factory to the registry (like timm's model registry)."""
+@dataclass(frozen=True)
+class Preset:
+    """A named ACMR configuration: the architecture and the schedule a dataset trains with.
 
-    def decorator(factory: PresetFactory) -> PresetFactory:
-        _PRESETS[name.upper()] = factory
-        return factory
+    ``arch``'s ``feature_dim``, ``attribute_dim`` and ``num_classes`` are the dataset's nominal sizes;
+    :func:`make_configs` replaces them with the data's own. Presets are data: :func:`load_preset` reads one
+    from a JSON file (the built-in ones live in :data:`PRESET_DIR`), :func:`save_preset` writes one.
+    """
 
-    return decorator
+    name: str
+    description: str
+    arch: ACMRConfig
+    train: TrainConfig
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a preset name must be a non-empty string, got {quote_value(self.name)}")
+        if not isinstance(self.arch, ACMRConfig) or not isinstance(self.train, TrainConfig):
+            raise TypeError("a preset holds an ACMRConfig and a TrainConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "arch": self.arch.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "preset") -> Preset:
+        """The preset in ``data`` (its JSON form); an unknown key or a value of the wrong type is refused
+        with a one-line :class:`~acmr_core.errors.DataError`. Missing config fields take their defaults."""
+        if not isinstance(data, dict):
+            raise DataError(f"{what} must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(str(key) for key in set(data) - set(_PRESET_KEYS))
+        if unknown:
+            raise DataError(
+                f"{what} has unknown keys {quote_value(unknown)}; expected {', '.join(_PRESET_KEYS)}"
+            )
+        name, description = data.get("name"), data.get("description", "")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"{what} needs a 'name' (a non-empty string), got {quote_value(name)}")
+        if not isinstance(description, str):
+            raise DataError(f"{what} field 'description' must be a string, got {type(description).__name__}")
+        what = f"{what} {name!r}"
+        arch = _typed_from_dict(ACMRConfig, data.get("arch", {}), f"{what}: arch")
+        train = _typed_from_dict(TrainConfig, data.get("train", {}), f"{what}: train")
+        return cls(name, description, arch, train)
+
+
+def _type_name(expected: Any) -> str:
+    if typing.get_origin(expected) is tuple:
+        return "a list of numbers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        expected, "an object"
+    )
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether a JSON value has the type of a config field (an int is a float, a bool is not a number)."""
+    if typing.get_origin(expected) is tuple:  # tuple[float, ...]: the calibration grid
+        return isinstance(value, (list, tuple)) and all(_matches(item, float) for item in value)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected in (int, float):
+        numbers = (int,) if expected is int else (int, float)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    return isinstance(value, (dict, expected))  # a nested config (WarmUp), checked field by field below
+
+
+def _typed_from_dict(cls: type[T], data: Any, what: str) -> T:
+    """:func:`_from_dict` after checking each value's JSON type against the field's annotation (a preset
+    file is written by hand: "100" for an epoch count must not load)."""
+    if isinstance(data, dict):
+        hints = typing.get_type_hints(cls)
+        for key, value in data.items():
+            expected = hints.get(key)
+            if expected is None:
+                continue  # an unknown key: _from_dict names it
+            if not _matches(value, expected):
+                raise DataError(
+                    f"{what} field {key!r} must be {_type_name(expected)}, got {quote_value(value)}"
+                )
+            if dataclasses.is_dataclass(expected) and isinstance(value, dict):
+                data = {**data, key: _typed_from_dict(expected, value, f"{what}.{key}")}
+    return _from_dict(cls, data, what)
+
+
+def load_preset(path: str | Path) -> Preset:
+    """The preset in a JSON file (the form :func:`save_preset` writes); a missing, corrupt or malformed file
+    raises a one-line :class:`~acmr_core.errors.DataError`."""
+    what = f"preset file {Path(path).name}"
+    return Preset.from_dict(read_json(path, what=what, error=DataError), what)
+
+
+def save_preset(preset: Preset, path: str | Path) -> None:
+    write_json(path, preset.to_dict())
+
+
+@functools.cache
+def _builtin_presets() -> dict[str, Preset]:
+    # Read once, on first use: importing the config module reads no files.
+    presets: dict[str, Preset] = {}
+    for path in sorted(PRESET_DIR.glob("*.json")):
+        preset = load_preset(path)
+        if preset.name.upper() in presets:
+            raise DataError(f"preset {preset.name!r} is defined twice in {PRESET_DIR}")
+        presets[preset.name.upper()] = preset
+    return presets
+
+
+#: Presets added with :func:`register_preset`; they take precedence over built-in ones of the same name.
+_PRESETS: dict[str, Preset] = {}
+
+
+def _registry() -> dict[str, Preset]:
+    return {**_builtin_presets(), **_PRESETS}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add ``preset`` to the registry (like timm's model registry), e.g.
+    ``register_preset(load_preset("mine.json"))``; names are case-insensitive."""
+    if not isinstance(preset, Preset):
+        raise TypeError(f"register_preset takes a Preset (see load_preset), got {type(preset).__name__}")
+    _PRESETS[preset.name.upper()] = preset
+    return preset
 
 
 def list_presets() -> list[str]:
-    return sorted(_PRESETS)
+    return sorted(_registry())
+
+
+def find_preset(name: str) -> Preset:
+    """The registered preset ``name`` (case-insensitive), as a copy: changing it changes no later lookup."""
+    preset = _registry().get(str(name).upper())
+    if preset is None:
+        raise DataError(f"unknown preset '{name}'; choose one of {', '.join(list_presets())}")
+    return copy.deepcopy(preset)
 
 
 def get_preset(name: str) -> tuple[dict[str, Any], TrainConfig]:
-    """Return ``(arch kwargs for ACMRConfig, TrainConfig)`` for a dataset preset (case-insensitive)."""
-    factory = _PRESETS.get(name.upper())
-    if factory is None:
-        raise DataError(f"unknown preset '{name}'; choose one of {', '.join(list_presets())}")
-    arch, train = factory()
-    return dict(arch), train
-
-
-@register_preset("CUB")
-def _cub() -> tuple[dict[str, Any], TrainConfig]:
-    arch = {"attribute_dim": 312, "num_classes": 200, "visual_decoder_hidden": 1665}
-    return arch, TrainConfig(
-        beta=WarmUp(2.555, 0, 93),
-        distance=WarmUp(8.21, 7, 22),
-        classify=WarmUp(310.5, 0, 21),
-        cls_unseen_samples=390,
-    )
-
-
-@register_preset("SUN")
-def _sun() -> tuple[dict[str, Any], TrainConfig]:
-    arch = {"attribute_dim": 102, "num_classes": 717, "visual_decoder_hidden": 1660}
-    return arch, TrainConfig(
-        beta=WarmUp(2.455, 0, 93),
-        distance=WarmUp(10.1, 7, 22),
-        classify=WarmUp(305.555, 0, 22),
-        cls_unseen_samples=410,
-    )
-
-
-@register_preset("AWA1")
-def _awa1() -> tuple[dict[str, Any], TrainConfig]:
-    arch = {"attribute_dim": 85, "num_classes": 50, "visual_decoder_hidden": 1680}
-    return arch, TrainConfig(
-        beta=WarmUp(7.0 / 3.0, 0, 93),
-        distance=WarmUp(8.11, 6, 23),
-        classify=WarmUp(290.13, 0, 16),
-        cls_unseen_samples=460,
-    )
-
-
-@register_preset("AWA2")
-def _awa2() -> tuple[dict[str, Any], TrainConfig]:
-    arch = {"attribute_dim": 85, "num_classes": 50, "visual_decoder_hidden": 1680}
-    return arch, TrainConfig(
-        beta=WarmUp(3.554, 0, 93),
-        distance=WarmUp(12.0, 6, 22),
-        classify=WarmUp(100.5, 0, 19),
-        cls_unseen_samples=480,
-        cls_reference_epochs=300,
-    )
-
-
-@register_preset("DEMO")
-def _demo() -> tuple[dict[str, Any], TrainConfig]:
-    # ~50 classes x ~20 attributes on 2048-d features: narrower MLPs and a shorter schedule (the demo bundle
-    # is rebuilt on a CPU); the loss structure and the warm-up shape are the reference ones. A lighter KL
-    # weight (0.25) keeps the posteriors narrower than the spread of the class means, and the classifier may
-    # train up to 100 epochs (validation picks): both raised validation H (docs/benchmarks/demo.md).
-    arch = {
-        "attribute_dim": 20,
-        "num_classes": 20,
-        "visual_encoder_hidden": 512,
-        "visual_decoder_hidden": 512,
-        "semantic_encoder_hidden": 128,
-        "semantic_decoder_hidden": 128,
-    }
-    return arch, TrainConfig(
-        epochs=60,
-        beta=WarmUp(0.25, 0, 55),
-        distance=WarmUp(8.21, 4, 14),
-        classify=WarmUp(100.0, 0, 12),
-        cls_seen_samples=200,
-        cls_unseen_samples=200,
-        cls_max_epochs=100,
-    )
+    """``(ACMRConfig fields as a dict, TrainConfig)`` of :func:`find_preset` ``(name)``, the form callers
+    written before presets were typed unpack."""
+    preset = find_preset(name)
+    return preset.arch.to_dict(), preset.train
 
 
 def make_configs(
     preset: str, *, feature_dim: int, attribute_dim: int, num_classes: int, **overrides: Any
 ) -> tuple[ACMRConfig, TrainConfig]:
     """Preset architecture with the data's actual dims; ``overrides`` go to ACMRConfig (e.g. use_vsa)."""
-    arch_kwargs, train = get_preset(preset)
-    arch_kwargs.update(feature_dim=feature_dim, attribute_dim=attribute_dim, num_classes=num_classes)
-    arch_kwargs.update(overrides)
-    return ACMRConfig(**arch_kwargs), train
+    chosen = find_preset(preset)
+    dims = {"feature_dim": feature_dim, "attribute_dim": attribute_dim, "num_classes": num_classes}
+    return dataclasses.replace(chosen.arch, **{**dims, **overrides}), chosen.train

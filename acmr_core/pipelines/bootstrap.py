@@ -48,14 +48,14 @@ from acmr_core.features.weights import WEIGHT_FILE_SUFFIXES
 from acmr_core.fileio import atomic_write, file_sha256
 from acmr_core.pipelines.bootstrap_steps import (
     BootstrapOptions,
-    _create_backbone,
-    _extract_features,
-    _extract_features_as_helper,
-    _load_feature_matrix,
-    _provenance,
-    _source_roots,
-    _train,
-    _write_bundle,
+    bootstrap_provenance,
+    chosen_backbone,
+    extract_features,
+    extract_features_as_helper,
+    load_feature_matrix,
+    source_roots,
+    train_and_evaluate,
+    write_bundle,
 )
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def bootstrap(options: BootstrapOptions, session: Session | None = None) -> Boot
     slug = weights_slug(options.weights)
     work = options.data_dir / "work" / f"{spec.key}-{slug}"
     if not session.is_root:
-        _extract_features_as_helper(options, work, session)
+        extract_features_as_helper(options, work, session)
         return None
     cache = StepCache(work / "state")
     started = time.perf_counter()
@@ -198,7 +198,7 @@ def bootstrap(options: BootstrapOptions, session: Session | None = None) -> Boot
     session.broadcast(None if features_outputs else order)  # what the other ranks extract, if anything
     if features_outputs is None:
         cache.invalidate_after("features")
-        features_outputs = _extract_features(plan, meta.class_names, options, work, inputs_sha256, session)
+        features_outputs = extract_features(plan, meta.class_names, options, work, inputs_sha256, session)
         assert features_outputs is not None  # rank 0 always merges
         cache.record("features", features_inputs, features_outputs, [Path(features_outputs["file"])])
     if features_outputs.get("dropped"):
@@ -209,7 +209,7 @@ def bootstrap(options: BootstrapOptions, session: Session | None = None) -> Boot
     dataset_inputs = {"features_sha256": file_sha256(Path(features_outputs["file"])), "plan": features_inputs}
     if cache.done("dataset", dataset_inputs) is None:
         cache.invalidate_after("dataset")
-        features = _load_feature_matrix(Path(features_outputs["file"]))
+        features = load_feature_matrix(Path(features_outputs["file"]))
         write_xlsa17_folder(data_root / spec.xlsa17, plan, features, meta, layout)
         cache.record("dataset", dataset_inputs, {}, [data_root / spec.xlsa17 / "res101.mat"])
 
@@ -225,16 +225,16 @@ def bootstrap(options: BootstrapOptions, session: Session | None = None) -> Boot
     metrics = cache.done("train", train_inputs)
     if metrics is None:
         cache.invalidate_after("train")
-        metrics = _train(spec, data_root, train_dir, options)
+        metrics = train_and_evaluate(spec, data_root, train_dir, options)
         cache.record("train", train_inputs, metrics, [train_dir / "metrics.json", Path(metrics["model_dir"])])
 
     # 6. bundle
     bundle_dir = Path(options.out) if options.out else options.checkpoints / f"{spec.key}-{slug}"
-    provenance = _provenance(spec, options, plan, urls, source_ids, features_outputs, metrics)
+    provenance = bootstrap_provenance(spec, options, plan, urls, source_ids, features_outputs, metrics)
     bundle_inputs = {"train": train_inputs, "metrics_sha256": file_sha256(train_dir / "metrics.json")}
     bundle_inputs["out"] = str(bundle_dir.resolve())
     if cache.done("bundle", bundle_inputs) is None:
-        _write_bundle(
+        write_bundle(
             spec, data_root, Path(metrics["model_dir"]), features_outputs, bundle_dir, provenance, options
         )
         cache.record("bundle", bundle_inputs, {"bundle": str(bundle_dir)}, [bundle_dir])
@@ -255,11 +255,11 @@ def _sources_and_plan(
     """Steps 1 and 2: ``(urls, source ids, xlsa17 meta, layout, plan file, plan)``."""
     if options.weights != "random" and not (cache.folder / "features.json").is_file():
         # Hub or file weights can be missing; find out (in seconds) before downloading gigabytes of images.
-        _create_backbone(options)
+        chosen_backbone(options)
         cache.lap("backbone")
 
     # 1. sources (download and unpacking are individually cached by acmr_core.data.download / .archives)
-    roots, urls, source_ids = _source_roots(spec, options)
+    roots, urls, source_ids = source_roots(spec, options)
     meta = load_xlsa17_meta(roots["xlsa17"], spec, urls["xlsa17"])
     layout = spec.locate(roots, urls)
     cache.record("sources", {"dataset": spec.key}, {"sources": source_ids}, [])

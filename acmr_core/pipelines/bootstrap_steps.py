@@ -4,8 +4,8 @@ Each step is a function of :class:`BootstrapOptions` and the previous steps' out
 sources, extract the features of the planned images (in resumable shards, shared out under torchrun), train
 and evaluate ACMR on the xlsa17-layout folder, and assemble the bundle from the model that was evaluated.
 
-The step functions keep the leading underscore they had inside ``bootstrap.py``: they are the runner's
-building blocks (and the tests' seams), not a public API; :func:`acmr_core.pipelines.bootstrap.bootstrap` is.
+The step functions are public names of this module because the runner imports them (and the tests patch
+them); the entry point for users is :func:`acmr_core.pipelines.bootstrap.bootstrap`.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _unpack(fetched: Fetched, url: str, source: Source, options: BootstrapOption
         ) from None
 
 
-def _source_roots(
+def source_roots(
     spec: DatasetSpec, options: BootstrapOptions
 ) -> tuple[dict[str, Path], dict[str, str], dict[str, Any]]:
     """Download and unpack every source; returns unpacked roots, URLs used, and their identities."""
@@ -133,14 +133,14 @@ def _source_roots(
 # 3. features, 5. train, 6. bundle
 
 
-def _create_backbone(options: BootstrapOptions) -> Backbone:
+def chosen_backbone(options: BootstrapOptions) -> Backbone:
     """The chosen backbone (kept in acmr_core.features.backbone's cache, so asking twice costs nothing)."""
     return create_backbone(
         weights=options.weights, device=options.device, seed=options.seed, batch_size=options.batch_size
     )
 
 
-def _extract_features(
+def extract_features(
     plan: ImagePlan,
     class_names: list[str],
     options: BootstrapOptions,
@@ -157,7 +157,7 @@ def _extract_features(
     """
 
     session = session or Session()
-    backbone = session.agreed(lambda: _create_backbone(options))
+    backbone = session.agreed(lambda: chosen_backbone(options))
     shards = work / f"features.shards-{inputs_sha256[:16]}"
     if session.is_root:
         for stale in work.glob("features.shards-*"):
@@ -200,7 +200,7 @@ def _extract_features(
     }
 
 
-def _extract_features_as_helper(options: BootstrapOptions, work: Path, session: Session) -> None:
+def extract_features_as_helper(options: BootstrapOptions, work: Path, session: Session) -> None:
     """A rank other than 0: wait for rank 0's sources and plan, then extract its share of the shards."""
     session.agree()  # pairs with rank 0's steps 1-2 (which may take as long as the download)
     order = session.broadcast(None)
@@ -208,17 +208,20 @@ def _extract_features_as_helper(options: BootstrapOptions, work: Path, session: 
         log.info("%s: the features are up to date; nothing to do here", session.describe())
         return
     plan = ImagePlan.from_json(order["plan"])
-    _extract_features(plan, list(order["classes"]), options, work, order["sha"], session)
+    extract_features(plan, list(order["classes"]), options, work, order["sha"], session)
     log.info("%s: its shards are done; rank 0 trains and writes the bundle", session.describe())
 
 
-def _load_feature_matrix(path: Path) -> np.ndarray:
-
+def load_feature_matrix(path: Path) -> np.ndarray:
+    """The features of an acmr features file as one float32 matrix (step 4 writes it into ``res101.mat``)."""
     return np.asarray(load_features(path).features, dtype=np.float32)
 
 
-def _train(spec: DatasetSpec, data_root: Path, train_dir: Path, options: BootstrapOptions) -> dict[str, Any]:
-
+def train_and_evaluate(
+    spec: DatasetSpec, data_root: Path, train_dir: Path, options: BootstrapOptions
+) -> dict[str, Any]:
+    """Step 5: train ACMR on the xlsa17-layout folder and evaluate it once on the test split; the metrics
+    (with ``model_dir``, the evaluated model) are also written to ``<train_dir>/metrics.json``."""
     data = load_xlsa17(data_root, spec.xlsa17)
     if options.selection == "validation" and not data.has_validation_split:
         raise DataError(
@@ -259,7 +262,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _backbone_spec(identity: dict[str, Any], options: BootstrapOptions) -> dict[str, Any]:
-
+    """How the app recreates the backbone that made the features (a local weights file by absolute path)."""
     weights = options.weights
     if Path(weights).expanduser().is_file():
         weights = str(Path(weights).expanduser().resolve())  # the app must find the file from anywhere
@@ -268,7 +271,7 @@ def _backbone_spec(identity: dict[str, Any], options: BootstrapOptions) -> dict[
     )
 
 
-def _provenance(
+def bootstrap_provenance(
     spec: DatasetSpec,
     options: BootstrapOptions,
     plan: ImagePlan,
@@ -277,6 +280,7 @@ def _provenance(
     features: dict[str, Any],
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
+    """What the bundle records about how it was made: sources, split, backbone, schedule and test metrics."""
     return {
         "made_by": "acmr bootstrap",
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("acmr") else None,
@@ -318,7 +322,7 @@ def _catalog(data: ZSLData) -> ClassCatalog:
     )
 
 
-def _write_bundle(
+def write_bundle(
     spec: DatasetSpec,
     data_root: Path,
     model_dir: Path,

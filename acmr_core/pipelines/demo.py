@@ -15,10 +15,10 @@ from acmr_core.bundle.format import check_output_dir
 from acmr_core.data.demo_world import (
     DEFAULT_RESIDUAL_SCALE,
     GALLERY_SEED,
-    RENDER_SIZE,
     SHAPE_CAVEAT,
     TRAIN_SEED,
     DemoWorld,
+    DemoWorldRecord,
     FeatureExtractor,
     default_world,
     extract_renders,
@@ -26,6 +26,7 @@ from acmr_core.data.demo_world import (
 from acmr_core.defaults import DEFAULT_BUNDLE
 from acmr_core.errors import ACMRError
 from acmr_core.features.backbone import create_backbone
+from acmr_core.model.config import find_preset
 from acmr_core.pipelines.build import LabelledFeatures, build_bundle
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ log = logging.getLogger(__name__)
 #: 100 renders per class (DEMO preset of the time), 86.5 / 87.8 with 100 / 160 and the current preset.
 DEMO_TRAIN_PER_CLASS = 160
 DEMO_PLOT_PER_CLASS = 5
-#: The most ACMR epochs of the demo bundle; validation stops training earlier when H stops rising.
-DEMO_EPOCHS = 200
+#: The preset the demo bundle trains with: its schedule (at most 200 ACMR epochs, validation stopping earlier)
+#: and its fine calibration grid are written there and nowhere else (acmr_core/model/presets/demo-world.json).
+DEMO_PRESET = "DEMO-WORLD"
+#: The most ACMR epochs of the demo bundle, read from its preset (``acmr build-demo --help`` states it).
+DEMO_EPOCHS = find_preset(DEMO_PRESET).train.epochs
 QUICK_TRAIN_PER_CLASS = 8
 QUICK_PLOT_PER_CLASS = 3
 QUICK_EPOCHS = 15
-#: Calibration candidates for the demo bundle (validation picks one): 0, 0.1, ..., 3.0.
-DEMO_GAMMA_GRID = tuple(round(0.1 * step, 1) for step in range(31))
 
 
 def build_demo_bundle(
@@ -53,7 +55,7 @@ def build_demo_bundle(
     world: DemoWorld | None = None,
     train_per_class: int = DEMO_TRAIN_PER_CLASS,
     plot_per_class: int = DEMO_PLOT_PER_CLASS,
-    epochs: int | None = DEMO_EPOCHS,
+    epochs: int | None = None,
     device: str = "auto",
     seed: int = 0,
     projection: str = "umap",
@@ -66,7 +68,8 @@ def build_demo_bundle(
     Training renders use :data:`TRAIN_SEED` (seen classes only); the latent-space plot uses
     :data:`GALLERY_SEED` renders of every class; both seeds are recorded so evaluation can refuse them.
     ``rendered``: the ``(training, plot)`` sets of :func:`render_demo_sets` for these settings, already
-    extracted (the ablation benchmark trains several models on one extraction).
+    extracted (the ablation benchmark trains several models on one extraction). ``epochs``: the most ACMR
+    epochs, warm-ups scaled in proportion (default: the :data:`DEMO_PRESET` schedule's, :data:`DEMO_EPOCHS`).
     """
     if out_dir is not None:
         check_output_dir(out_dir)  # before minutes of rendering
@@ -85,13 +88,7 @@ def build_demo_bundle(
     log.info("demo world: %d classes (%d seen), backbone %s", len(world.classes), world.seen_mask.sum(),
              backbone.identity.describe())  # fmt: skip
     train, plot = rendered or render_demo_sets(world, backbone, train_per_class, plot_per_class, progress)
-    catalog = ClassCatalog(
-        names=tuple(world.class_names),
-        attribute_names=tuple(world.attribute_names),
-        attribute_matrix=world.attribute_matrix(),
-        seen_mask=world.seen_mask,
-        descriptions=tuple(c.description for c in world.classes),
-    )
+    catalog = ClassCatalog.from_demo_world(world)
     provenance = {
         "name": DEFAULT_BUNDLE,
         "backbone": {
@@ -100,18 +97,16 @@ def build_demo_bundle(
             "seed": backbone_seed,
             "residual_scale": residual_scale,
         },
-        "demo_world": {
-            "used_seeds": [TRAIN_SEED, GALLERY_SEED],
-            "train_seed": TRAIN_SEED,
-            "plot_seed": GALLERY_SEED,
-            "train_per_class": train_per_class,
-            "plot_per_class": plot_per_class,
-            "render_size": RENDER_SIZE,
-        },
+        DemoWorldRecord.KEY: DemoWorldRecord(
+            used_seeds=(TRAIN_SEED, GALLERY_SEED),
+            train_seed=TRAIN_SEED,
+            plot_seed=GALLERY_SEED,
+            train_per_class=train_per_class,
+            plot_per_class=plot_per_class,
+        ).to_provenance(),
         "caveat": SHAPE_CAVEAT,
     }
-    # Validation "unseen" classes keep the zero-shot property, and gamma is chosen on a fine grid: the
-    # preset's coarse grid (…, 0.5, 1.0, …) is too coarse for 24 classes.
+    # Validation "unseen" classes keep the zero-shot property.
     val_unseen = world.validation_unseen(seed)
     # The familiarity's pixel measure needs the training images themselves: re-render them (cheap, pure).
     histograms = np.stack(
@@ -121,9 +116,8 @@ def build_demo_bundle(
         ]
     )
     return build_bundle(
-        train, catalog, out_dir, identity=backbone.identity, plot_features=plot, preset="DEMO", epochs=epochs,
-        val_unseen_classes=val_unseen if val_unseen.size else None,
-        train_overrides={"cls_gamma_grid": DEMO_GAMMA_GRID},
+        train, catalog, out_dir, identity=backbone.identity, plot_features=plot, preset=DEMO_PRESET,
+        epochs=epochs, val_unseen_classes=val_unseen if val_unseen.size else None,
         device=device, seed=seed, plot_per_class=plot_per_class, projection=projection, provenance=provenance,
         progress=progress, pixel_histograms=histograms,
     )  # fmt: skip

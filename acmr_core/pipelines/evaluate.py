@@ -57,27 +57,34 @@ def evaluate_bundle(
 def _render_evaluation_set(
     bundle: Bundle, seed: int | None, per_class: int, device: str, progress: bool
 ) -> tuple[LabelledFeatures, dict[str, Any]]:
-    demo = bundle.provenance.get("demo_world")
-    if not isinstance(demo, dict):
+    try:
+        record = demo_world.DemoWorldRecord.from_provenance(bundle.provenance)
+    except BundleError as error:
+        raise BundleError(f"bundle {bundle.name}: {error}") from None
+    if record is None:
         raise BundleError(
             f"bundle {bundle.name} is not a demo-world bundle, so there is nothing to render; score it on "
             "held-out extracted features (acmr_core.pipelines.evaluate.evaluate_bundle)"
         )
     seed = demo_world.DEFAULT_EVAL_SEED if seed is None else int(seed)
-    used = {int(s) for s in demo.get("used_seeds", [])}
+    used = set(record.used_seeds)
     if seed in used:
         raise BundleError(
             f"render seed {seed} was used to build bundle {bundle.name}; choose a seed not in {sorted(used)}"
         )
     if per_class < 1:
         raise BundleError(f"--per-class must be at least 1, got {per_class}")
-    try:
-        world = demo_world.default_world().subset(list(bundle.catalog.names))
-    except ACMRError:
-        raise BundleError(f"bundle {bundle.name} has classes the demo world does not define") from None
+    catalog = bundle.catalog
+    try:  # by attribute values, as serving draws a class: one way back from a bundle to its world
+        world = demo_world.DemoWorld.of_classes(
+            catalog.names, catalog.attribute_names, catalog.attribute_matrix, catalog.seen_mask
+        )
+    except ACMRError as error:
+        raise BundleError(f"bundle {bundle.name} has a class the demo world cannot draw: {error}") from None
     backbone = bundle.create_backbone(device=device)
     features, labels, _ = demo_world.extract_renders(
-        world, backbone, seed, per_class, progress=progress, description=f"evaluate (render seed {seed})"
-    )
+        world, backbone, seed, per_class, progress=progress, description=f"evaluate (render seed {seed})",
+        size=record.render_size,
+    )  # fmt: skip
     rendered = {"source": "demo-world renders", "render_seed": seed, "per_class": per_class}
     return LabelledFeatures(features, labels), rendered

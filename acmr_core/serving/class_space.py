@@ -17,7 +17,6 @@ from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.serving.threads import single_torch_thread, sklearn_single_thread
 from acmr_core.serving.user_classes import UserClass
 from acmr_core.serving.validation import fold_name
-from acmr_core.viz.latent_space import place_points
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +101,11 @@ class SpaceBuilder:
         return self.bundle.semantic_latents(attributes)
 
     def place(self, latents: np.ndarray) -> np.ndarray:
-        """2-D map positions of latents (the bundle's projection, one thread: a tiny query)."""
+        """2-D map positions of latents: ``Bundle.place`` (the one placement), one thread (a tiny query)."""
         if len(latents) == 0:
             return np.zeros((0, 2), dtype=np.float32)
         with sklearn_single_thread():
-            return place_points(latents, self.bundle.projection)
+            return self.bundle.place(latents)
 
     def _fit_classifier(self, attributes: np.ndarray) -> GZSLClassifier:
         """The bundle's GZSL classifier with one row per user class (extra unseen classes), issue 24's fast

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from acmr_core.bundle.bundle import Bundle
-from acmr_core.bundle.catalog import attribute_group
 from acmr_core.data import demo_world
+from acmr_core.data.classes import attribute_group
 from acmr_core.data.images import describe_source, load_image
 from acmr_core.describe.images import MAX_EXAMPLE_IMAGES, ImageReadings
 from acmr_core.describe.reader import Reading, read_description
@@ -205,8 +205,9 @@ class ReadSide:
 
     @property
     def can_render(self) -> bool:
-        """Whether classes can be drawn: only a demo-world bundle knows how its images are made."""
-        return isinstance(self.bundle.provenance.get("demo_world"), Mapping)
+        """Whether classes can be drawn: only a demo-world bundle knows how its images are made (its record is
+        checked when images are drawn, so a bad one refuses a render, not the adding of a class)."""
+        return isinstance(self.bundle.provenance.get(demo_world.DemoWorldRecord.KEY), Mapping)
 
     def check_drawable(self, values: Sequence[float]) -> None:
         """Refuse, naming the group, a class a demo world cannot draw (two colours, no background): kept, it
@@ -276,12 +277,12 @@ class ReadSide:
         ]
 
     def _render_size(self) -> int:
-        size = self.bundle.provenance["demo_world"].get("render_size", demo_world.RENDER_SIZE)
-        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1024:
-            raise UserClassError(
-                f"bundle {self.bundle_name} records render_size {quote_value(size)}; expected 16 to 1024 px"
-            )
-        return size
+        """The recorded render size, as evaluation draws this bundle's images."""
+        try:
+            record = demo_world.DemoWorldRecord.from_provenance(self.bundle.provenance)
+        except ACMRError as error:
+            raise UserClassError(f"bundle {self.bundle_name}: {error}") from None
+        return record.render_size if record is not None else demo_world.RENDER_SIZE
 
     # ---- describing a class (issue 15): words or example images -> editor values; nothing is added ------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ from acmr_core.serving.user_classes import UserClass, UserClassStore, open_store
 from acmr_core.serving.validation import parse_attributes_json, validate_values
 from acmr_core.serving.visitors import VisitorClasses
 from acmr_core.viz.latent_space import AlignmentSummary
-from acmr_core.viz.plots import KINDS, QueryPoint
 
 log = logging.getLogger(__name__)
 
@@ -209,16 +208,11 @@ class StudioService:
     def class_counts(self) -> dict[str, int]:
         return self.reads.class_counts(self.class_space())
 
-    def latent_figure(
-        self,
-        classes: Collection[str] | None = None,
-        kinds: Collection[str] = KINDS,
-        query: QueryPoint | None = None,
-        highlight: str | None = None,
-        draft: QueryPoint | None = None,
-        photos: bool = True,
-    ) -> go.Figure:
-        return self.reads.latent_figure(self.class_space(), classes, kinds, query, highlight, draft, photos)
+    def latent_figure(self, **options: Any) -> go.Figure:
+        """The latent-space plot of this visitor's classes; ``options`` as for
+        :meth:`ReadSide.latent_figure <acmr_core.serving.read_side.ReadSide.latent_figure>` (classes, kinds,
+        query, highlight, draft, photos)."""
+        return self.reads.latent_figure(self.class_space(), **options)
 
     def preview_class(
         self, attributes: Mapping[str, object], image_latent: Sequence[float] | None = None

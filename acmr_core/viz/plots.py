@@ -95,16 +95,20 @@ def latent_figure(
     short line means "description and photos agree". ``highlight`` (a class name) draws that class's images,
     prototype and line strongly and fades everything else.
     """
-    selected = _selected_classes(scene, classes, kinds)
-    safe_names = [_escape(name) for name in scene.class_names]
-    # Over the whole scene, not the filtered part: a class keeps its colour whatever is shown.
-    colours = class_colours(scene.class_xy)
-    focus = _highlight_index(scene, highlight)
+    drawn = _Drawn(
+        scene=scene,
+        selected=_selected_classes(scene, classes, kinds),
+        safe_names=[_escape(name) for name in scene.class_names],
+        # Over the whole scene, not the filtered part: a class keeps its colour whatever is shown.
+        colours=class_colours(scene.class_xy),
+        focus=_highlight_index(scene, highlight),
+    )
+    scene, selected, colours, focus = drawn.scene, drawn.selected, drawn.colours, drawn.focus
     figure = go.Figure()
     for kind in ("seen", "unseen") if photos else ():
-        figure.add_traces(_image_trace(scene, selected, kind, safe_names, colours, focus))
+        figure.add_traces(_image_trace(drawn, kind))
     for kind in KINDS:
-        figure.add_traces(_prototype_trace(scene, selected, kind, safe_names, colours, focus))
+        figure.add_traces(_prototype_trace(drawn, kind))
     # All at once: add_shape re-validates every earlier shape (200 classes took seconds).
     if photos:
         figure.update_layout(shapes=_alignment_lines(scene, selected, colours, focus))
@@ -188,14 +192,22 @@ def _opacities(class_index: np.ndarray, focus: int | None, normal: float) -> flo
     return [1.0 if index == focus else _FADED for index in class_index]
 
 
-def _image_trace(
-    scene: LatentScene,
-    selected: np.ndarray,
-    kind: str,
-    safe_names: list[str],
-    colours: list[str],
-    focus: int | None,
-) -> list[go.Scatter]:
+@dataclass(frozen=True)
+class _Drawn:
+    """What every trace of one figure is drawn from: the scene, the classes shown, escaped names, class
+    colours and the highlighted class."""
+
+    scene: LatentScene
+    selected: np.ndarray  # (n_classes,) bool
+    safe_names: list[str]
+    colours: list[str]
+    focus: int | None
+
+
+def _image_trace(drawn: _Drawn, kind: str) -> list[go.Scatter]:
+    scene, selected, safe_names, colours, focus = (
+        drawn.scene, drawn.selected, drawn.safe_names, drawn.colours, drawn.focus,
+    )  # fmt: skip
     kind_of_class = np.asarray(scene.class_kinds)
     keep = selected[scene.image_class] & (kind_of_class[scene.image_class] == kind)
     if not keep.any():
@@ -232,14 +244,10 @@ def _image_trace(
     ]
 
 
-def _prototype_trace(
-    scene: LatentScene,
-    selected: np.ndarray,
-    kind: str,
-    safe_names: list[str],
-    colours: list[str],
-    focus: int | None,
-) -> list[go.Scatter]:
+def _prototype_trace(drawn: _Drawn, kind: str) -> list[go.Scatter]:
+    scene, selected, safe_names, colours, focus = (
+        drawn.scene, drawn.selected, drawn.safe_names, drawn.colours, drawn.focus,
+    )  # fmt: skip
     indices = [index for index, value in enumerate(scene.class_kinds) if value == kind and selected[index]]
     if not indices:
         return []
