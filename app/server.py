@@ -106,6 +106,9 @@ def _build(
         user_classes_dir=user_classes_dir,
         warm_default=False,
         per_visitor=per_visitor,
+        # An edit is answered with the fast classifier update; the full re-fit follows in the background
+        # (with many user classes the fast rows alone lose accuracy: docs/benchmarks/app.md).
+        refine=True,
     )
     # The first forward pass is slow (kernel set-up): overlap it with building and launching the UI.
     warm_up = threading.Thread(target=registry.default().warm_up, name="acmr-warm-up", daemon=True)

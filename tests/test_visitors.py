@@ -173,3 +173,79 @@ def test_limits_are_refused_naming_the_limit(service, monkeypatch) -> None:
         UserClassError, match="this server holds its limit of 2 user classes over all visitors"
     ):
         service.for_visitor("visitor-c-" + "c" * 32).define_class("first", RED_BALL)
+
+
+# ---- background refinement: the full re-fit replaces the fast rows after an edit --------------------------
+
+
+def test_a_refined_classifier_is_the_full_refit_and_an_edit_meanwhile_wins(loaded, tmp_path: Path) -> None:  # noqa: F811
+    import torch
+
+    from acmr_core.serving.visitors import VisitorClasses
+
+    service = open_service(loaded, tmp_path)
+    classes = service.classes
+    service.classes = VisitorClasses(
+        classes.builder,
+        service.store,
+        per_visitor=True,
+        check_values=service.reads.check_drawable,
+        refine=True,
+    )
+    builder = service.classes.builder
+    started, release = threading.Event(), threading.Event()
+    real_full = builder.full_classifier
+
+    def held_full(space):
+        started.set()
+        assert release.wait(60)
+        return real_full(space)
+
+    a = service.for_visitor(A)
+    try:
+        builder.full_classifier = held_full  # the first refinement waits until released
+        a.define_class("first", RED_BALL)
+        assert started.wait(60)
+        fast = a.class_space()
+        assert not fast.refined  # answered at once, with the fast rows
+        a.define_class("second", {**RED_BALL, "size: small": 0.0, "size: large": 1.0})  # an edit meanwhile
+        builder.full_classifier = real_full
+        release.set()
+        assert service.classes.wait_refined(120)
+        space = a.class_space()
+        assert space.refined and space.names[-2:] == ("first", "second")  # the stale refinement was dropped
+        seen_mask = np.array([kind == "seen" for kind in space.kinds])
+        expected = service.bundle.refit_classifier(space.unit_attributes * builder.scale, seen_mask, seed=0)
+        assert torch.equal(space.classifier.fc.weight, expected.fc.weight)  # the full re-fit, bit for bit
+        ranked = a.predict_features(np.zeros(2048, np.float32), top_k=100).ranked
+        assert {"first", "second"} <= {item.name for item in ranked}
+    finally:
+        release.set()
+        service.store.close()
+
+
+def test_torch_threads_come_back_when_overlapping_single_thread_bursts_end() -> None:
+    import torch
+
+    from acmr_core.serving.threads import single_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # more than one, so "stuck at 1" shows (tests run with OMP_NUM_THREADS=1)
+    inside, leave_first = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with single_torch_thread():
+            inside.set()
+            assert leave_first.wait(30)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(30)
+    with single_torch_thread():  # a second burst starts while the first is inside ...
+        leave_first.set()
+        thread.join(30)  # ... and the first one ends before it
+        assert torch.get_num_threads() == 1
+    try:
+        assert torch.get_num_threads() == 2  # not stuck at 1 (the second burst saw 1 as "before")
+    finally:
+        torch.set_num_threads(before)

@@ -32,6 +32,8 @@ class ClassSpace:
     semantic_xy: np.ndarray  # (C, 2)
     classifier: GZSLClassifier  # over these classes, in this order
     user_classes: tuple[UserClass, ...] = ()
+    #: The classifier is the full re-fit over these classes (not the fast rows an edit is answered with).
+    refined: bool = False
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -106,6 +108,18 @@ class SpaceBuilder:
             return np.zeros((0, 2), dtype=np.float32)
         with sklearn_single_thread():
             return self.bundle.place(latents)
+
+    def full_classifier(self, space: ClassSpace) -> GZSLClassifier:
+        """The full re-fit over a snapshot's classes (``Bundle.refit_classifier``: every row trained, seconds
+        on one core); what a background refinement swaps in for the fast rows."""
+        started = time.perf_counter()
+        seen_mask = np.concatenate([self.bundle.catalog.seen_mask, np.zeros(len(space.user_classes), bool)])
+        with single_torch_thread():
+            classifier = self.bundle.refit_classifier(space.unit_attributes * self.scale, seen_mask, seed=0)
+        log.info(
+            "refined a classifier over %d classes in %.1f s", len(space.names), time.perf_counter() - started
+        )
+        return classifier.eval()
 
     def _fit_classifier(self, attributes: np.ndarray) -> GZSLClassifier:
         """The bundle's GZSL classifier with one row per user class (extra unseen classes), issue 24's fast

@@ -23,15 +23,18 @@ class ServiceRegistry:
         user_classes_dir: str | Path | None = None,
         warm_default: bool = True,
         per_visitor: bool = False,
+        refine: bool = False,
     ) -> None:
         """Load the default bundle now (warmed up unless ``warm_default`` is False: the caller warms it).
 
-        ``per_visitor``: each visitor has their own classes (a public server) rather than one shared set.
+        ``per_visitor``: each visitor has their own classes (a public server) rather than one shared set;
+        ``refine``: visitors' classifiers are re-fitted in the background after each edit.
         """
         self.checkpoints = Path(checkpoints)
         self.device = device
         self.user_classes_dir = Path(user_classes_dir) if user_classes_dir else default_user_classes_dir()
         self.per_visitor = per_visitor
+        self.refine = refine
         default_dir = find_bundle(default_bundle, self.checkpoints)
         self.default_name = default_dir.name
         self._paths: dict[str, Path] = {self.default_name: default_dir}
@@ -43,6 +46,7 @@ class ServiceRegistry:
             user_classes_dir=self.user_classes_dir,
             warm=warm_default,
             per_visitor=per_visitor,
+            refine=refine,
         )
 
     def names(self) -> list[str]:
@@ -71,6 +75,7 @@ class ServiceRegistry:
                     device=self.device,
                     user_classes_dir=self.user_classes_dir,
                     per_visitor=self.per_visitor,
+                    refine=self.refine,
                 )
                 self._services[name] = service
             return service

@@ -58,11 +58,12 @@ class StudioService:
         bundle_name: str,
         *,
         per_visitor: bool = False,
+        refine: bool = False,
     ) -> None:
         builder = SpaceBuilder(bundle)
         self.reads = ReadSide(builder, backbone, bundle_name)
         self.classes = VisitorClasses(
-            builder, store, per_visitor=per_visitor, check_values=self.reads.check_drawable
+            builder, store, per_visitor=per_visitor, check_values=self.reads.check_drawable, refine=refine
         )
         self.visitor: str | None = None
 
@@ -74,10 +75,13 @@ class StudioService:
         user_classes_dir: str | Path | None = None,
         warm: bool = True,
         per_visitor: bool = False,
+        refine: bool = False,
     ) -> StudioService:
         """Load a bundle, its backbone and its user-class store; warm up so the first request is fast.
 
-        ``user_classes_dir`` defaults to :func:`acmr_core.defaults.default_user_classes_dir`.
+        ``user_classes_dir`` defaults to :func:`acmr_core.defaults.default_user_classes_dir`. ``refine``:
+        after each edit, re-fit the visitor's whole classifier in the background and swap it in (see
+        :mod:`acmr_core.serving.visitors`); off, an edit's fast classifier update stays.
         """
         started = time.perf_counter()
         bundle_dir = Path(bundle_dir)
@@ -85,7 +89,7 @@ class StudioService:
         backbone = bundle.create_backbone(device=device)  # checked against the bundle's backbone identity
         folder = default_user_classes_dir() if user_classes_dir is None else Path(user_classes_dir)
         store = open_store(folder, bundle_dir.name, bundle.catalog.attribute_names, per_visitor=per_visitor)
-        service = cls(bundle, backbone, store, bundle_dir.name, per_visitor=per_visitor)
+        service = cls(bundle, backbone, store, bundle_dir.name, per_visitor=per_visitor, refine=refine)
         if warm:
             service.warm_up()
         log.info("bundle %s ready in %.1f s", bundle_dir.name, time.perf_counter() - started)

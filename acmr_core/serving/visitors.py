@@ -10,6 +10,12 @@ more than :data:`IDLE_EVICTION_S`; an evicted visitor's snapshot is rebuilt from
 Concurrency: reads take a resident snapshot with no lock. A visitor's writes (and a rebuild of their
 snapshot) hold that visitor's own lock, so two edits of one visitor are serialised while other visitors'
 edits and everyone's predictions go on.
+
+Refinement (``refine=True``, what a served app uses): an edit is answered at once with the fast classifier
+update (one row fitted per added class), and a background worker then re-fits the visitor's whole
+classifier (seconds on one core) and swaps it in, unless the visitor edited meanwhile (the newer edit
+schedules its own). With many user classes the fast rows alone lose accuracy on seen classes (each row is
+fitted alone, and their shares of a seen image add up); the refined classifier is the full re-fit.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class VisitorClasses:
         check_values: ValuesCheck | None = None,
         max_resident: int = MAX_RESIDENT_VISITORS,
         idle_eviction_s: float = IDLE_EVICTION_S,
+        refine: bool = False,
     ) -> None:
         self.builder = builder
         self.store = store
@@ -82,6 +89,7 @@ class VisitorClasses:
         self._mutex = threading.Lock()  # guards _resident and _locks, held for microseconds
         # One lock per visitor while anything refers to it (a resident snapshot or a running edit).
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+        self._refiner = _Refiner(self._refine) if refine else None
 
     # ---- who is asking -----------------------------------------------------------------------------------
 
@@ -145,6 +153,7 @@ class VisitorClasses:
                 self.builder.bundle_names, owner,
             )  # fmt: skip
             self._keep(owner, current, replace(space, user_classes=(*current.space.user_classes, stored)))
+            self._schedule_refinement(owner)
         return stored
 
     def rename(self, visitor: str | None, old: str, new: str) -> UserClass:
@@ -166,6 +175,7 @@ class VisitorClasses:
                 space, names=space.names[:n_bundle] + tuple(item.name for item in user_classes),
                 user_classes=tuple(user_classes),
             ))  # fmt: skip
+            self._schedule_refinement(owner)  # a refinement of the old names is discarded
         return renamed
 
     def delete(self, visitor: str | None, name: object) -> UserClass:
@@ -187,6 +197,7 @@ class VisitorClasses:
             new_space = self.builder.build(remaining)  # fit first, so a failure leaves everything as it was
             removed = self.store.delete(space.names[position], owner)
             self._keep(owner, current, new_space)
+            self._schedule_refinement(owner)
         return removed
 
     def import_json(self, visitor: str | None, text: str) -> list[UserClass]:
@@ -204,6 +215,7 @@ class VisitorClasses:
             space = self.builder.build((*current.space.user_classes, *prepared))
             added = self.store.add_all(prepared, owner)
             self._keep(owner, current, space)
+            self._schedule_refinement(owner)
         return added
 
     # ---- residents ---------------------------------------------------------------------------------------
@@ -230,6 +242,8 @@ class VisitorClasses:
                     "rebuilt a visitor's %d classes in %.2f s", len(stored), time.perf_counter() - started
                 )
             self._keep(owner, resident, resident.space)
+            if stored:
+                self._schedule_refinement(owner)
         return resident
 
     def _keep(self, owner: str, resident: _Resident, space: ClassSpace) -> None:
@@ -252,6 +266,30 @@ class VisitorClasses:
                 break
             del self._resident[owner]
 
+    # ---- refinement ----------------------------------------------------------------------------------------
+
+    def _schedule_refinement(self, owner: str) -> None:
+        if self._refiner is not None:
+            self._refiner.schedule(owner)
+
+    def _refine(self, owner: str) -> None:
+        """Swap the full re-fit in for the owner's current snapshot, if it is still current when done."""
+        with self._mutex:
+            resident = self._resident.get(owner)
+        if resident is None or resident.space.refined or not resident.space.user_classes:
+            return
+        space = resident.space
+        classifier = self.builder.full_classifier(space)  # seconds, no lock held: edits and reads go on
+        with self._lock_of(owner):
+            with self._mutex:
+                current = self._resident.get(owner) is resident and resident.space is space
+            if current:
+                self._keep(owner, resident, replace(space, classifier=classifier, refined=True))
+
+    def wait_refined(self, timeout: float | None = None) -> bool:
+        """Block until no refinement is pending or running (True), or ``timeout`` passed (False)."""
+        return True if self._refiner is None else self._refiner.wait_idle(timeout)
+
     def resident_count(self) -> int:
         with self._mutex:
             return len(self._resident)
@@ -267,3 +305,42 @@ class VisitorClasses:
             if position < len(space.names) - len(space.user_classes):
                 raise UserClassError(f"{name!r} is already a class of this model; choose another name")
             raise UserClassError(f"a class named {name!r} already exists; choose another name")
+
+
+class _Refiner:
+    """One daemon worker refining visitors' classifiers in the order asked, each visitor once however often
+    they edited meanwhile (only their latest classes matter)."""
+
+    def __init__(self, refine: Callable[[str], None]) -> None:
+        self._refine = refine
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._running = 0
+        self._changed = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def schedule(self, owner: str) -> None:
+        with self._changed:
+            self._pending[owner] = None
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="acmr-refine", daemon=True)
+                self._worker.start()
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._running, timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending))
+                owner, _ = self._pending.popitem(last=False)
+                self._running += 1
+            try:
+                self._refine(owner)
+            except Exception:  # a failed refinement leaves the fast classifier in place; say why in the log
+                log.exception("refining a visitor's classifier failed")
+            finally:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()
