@@ -48,6 +48,19 @@ def service(loaded, tmp_path: Path):  # noqa: F811
     made.store.close()
 
 
+def held(call):
+    """``(wrapper, entered, release)``: the wrapper signals ``entered``, then waits for ``release`` before
+    calling ``call`` (to hold an edit or a refinement in the middle of its fit)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def wrapper(*args):
+        entered.set()
+        assert release.wait(60)
+        return call(*args)
+
+    return wrapper, entered, release
+
+
 def everything_shown(view) -> str:
     """Every place a class name can appear for a visitor, as one text."""
     figure = view.latent_figure().to_json()
@@ -137,14 +150,7 @@ def test_one_visitors_edit_never_holds_up_another_visitors_prediction(service, m
     b = service.for_visitor(B)
     b.define_class("b's", RED_BALL)
     builder = service.classes.builder
-    fitting, release = threading.Event(), threading.Event()
-    real_fit = builder._fit_classifier
-
-    def slow_fit(attributes):
-        fitting.set()
-        assert release.wait(30)
-        return real_fit(attributes)
-
+    slow_fit, fitting, release = held(builder._fit_classifier)
     monkeypatch.setattr(builder, "_fit_classifier", slow_fit)
     editor = threading.Thread(target=lambda: service.for_visitor(A).define_class("a's", RED_BALL))
     editor.start()
@@ -193,13 +199,8 @@ def test_a_refined_classifier_is_the_full_refit_and_an_edit_meanwhile_wins(loade
         refine=True,
     )
     builder = service.classes.builder
-    started, release = threading.Event(), threading.Event()
     real_full = builder.full_classifier
-
-    def held_full(space):
-        started.set()
-        assert release.wait(60)
-        return real_full(space)
+    held_full, started, release = held(real_full)
 
     a = service.for_visitor(A)
     try:

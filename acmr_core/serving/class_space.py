@@ -68,7 +68,7 @@ class SpaceBuilder:
         cache = bundle.latent
         self.base = ClassSpace(
             names=self.bundle_names,
-            kinds=tuple("seen" if seen else "unseen" for seen in catalog.seen_mask),
+            kinds=catalog.kinds,
             unit_attributes=np.clip(np.asarray(catalog.attribute_matrix, np.float32) / self.scale, 0.0, 1.0),
             semantic_latents=np.asarray(cache.semantic, dtype=np.float32),
             semantic_xy=np.asarray(cache.semantic_xy, dtype=np.float32),
@@ -113,23 +113,25 @@ class SpaceBuilder:
         """The full re-fit over a snapshot's classes (``Bundle.refit_classifier``: every row trained, seconds
         on one core); what a background refinement swaps in for the fast rows."""
         started = time.perf_counter()
-        seen_mask = np.concatenate([self.bundle.catalog.seen_mask, np.zeros(len(space.user_classes), bool)])
+        attributes = space.unit_attributes * self.scale
         with single_torch_thread():
-            classifier = self.bundle.refit_classifier(space.unit_attributes * self.scale, seen_mask, seed=0)
+            classifier = self.bundle.refit_classifier(attributes, self._seen_mask(attributes), seed=0)
         log.info(
             "refined a classifier over %d classes in %.1f s", len(space.names), time.perf_counter() - started
         )
         return classifier.eval()
 
+    def _seen_mask(self, attributes: np.ndarray) -> np.ndarray:
+        """The bundle's seen mask, then False for every user class (rows past the bundle's)."""
+        user = len(attributes) - len(self.bundle_names)
+        return np.concatenate([self.bundle.catalog.seen_mask, np.zeros(user, bool)])
+
     def _fit_classifier(self, attributes: np.ndarray) -> GZSLClassifier:
         """The bundle's GZSL classifier with one row per user class (extra unseen classes), issue 24's fast
         update: an add trains one row, a delete none (``Bundle.fast_classifier``; rows are cached)."""
         started = time.perf_counter()
-        seen_mask = np.concatenate(
-            [self.bundle.catalog.seen_mask, np.zeros(len(attributes) - len(self.bundle_names), bool)]
-        )
         with single_torch_thread():
-            classifier = self.bundle.fast_classifier(attributes, seen_mask, seed=0)
+            classifier = self.bundle.fast_classifier(attributes, self._seen_mask(attributes), seed=0)
         log.info(
             "GZSL classifier updated to %d classes in %.2f s", len(attributes), time.perf_counter() - started
         )

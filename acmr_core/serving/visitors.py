@@ -61,7 +61,7 @@ def is_visitor_key(value: object) -> bool:
 @dataclass
 class _Resident:
     space: ClassSpace
-    lock: threading.Lock
+    lock: threading.Lock  # held here so the visitor's lock outlives edits while the snapshot is resident
     last_used: float
 
 
