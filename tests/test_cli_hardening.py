@@ -226,3 +226,25 @@ def test_evaluate_names_a_truncated_metrics_json(
         )
         == 0
     )
+
+
+def test_serve_chooses_whose_classes_from_its_two_options(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: per visitor by default (a public server), one shared set with --shared-classes [DIR]
+    (``make run``); both at once is a one-line usage error."""
+    import app.cli as serve_cli
+
+    served: list[tuple[Path | None, bool]] = []
+    monkeypatch.setattr(
+        serve_cli,
+        "serve",
+        lambda **options: served.append((options["user_classes_dir"], options["per_visitor"])),
+    )
+    for arguments in ([], ["--user-classes", "visitors"], ["--shared-classes"], ["--shared-classes", "mine"]):
+        assert main(["serve", *arguments]) == 0
+    assert served == [(None, True), (Path("visitors"), True), (None, False), (Path("mine"), False)]
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "--user-classes", "a", "--shared-classes", "b"])
+    assert caught.value.code == 2
+    assert "--shared-classes: not allowed with argument --user-classes" in _one_error_line(capsys, "serve")
