@@ -12,6 +12,7 @@ import gradio as gr
 
 from acmr_core.bundle.familiarity import UNFAMILIAR_NOTICE
 from acmr_core.errors import ACMRError
+from acmr_core.serving.readings import agreeing_groups, prediction_readings
 from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 from acmr_core.viz.plots import QueryPoint
@@ -21,6 +22,13 @@ from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, raw_image_inpu
 log = logging.getLogger(__name__)
 
 PREDICT_HINT = "*The answer appears here: upload an image or click an example.*"
+SEES_LABEL = (
+    "What the model sees: per attribute group, this image's reading beside the predicted class (✗ = differ)"
+)
+SEES_EXPLAINED = (
+    "Each row is one attribute group: what the model reads in this image beside what the predicted class "
+    "has (scores 0–1); ✗ marks where they differ."
+)
 GAMMA_HELP = (
     "The model learned some classes from photos (seen) and knows others only from their description "
     "(unseen); left alone it favours the seen ones. Higher values favour unseen classes, lower values seen "
@@ -94,7 +102,7 @@ def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) 
                 sees_summary = gr.Markdown(elem_id="sees-summary")
                 sees_table = gr.Dataframe(
                     headers=SEES_COLUMNS,
-                    label="What the model sees: the image decoded into attributes (0–1)",
+                    label=SEES_LABEL,
                     interactive=False,
                     wrap=True,
                 )
@@ -175,14 +183,20 @@ def gamma_range(service: StudioService) -> tuple[float, float]:
 
 
 def sees_markdown(prediction: Prediction) -> str:
+    """The familiarity notice (if any), the prediction, how many groups agree and what the table shows."""
     top = prediction.ranked[0]
     notice = (
         f"⚠ **{UNFAMILIAR_NOTICE}** (familiarity {prediction.familiarity:.2f}; 0.5 is this model's limit)  \n"
         if prediction.unfamiliar
         else ""
     )
+    readings = prediction_readings(prediction)
+    grouped = any(reading.group for reading in readings)
+    # Ungrouped names (AWA2) give one row per strong attribute, not per group: say which.
+    rows = "attribute groups" if grouped else "strongest attributes"
+    explained = SEES_EXPLAINED if grouped else SEES_EXPLAINED.replace("one attribute group", "one attribute")
     return (
         notice + f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
-        f"**Agreement** between what the image reads and that class's attributes: "
-        f"{prediction.agreement:.2f} (1 = the same, 0 = nothing in common)."
+        f"**Agreement** with that class: **{agreeing_groups(readings)} of {len(readings)}** {rows} agree "
+        f"(overall {prediction.agreement:.2f}; 1 = the same, 0 = nothing in common).  \n{explained}"
     )

@@ -13,12 +13,14 @@ import pandas as pd
 
 from acmr_core.describe.images import ImageReadings
 from acmr_core.errors import UserClassError, quote_value
+from acmr_core.serving.readings import GroupReading, prediction_readings
 from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 
-#: How many of the strongest decoded attributes "what the model sees" lists.
+#: How many of the strongest decoded attributes "what the model sees" lists for ungrouped attribute names.
 STRONGEST_ATTRIBUTES = 8
-SEES_COLUMNS = ["attribute", "image reads", "predicted class has"]
+SEES_COLUMNS = ["group", "the image reads", "the predicted class has", "agree"]
+AGREE_MARKS = {True: "✓", False: "✗"}
 #: An attribute counts as "applies" (ticked in the list) from this value on, everywhere in the editor.
 APPLIES = 0.5
 
@@ -108,12 +110,20 @@ def image_readings_table(
 
 
 def sees_frame(prediction: Prediction, count: int = STRONGEST_ATTRIBUTES) -> pd.DataFrame:
-    """The strongest decoded attributes beside the predicted class's values."""
-    strongest = sorted(prediction.decoded.items(), key=lambda item: -item[1])[:count]
-    rows = [
-        [name, round(value, 2), round(prediction.predicted_attributes[name], 2)] for name, value in strongest
-    ]
+    """One row per attribute group: what the image reads beside what the predicted class has, ✓ / ✗.
+
+    Ungrouped attribute names (no "group: value") give the ``count`` strongest decoded attributes instead.
+    """
+    rows = [_sees_row(reading) for reading in prediction_readings(prediction, count)]
     return pd.DataFrame(rows, columns=SEES_COLUMNS)
+
+
+def _sees_row(reading: GroupReading) -> list[str]:
+    if not reading.group:  # an ungrouped attribute (its name in the first column): does the class have it?
+        has = f"{'yes' if reading.agree else 'no'} {reading.has_score:.2f}"
+        return [reading.read, f"{reading.read_score:.2f}", has, AGREE_MARKS[reading.agree]]
+    has = f"{reading.has} {reading.has_score:.2f}" if reading.has else "(nothing set)"
+    return [reading.group, f"{reading.read} {reading.read_score:.2f}", has, AGREE_MARKS[reading.agree]]
 
 
 # ---- class lists -------------------------------------------------------------------------------------------

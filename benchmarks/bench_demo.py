@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def median_seconds(action: Callable[[], Any], repeats: int) -> float:
     samples = []
@@ -41,7 +43,6 @@ def evaluation_renders(bundle: Any, backbone: Any, per_class: int) -> tuple[Any,
 
 def decoded_attribute_accuracy(bundle: Any, features: Any, labels: Any) -> dict[str, float]:
     """Per attribute group: % of fresh renders whose decoded attributes pick the class's true value."""
-    import numpy as np
 
     from acmr_core.bundle.catalog import attribute_group
 
@@ -71,8 +72,6 @@ def main() -> None:
         "and GZSL U/S/H and ZSL top-1 on the same renders (what `acmr evaluate --per-class N` reports)",
     )
     args = parser.parse_args()
-
-    import numpy as np
 
     from acmr_core.bundle.format import load_bundle
     from acmr_core.data import demo_world
@@ -108,6 +107,10 @@ def main() -> None:
 
         features, labels = evaluation_renders(bundle, backbone, args.decode_per_class)
         results.update(decoded_attribute_accuracy(bundle, features, labels))
+        # Issue 23: the unseen classes' renders alone (no image of them, nor their combinations, trained).
+        unseen = np.isin(labels, bundle.catalog.unseen_classes)
+        unseen_accuracy = decoded_attribute_accuracy(bundle, features[unseen], labels[unseen])
+        results.update({key.replace("decoded_", "unseen_decoded_"): v for key, v in unseen_accuracy.items()})
         # The same renders scored as `acmr evaluate --per-class N` scores them (same seed, same function).
         accuracy = evaluate_bundle(bundle, LabelledFeatures(features, labels), progress=False)
         results.update({key: accuracy[key] for key in ("U", "S", "H", "H_uncalibrated", "zsl_top1")})

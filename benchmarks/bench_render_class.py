@@ -13,7 +13,6 @@ and predicted with all classes competing (generalized setting, the bundle's γ).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -22,15 +21,9 @@ import numpy as np
 
 
 def new_combinations(known: list[dict[str, str]], count: int, seed: int) -> list[dict[str, str]]:
-    from acmr_core.data.demo_world import ATTRIBUTE_GROUPS
+    from acmr_core.data.demo_world import fresh_combinations
 
-    everything = [
-        dict(zip(ATTRIBUTE_GROUPS, values, strict=True))
-        for values in itertools.product(*ATTRIBUTE_GROUPS.values())
-    ]
-    fresh = [values for values in everything if values not in known]
-    order = np.random.default_rng(seed).permutation(len(fresh))[: min(count, len(fresh))]
-    return [fresh[i] for i in sorted(order)]
+    return fresh_combinations(known, count, seed)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ def _offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     """Tests never reach the Hugging Face hub and never touch the user's caches."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+    monkeypatch.setenv("ACMR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "acmr_cache"))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from acmr_core.bundle.format import load_bundle
 from acmr_core.cli import main
 from acmr_core.data import demo_world
 from acmr_core.pipelines import demo
+from acmr_core.pipelines.demo_backbone import QUICK_STEPS, BackboneTraining
 from acmr_core.pipelines.evaluate import evaluate_bundle
 from acmr_core.pipelines.predict import predict_images
 from acmr_core.serving.locate import SHIPPED_CHECKPOINTS
@@ -285,6 +286,9 @@ def test_bundle_command_builds_from_features_and_class_metadata(
     [
         (("build-demo", "--epochs", "0"), "--epochs must be at least 1"),
         (("build-demo", "--train-per-class", "1"), "--train-per-class must be at least 2"),
+        (("build-demo", "--backbone-steps", "-1"), "--backbone-steps must be 0 or more"),
+        (("build-demo", "--trainable", "everything"), "unknown trainable set 'everything'"),
+        (("build-demo", "--weights", "tv_in1k", "--backbone-steps", "5"), "need --weights random"),
         (("predict", "--top-k", "0", "x.png"), "--top-k must be at least 1"),
     ],
 )
@@ -315,6 +319,7 @@ def test_build_demo_help_states_the_real_defaults(capsys: pytest.CaptureFixture[
         ("--epochs", demo.DEMO_EPOCHS, demo.QUICK_EPOCHS),
         ("--train-per-class", demo.DEMO_TRAIN_PER_CLASS, demo.QUICK_TRAIN_PER_CLASS),
         ("--plot-per-class", demo.DEMO_PLOT_PER_CLASS, demo.QUICK_PLOT_PER_CLASS),
+        ("--backbone-steps", BackboneTraining().steps, QUICK_STEPS),
     ):
         (entry,) = [" ".join(e.split()) for e in entries if e.startswith(option + " ")]
         assert f"(default {default}; --quick: {quick})" in entry, entry

@@ -153,7 +153,8 @@ def test_predict_ranks_every_class_with_kinds_and_probabilities(service, example
     assert all(0.0 <= value <= 1.0 for value in prediction.decoded.values())
     assert 0.0 <= prediction.agreement <= 1.0
     assert np.all(np.isfinite(prediction.xy))
-    assert len(sees_frame(prediction, 5)) == 5
+    groups = list(dict.fromkeys(name.split(": ")[0] for name in service.attribute_names))
+    assert list(sees_frame(prediction)["group"]) == groups  # one row per attribute group
     assert service.predict_features(features, top_k=3).ranked == prediction.ranked[:3]  # deterministic
 
 

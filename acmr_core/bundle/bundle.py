@@ -35,6 +35,8 @@ from acmr_core.viz.latent_space import ClassAlignment, LatentProjection, alignme
 #: Rows of extra classes kept by :meth:`Bundle.fast_classifier` (65 floats each): a delete, or an add next to
 #: classes already fitted, trains nothing for them.
 EXTRA_ROW_CACHE = 4096
+#: The recorded backbone ``weights`` that mean "this bundle's own learnt part" (its backbone.safetensors).
+BUNDLED_BACKBONE_WEIGHTS = "backbone.safetensors"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class Bundle:
     path: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     familiarity: Familiarity | None = None  # of the training images
+    # A learnt-parameters file that is part of the bundle (saved as its backbone.safetensors); the recorded
+    # backbone weights then name that part and ``create_backbone`` loads it.
+    learnt_backbone: Path | None = None
     _projection: LatentProjection | None = field(default=None, repr=False)
     # The fast update's inputs, built on first use: per seed, the bundle classes' training latents with the
     # bundle classifier's log-sum-exp on them; per (attributes, seed), the fitted row of an extra class.
@@ -148,8 +153,13 @@ class Bundle:
                 f"the weights "
                 f"of {self.identity.describe()}"
             )
+        weights = str(spec["weights"])
+        if weights == BUNDLED_BACKBONE_WEIGHTS:
+            if self.learnt_backbone is None or not self.learnt_backbone.is_file():
+                raise BundleError(f"bundle {self.name} names its own backbone part, but has none; re-copy it")
+            weights = str(self.learnt_backbone)
         backbone = create_backbone(
-            weights=spec["weights"],
+            weights=weights,
             model_name=spec.get("model_name", self.identity.model_name),
             seed=int(spec.get("seed", 0)),
             residual_scale=float(spec.get("residual_scale", 0.0)),

@@ -17,6 +17,8 @@ Layout (format version :data:`FORMAT_VERSION`; every part is JSON or safetensors
                            re-fitted for user-defined classes without the features
     familiarity.json       "outside my world" threshold and how it was calibrated (held-out training images)
     familiarity.safetensors  per-feature mean and scale of the training images (acmr_core.bundle.familiarity)
+    backbone.safetensors   optional: the learnt part of a seeded random backbone (the demo bundle's), which
+                           ``Bundle.create_backbone`` puts over the seeded weights
 
 :func:`load_bundle` verifies the manifest, the format version, each part's size and SHA-256, then the
 contents' mutual consistency; any problem raises :class:`~acmr_core.errors.BundleError` with a one-line
@@ -39,7 +41,7 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
-from acmr_core.bundle.bundle import Bundle, LatentCache
+from acmr_core.bundle.bundle import BUNDLED_BACKBONE_WEIGHTS, Bundle, LatentCache
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import Familiarity
 from acmr_core.data.xlsa17 import FeatureScaler
@@ -74,6 +76,8 @@ PARTS = (
     "familiarity.json",
     "familiarity.safetensors",
 )
+#: The optional part: a learnt-parameters file (acmr_core.features.weights.save_learnt_parameters).
+LEARNT_BACKBONE_PART = BUNDLED_BACKBONE_WEIGHTS
 
 
 def check_output_dir(directory: str | Path) -> Path:
@@ -126,6 +130,10 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
             )
         write_json(staging / "familiarity.json", bundle.familiarity.meta())
         save_numpy(bundle.familiarity.arrays(), str(staging / "familiarity.safetensors"))
+        parts = list(PARTS)
+        if bundle.learnt_backbone is not None:
+            shutil.copyfile(bundle.learnt_backbone, staging / LEARNT_BACKBONE_PART)
+            parts.append(LEARNT_BACKBONE_PART)
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -134,7 +142,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
             "provenance": jsonable(bundle.provenance),
             "files": {
                 part: {"sha256": file_sha256(staging / part), "bytes": (staging / part).stat().st_size}
-                for part in PARTS
+                for part in parts
             },
         }
         write_json(staging / MANIFEST, manifest)
@@ -147,6 +155,8 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     bundle.path, bundle.manifest = target, manifest
+    if bundle.learnt_backbone is not None:
+        bundle.learnt_backbone = target / LEARNT_BACKBONE_PART
     log.info("bundle written to %s", target)
     return target
 
@@ -191,7 +201,7 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     manifest = _read_manifest(directory)
     files = manifest["files"]
-    for part in PARTS:
+    for part in (*PARTS, *([LEARNT_BACKBONE_PART] if LEARNT_BACKBONE_PART in files else [])):
         entry = files.get(part)
         if not isinstance(entry, dict) or "sha256" not in entry or "bytes" not in entry:
             raise BundleError(
@@ -325,7 +335,8 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         class_names=list(catalog.names),
     )
     provenance = manifest.get("provenance") if isinstance(manifest.get("provenance"), dict) else {}
-    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest, familiarity)
+    learnt = directory / LEARNT_BACKBONE_PART if LEARNT_BACKBONE_PART in manifest["files"] else None
+    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest, familiarity, learnt)
 
 
 def _load_latent(directory: Path, catalog: ClassCatalog, latent_dim: int) -> LatentCache:

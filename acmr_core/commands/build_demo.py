@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from acmr_core.commands._args import add_device_option
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
 from acmr_core.errors import ACMRError
+
+if TYPE_CHECKING:  # imports torch: kept off the start-up path of acmr --help
+    from acmr_core.pipelines.demo_backbone import BackboneTraining
 
 DEFAULT_OUT = CHECKPOINTS_DIR / DEFAULT_BUNDLE
 
@@ -35,6 +39,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="random weights only: weight of each residual branch's last BatchNorm (default 0.1; 0 = timm's "
         "zero-init)",
+    )
+    parser.add_argument(
+        "--backbone-steps",
+        type=int,
+        default=None,
+        help="random weights only: steps that train the backbone's learnt part on demo renders before "
+        "extraction (default 600; --quick: 3); 0 = no learnt part, the plain seeded backbone. Cached in "
+        "$ACMR_CACHE_DIR (default ~/.cache/acmr)",
+    )
+    parser.add_argument(
+        "--trainable",
+        default=None,
+        help="what the backbone's learnt part is (default batchnorm+stem+layer1; also batchnorm, "
+        "batchnorm+stem, batchnorm+stem+layer1+layer2)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="backbone input side in px with a learnt part (default 112)",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT})"
@@ -69,6 +93,26 @@ def _chosen(given: int | None, quick: bool, quick_default: int, default: int) ->
     return quick_default if quick else default
 
 
+def _backbone_training(args: argparse.Namespace, quick: bool) -> BackboneTraining | None:
+    """The learnt part's training settings, or ``None`` for the plain seeded (or any non-random) backbone."""
+    from acmr_core.pipelines.demo_backbone import QUICK_STEPS, BackboneTraining
+
+    default = BackboneTraining()
+    steps = _chosen(args.backbone_steps, quick, QUICK_STEPS, default.steps)
+    if steps < 0:
+        raise ACMRError(f"--backbone-steps must be 0 or more, got {steps}")
+    if (args.backbone_steps or args.trainable or args.input_size) and args.weights != "random":
+        raise ACMRError("--backbone-steps, --trainable and --input-size need --weights random")
+    if steps == 0 or args.weights != "random":
+        return None
+    return BackboneTraining(
+        trainable=args.trainable or default.trainable,
+        steps=steps,
+        batch_size=8 if quick else default.batch_size,
+        input_size=args.input_size or (64 if quick else default.input_size),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     # lazy: keeps acmr --help fast (these import torch)
     from acmr_core.data import demo_world
@@ -88,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         if value < minimum:
             raise ACMRError(f"{option} must be at least {minimum}, got {value}")
     started = time.perf_counter()
+    training = _backbone_training(args, quick)
     bundle = demo.build_demo_bundle(
         args.out,
         weights=args.weights,
@@ -103,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=epochs,
         device=args.device,
         seed=args.seed,
+        backbone_training=training,
     )
     if args.examples is not None:
         written = demo_world.write_examples(args.examples)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -303,6 +304,42 @@ def default_world() -> DemoWorld:
         DemoClass(values=dict(zip(keys, row[:6], strict=True)), seen=row[6]) for row in _CLASS_TABLE
     )
     return DemoWorld(classes=classes)
+
+
+# --- combinations beyond the classes ------------------------------------------------------------------
+
+#: Render seed of the images that train the demo backbone's learnt part (never a bundle, gallery or
+#: evaluation seed), and of its held-out validation renders of the seen classes.
+BACKBONE_TRAIN_SEED = 11
+BACKBONE_VALIDATION_SEED = 12
+#: How many combinations outside the world are kept for the render-your-class check (never trained on).
+HELD_OUT_COMBINATIONS = 30
+
+
+def all_combinations() -> list[dict[str, str]]:
+    """Every combination the renderer can draw (360), in the groups' value order."""
+    return [
+        dict(zip(ATTRIBUTE_GROUPS, values, strict=True)) for values in product(*ATTRIBUTE_GROUPS.values())
+    ]
+
+
+def fresh_combinations(known: Sequence[Mapping[str, str]], count: int, seed: int) -> list[dict[str, str]]:
+    """A seeded sample of ``count`` drawable combinations that are none of ``known``, in drawing order."""
+    fresh = [values for values in all_combinations() if values not in known]
+    order = np.random.default_rng(seed).permutation(len(fresh))[: min(count, len(fresh))]
+    return [fresh[i] for i in sorted(order)]
+
+
+def held_out_combinations(world: DemoWorld) -> list[dict[str, str]]:
+    """The combinations kept for "define your own class" checks: no class of ``world``, never trained on."""
+    return fresh_combinations([c.values for c in world.classes], HELD_OUT_COMBINATIONS, 0)
+
+
+def backbone_training_combinations(world: DemoWorld) -> list[dict[str, str]]:
+    """What the demo backbone's learnt part may train on: every combination but the unseen classes' and the
+    held-out ones. Covering nearly all of them leaves no shortcut (shape cannot be told from the rest)."""
+    excluded = [c.values for c in world.classes if not c.seen] + held_out_combinations(world)
+    return [values for values in all_combinations() if values not in excluded]
 
 
 # --- rendering -----------------------------------------------------------------------------------------

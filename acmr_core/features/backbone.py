@@ -246,7 +246,9 @@ def _build(spec: WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, Ba
     model.eval()
     # The hash is taken on the CPU float32 weights, before any device move or memory-format change.
     sha = state_dict_sha256(model.state_dict())
-    data_config = resolve_data_config({}, model=model)
+    # Learnt weights record the input side they were trained at; timm's config gives the rest (crop, mean).
+    overrides = {"input_size": (3, spec.input_size, spec.input_size)} if spec.input_size else {}
+    data_config = resolve_data_config(overrides, model=model)
     transform = create_transform(**data_config, is_training=False)
     identity = BackboneIdentity(
         model_name=spec.architecture,

@@ -86,6 +86,7 @@ class WeightsSpec:
     seed: int = 0
     path: Path | None = None
     residual_scale: float = 0.0
+    input_size: int | None = None  # square input side the weights were made for (None: timm's config)
 
     @property
     def timm_name(self) -> str:
@@ -93,7 +94,7 @@ class WeightsSpec:
 
     @property
     def cache_key(self) -> tuple[Any, ...]:
-        if self.kind == "file" and self.path is not None:
+        if self.kind in ("file", "learnt") and self.path is not None:
             stat = self.path.stat()
             return (self.kind, self.timm_name, str(self.path), stat.st_mtime_ns, stat.st_size)
         if self.kind == "random":
@@ -128,6 +129,9 @@ def resolve_weights(weights: str, model_name: str, seed: int, residual_scale: fl
         path = Path(weights).expanduser()
         if not path.is_file():
             raise BackboneError(f"weights file not found: {path}; give an existing .safetensors/.pth file")
+        learnt = read_learnt_header(path)
+        if learnt is not None:
+            return _learnt_spec(path.resolve(), learnt, architecture, default_tag)
         return WeightsSpec(architecture, default_tag, "file", path=path.resolve())
 
     requested_arch, _, tag = weights.rpartition(".")
@@ -164,6 +168,8 @@ def load_model(spec: WeightsSpec) -> tuple[torch.nn.Module, str]:
         if spec.residual_scale:
             source = f"random(seed={spec.seed}, residual_scale={spec.residual_scale:g})"
         return model, source
+    if spec.kind == "learnt" and spec.path is not None:
+        return _load_learnt(spec)
     file = spec.path if spec.kind == "file" else _hub_weights_file(spec.timm_name)
     model = _create_from_file(spec.timm_name, file)
     return model, f"file:{file.name}" if spec.kind == "file" else f"hub:{_hub_id(spec.timm_name)}"
@@ -205,6 +211,112 @@ def seeded_random_state_dict(
             if isinstance(last_bn, torch.nn.BatchNorm2d):
                 state[f"{module_name}.bn3.weight"] = torch.full_like(last_bn.weight, float(residual_scale))
     return state
+
+
+# --------------------------------------------------------------------------------------------- learnt part
+
+#: ``format`` metadata of a learnt-parameters file: seeded random weights plus the tensors training changed.
+LEARNT_FORMAT = "acmr-learnt-backbone"
+LEARNT_FORMAT_VERSION = "1"
+
+
+def save_learnt_parameters(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    *,
+    model_name: str,
+    seed: int,
+    residual_scale: float,
+    input_size: int,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write the learnt part of a seeded random backbone: only ``tensors`` (the ones training changed), and
+    in the header what they overlay (architecture, seed, residual scale) and the input side they expect.
+
+    Shipping this instead of the full network keeps a bundle small: the rest is re-drawn bit-identically
+    from the seed (:func:`seeded_random_state_dict`).
+    """
+    from safetensors.torch import save_file
+
+    metadata = {
+        "format": LEARNT_FORMAT,
+        "format_version": LEARNT_FORMAT_VERSION,
+        "model_name": model_name,
+        "seed": str(int(seed)),
+        "residual_scale": repr(float(residual_scale)),
+        "input_size": str(int(input_size)),
+        **(extra or {}),
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    save_file({name: t.detach().to("cpu", torch.float32).contiguous() for name, t in tensors.items()},
+              str(partial), metadata=metadata)  # fmt: skip
+    os.replace(partial, target)
+    return target
+
+
+def read_learnt_header(path: Path) -> dict[str, str] | None:
+    """The header of a learnt-parameters file, or ``None`` for any other weights file."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # a corrupt file: refused with its reason, as a full weights file would be
+        raise BackboneError(f"cannot read weights file {path} ({_one_line(error)})") from None
+    return dict(metadata) if metadata.get("format") == LEARNT_FORMAT else None
+
+
+def _learnt_spec(path: Path, header: dict[str, str], architecture: str, tag: str) -> WeightsSpec:
+    if header.get("format_version") != LEARNT_FORMAT_VERSION:
+        raise BackboneError(
+            f"{path.name} is learnt-backbone format version {header.get('format_version')!r}; this acmr "
+            f"reads version {LEARNT_FORMAT_VERSION}"
+        )
+    if header.get("model_name", architecture) != architecture:
+        raise BackboneError(
+            f"{path.name} holds learnt parameters of {header.get('model_name')}, not of {architecture}"
+        )
+    try:
+        seed, scale, size = int(header["seed"]), float(header["residual_scale"]), int(header["input_size"])
+    except (KeyError, ValueError) as error:
+        raise BackboneError(f"{path.name} has a malformed learnt-backbone header ({error})") from None
+    if not (math.isfinite(scale) and scale >= 0 and 16 <= size <= 1024):
+        raise BackboneError(
+            f"{path.name} has a malformed learnt-backbone header (residual scale {scale}, input size {size})"
+        )
+    return WeightsSpec(
+        architecture, tag, "learnt", seed=seed, path=path, residual_scale=scale, input_size=size
+    )
+
+
+def _load_learnt(spec: WeightsSpec) -> tuple[torch.nn.Module, str]:
+    """Seeded random weights with the file's tensors put over them; every tensor must fit the model."""
+    import timm  # lazy: timm takes seconds to import; identities and feature files never need it
+    from safetensors.torch import load_file
+
+    assert spec.path is not None
+    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    state = seeded_random_state_dict(model, spec.seed, spec.residual_scale)
+    try:
+        learnt = load_file(str(spec.path))
+    except Exception as error:
+        raise BackboneError(f"cannot read weights file {spec.path} ({_one_line(error)})") from None
+    unknown = sorted(name for name in learnt if name not in state)
+    misfit = sorted(n for n in learnt if n in state and tuple(learnt[n].shape) != tuple(state[n].shape))
+    if unknown or misfit:
+        raise BackboneError(
+            f"{spec.path.name} does not fit {spec.architecture}: "
+            + ", ".join(f"unknown {n}" for n in unknown[:3])
+            + ", ".join(f"{n} has another shape" for n in misfit[:3])
+        )
+    state.update({name: tensor.to(state[name].dtype) for name, tensor in learnt.items()})
+    model.load_state_dict(state)
+    base = f"random(seed={spec.seed}, residual_scale={spec.residual_scale:g})"
+    return model, f"{base}+learnt:{spec.path.name}"
 
 
 def _portable_uniform(seed: int, name: str, count: int, bound: float) -> np.ndarray:

@@ -60,6 +60,7 @@ def build_bundle(
     provenance: Mapping[str, Any] | None = None,
     progress: bool = True,
     pixel_histograms: np.ndarray | None = None,
+    learnt_backbone: Path | None = None,
 ) -> Bundle:
     """Train ACMR + GZSL classifier on ``features`` and assemble (and, with ``out_dir``, save) a bundle.
 
@@ -138,6 +139,7 @@ def build_bundle(
         provenance=record,
         pixel_histograms=pixel_histograms,
     )
+    bundle.learnt_backbone = learnt_backbone  # the backbone's learnt part travels inside the bundle
     if out_dir is not None:
         save_bundle(bundle, out_dir)
     return bundle

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acmr_core.bundle.bundle import Bundle
+from acmr_core.bundle.bundle import BUNDLED_BACKBONE_WEIGHTS, Bundle
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import pixel_histogram
 from acmr_core.bundle.format import check_output_dir
@@ -28,6 +28,7 @@ from acmr_core.errors import ACMRError
 from acmr_core.features.backbone import create_backbone
 from acmr_core.model.config import find_preset
 from acmr_core.pipelines.build import LabelledFeatures, build_bundle
+from acmr_core.pipelines.demo_backbone import BackboneTraining, learnt_backbone
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def build_demo_bundle(
     progress: bool = True,
     residual_scale: float = DEFAULT_RESIDUAL_SCALE,
     rendered: tuple[LabelledFeatures, LabelledFeatures] | None = None,
+    backbone_training: BackboneTraining | None = None,
 ) -> Bundle:
     """Render the demo world, extract features with the backbone, train ACMR, and write the bundle.
 
@@ -70,6 +72,8 @@ def build_demo_bundle(
     ``rendered``: the ``(training, plot)`` sets of :func:`render_demo_sets` for these settings, already
     extracted (the ablation benchmark trains several models on one extraction). ``epochs``: the most ACMR
     epochs, warm-ups scaled in proportion (default: the :data:`DEMO_PRESET` schedule's, :data:`DEMO_EPOCHS`).
+    ``backbone_training`` (random weights only): first train (or take from the cache) the learnt part of the
+    seeded backbone (:mod:`acmr_core.pipelines.demo_backbone`); it is shipped inside the bundle.
     """
     if out_dir is not None:
         check_output_dir(out_dir)  # before minutes of rendering
@@ -78,6 +82,16 @@ def build_demo_bundle(
         raise ACMRError(
             "the demo bundle needs >= 2 training images per class and >= 1 plotted image per class"
         )
+    learnt = None
+    recorded: dict[str, object] = {"weights": weights, "model_name": model_name, "seed": backbone_seed,
+                                   "residual_scale": residual_scale}  # fmt: skip
+    if backbone_training is not None:
+        if weights != "random":
+            raise ACMRError("only seeded random weights (--weights random) can have a learnt part trained")
+        learnt = learnt_backbone(backbone_training, world, model_name=model_name, backbone_seed=backbone_seed,
+                                 residual_scale=residual_scale, device=device, progress=progress)  # fmt: skip
+        weights, residual_scale = str(learnt), 0.0
+        recorded = {"weights": BUNDLED_BACKBONE_WEIGHTS, "model_name": model_name}
     backbone = create_backbone(
         weights=weights,
         model_name=model_name,
@@ -91,12 +105,7 @@ def build_demo_bundle(
     catalog = ClassCatalog.from_demo_world(world)
     provenance = {
         "name": DEFAULT_BUNDLE,
-        "backbone": {
-            "weights": weights,
-            "model_name": model_name,
-            "seed": backbone_seed,
-            "residual_scale": residual_scale,
-        },
+        "backbone": recorded,
         DemoWorldRecord.KEY: DemoWorldRecord(
             used_seeds=(TRAIN_SEED, GALLERY_SEED),
             train_seed=TRAIN_SEED,
@@ -119,7 +128,7 @@ def build_demo_bundle(
         train, catalog, out_dir, identity=backbone.identity, plot_features=plot, preset=DEMO_PRESET,
         epochs=epochs, val_unseen_classes=val_unseen if val_unseen.size else None,
         device=device, seed=seed, plot_per_class=plot_per_class, projection=projection, provenance=provenance,
-        progress=progress, pixel_histograms=histograms,
+        progress=progress, pixel_histograms=histograms, learnt_backbone=learnt,
     )  # fmt: skip
 
 
