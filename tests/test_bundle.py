@@ -396,10 +396,9 @@ def test_shipped_demo_bundle_loads_and_recognises_unseen_classes() -> None:
     assert np.array_equal(bundle.catalog.seen_mask, world.seen_mask)
     assert bundle.catalog.to_dict() == ClassCatalog.from_demo_world(world).to_dict()  # descriptions too
     scale = DEFAULT_RESIDUAL_SCALE
-    assert bundle.backbone_spec == {
-        "weights": "random", "model_name": "resnet101", "seed": 0, "residual_scale": scale
-    }  # fmt: skip
-    assert bundle.identity.weight_source == f"random(seed=0, residual_scale={scale:g})"
+    # Issue 23: the seeded scaled weights plus the learnt part the bundle carries.
+    assert bundle.backbone_spec == {"weights": "backbone.safetensors", "model_name": "resnet101"}
+    assert bundle.identity.weight_source.startswith(f"random(seed=0, residual_scale={scale:g})+learnt:")
     assert "shape" in bundle.caveat
     # The plotted images are gallery renders (seed 1), never used in training: classify their stored latents.
     cache = bundle.latent

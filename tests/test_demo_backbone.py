@@ -52,11 +52,14 @@ def test_bundle_provenance_recreates_the_scaled_backbone(scaled) -> None:
     assert restored == scaled.identity
 
 
-def test_the_shipped_bundle_uses_it_and_refuses_the_zero_init_backbone() -> None:
+def test_the_shipped_bundle_learns_over_it_and_refuses_the_plain_seeded_backbones(scaled) -> None:
     bundle = load_bundle(DEMO_BUNDLE, device="cpu")
-    assert bundle.backbone_spec["residual_scale"] == demo_world.DEFAULT_RESIDUAL_SCALE
-    with pytest.raises(BundleError, match="backbone mismatch"):
-        bundle.check_backbone(create_backbone("random", device="cpu", seed=0))
+    # Issue 23: the seeded scaled weights with a learnt part the bundle carries (backbone.safetensors).
+    assert bundle.backbone_spec["weights"] == "backbone.safetensors" and bundle.learnt_backbone is not None
+    assert bundle.identity.weight_source.startswith("random(seed=0, residual_scale=0.1)+learnt:")
+    for plain in (create_backbone("random", device="cpu", seed=0), scaled):
+        with pytest.raises(BundleError, match="backbone mismatch"):
+            bundle.check_backbone(plain)
 
 
 def test_a_residual_scale_is_refused_for_trained_weights_and_bad_values() -> None:

@@ -143,7 +143,7 @@ def test_same_class_set_gives_identical_weights_in_a_fresh_bundle(
 
 def test_extra_row_is_the_softmax_row_against_fixed_rows(bundle: Bundle) -> None:
     """fit_extra_row minimises the extended softmax's cross-entropy over the new row: its loss is lower
-    than at the start (zero row) and than with the row scaled down or up."""
+    than at the start (zero row) and than with the row scaled down; scaling it up gains next to nothing."""
     generator = torch.Generator().manual_seed(0)
     z = torch.randn(300, bundle.model.cfg.latent_dim, generator=generator)
     z[:50] += 3.0  # the new class's latents, shifted
@@ -160,7 +160,10 @@ def test_extra_row_is_the_softmax_row_against_fixed_rows(bundle: Bundle) -> None
         logits = torch.cat((extended[:, :-1], scale * extended[:, -1:]), 1)
         return float(torch.nn.functional.cross_entropy(logits, labels))
 
-    assert loss(1.0) < min(loss(0.0), loss(0.8), loss(1.25))
+    assert loss(1.0) < min(loss(0.0), loss(0.8))
+    # Where the shifted latents are (nearly) separable from the rest, scaling the row up keeps lowering the
+    # loss a little (logistic regression then has no finite optimum): the fit must be at the flat end.
+    assert loss(1.25) > loss(1.0) - 1e-3
 
 
 def test_bad_class_sets_are_refused(bundle: Bundle, new_classes: np.ndarray) -> None:

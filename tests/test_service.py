@@ -161,7 +161,12 @@ def test_predict_ranks_every_class_with_kinds_and_probabilities(service, example
 def test_predict_from_a_file_matches_predict_from_features(service, loaded, example_features) -> None:
     name, features = next(iter(example_features.items()))
     from_file = service.predict(EXAMPLES_DIR / name)
-    assert from_file.ranked == service.predict_features(features).ranked
+    from_features = service.predict_features(features).ranked
+    # Same classes in the same order; the features were extracted in a batch, so the last bits may differ.
+    assert [item.name for item in from_file.ranked] == [item.name for item in from_features]
+    assert [item.probability for item in from_file.ranked] == pytest.approx(
+        [item.probability for item in from_features], abs=1e-5
+    )
 
 
 def test_gamma_moves_predictions_between_seen_and_unseen(service, example_features) -> None:
@@ -455,7 +460,7 @@ def test_a_draft_preview_places_the_draft_without_adding_or_fitting(service, exa
     # A copy of the class: on the image it is exactly as far as the class's own description.
     own = np.linalg.norm(space.semantic_latents[space.position(name)] - np.asarray(prediction.latent))
     assert preview.image.distance == pytest.approx(float(own), rel=1e-4)
-    assert preview.image.nearest_distance <= preview.image.distance
+    assert preview.image.nearest_distance <= preview.image.distance + 1e-5  # the class itself, up to rounding
     assert 1 <= preview.image.rank <= preview.image.candidates
     other = {attribute: 1.0 - value for attribute, value in service.class_values(name).items()}
     assert service.preview_class(other).nearest[0].name != name  # another draft lands elsewhere

@@ -265,8 +265,8 @@ def read_learnt_header(path: Path) -> dict[str, str] | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except Exception as error:  # a corrupt file: refused with its reason, as a full weights file would be
-        raise BackboneError(f"cannot read weights file {path} ({_one_line(error)})") from None
+    except Exception:  # not readable as safetensors: the full-weights loader refuses it with its reason
+        return None
     return dict(metadata) if metadata.get("format") == LEARNT_FORMAT else None
 
 

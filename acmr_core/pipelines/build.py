@@ -254,6 +254,11 @@ def backbone_spec_from_identity(
     spec: dict[str, Any] = {"model_name": identity.model_name}
     if weights is not None:
         spec["weights"] = weights
+    elif "+learnt:" in source:  # seeded weights plus a learnt file: only the file's path can recreate them
+        raise BundleError(
+            f"cannot tell how to recreate backbone '{identity.describe()}' at serving time; pass --weights "
+            "with the learnt-parameters file used for extraction"
+        )
     elif source.startswith("random"):
         spec["weights"] = "random"
     elif source.startswith("hub:"):
