@@ -20,12 +20,6 @@ from pathlib import Path
 import numpy as np
 
 
-def new_combinations(known: list[dict[str, str]], count: int, seed: int) -> list[dict[str, str]]:
-    from acmr_core.data.demo_world import fresh_combinations
-
-    return fresh_combinations(known, count, seed)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("checkpoints/demo-world"))
@@ -35,7 +29,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from acmr_core.data.demo_world import DemoClass, default_world
+    from acmr_core.data.demo_world import DemoClass, default_world, fresh_combinations
     from acmr_core.serving.service import StudioService
 
     world = default_world()
@@ -43,7 +37,7 @@ def main() -> None:
         service = StudioService.open(args.bundle, device="cpu", user_classes_dir=folder, warm=False)
         known = [dict(c.values) for c in world.subset(service.class_names()).classes]
         per_class: dict[str, float] = {}
-        for values in new_combinations(known, args.classes, args.seed):
+        for values in fresh_combinations(known, args.classes, args.seed):
             name = f"my {DemoClass(values=values, seen=False).name}"
             service.define_class(name, {f"{group}: {value}": 1.0 for group, value in values.items()})
             examples = service.render_examples(name, count=args.images)

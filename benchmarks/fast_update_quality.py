@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from acmr_core.bundle.format import load_bundle
-from acmr_core.data.demo_world import default_world
+from acmr_core.data.demo_world import default_world, fresh_combinations
 from acmr_core.model.gzsl import with_rows
 from acmr_core.serving.class_space import unit_scale
-from benchmarks.bench_render_class import new_combinations
 from benchmarks.user_class_latency import combination_attributes, quality, rendered_features
 
 torch.set_num_threads(1)
@@ -34,8 +33,8 @@ cache = Path(sys.argv[sys.argv.index("--cache") + 1]) if "--cache" in sys.argv e
 bundle = load_bundle(Path(__file__).resolve().parent.parent / "checkpoints/demo-world", device="cpu")
 cat = bundle.catalog
 known = [dict(c.values) for c in default_world().subset(list(cat.names)).classes]
-tests = new_combinations(known, 30, 0)
-fillers = new_combinations(known + tests, n_user - 30, 1) if n_user > 30 else []
+tests = fresh_combinations(known, 30, 0)
+fillers = fresh_combinations(known + tests, n_user - 30, 1) if n_user > 30 else []
 stored = tests + fillers
 renders = rendered_features(bundle, tests, 4, cache)
 names = list(cat.attribute_names)

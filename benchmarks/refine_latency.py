@@ -17,9 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from acmr_core.data.demo_world import default_world  # noqa: E402
+from acmr_core.data.demo_world import default_world, fresh_combinations  # noqa: E402
 from acmr_core.serving.service import StudioService  # noqa: E402
-from benchmarks.bench_render_class import new_combinations  # noqa: E402
 from benchmarks.user_class_latency import combination_attributes  # noqa: E402
 
 folder = tempfile.mkdtemp()
@@ -27,7 +26,7 @@ service = StudioService.open(
     REPO / "checkpoints/demo-world", device="cpu", user_classes_dir=folder, per_visitor=True, refine=True
 )
 known = [dict(c.values) for c in default_world().subset(service.class_names()).classes]
-combos = new_combinations(known, 101, 0)
+combos = fresh_combinations(known, 101, 0)
 v = service.for_visitor("refine-visitor-0123456789")
 out = {}
 for count in (1, 30, 100):

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.bench_render_class import new_combinations
+from acmr_core.data.demo_world import fresh_combinations
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -130,8 +130,8 @@ def main() -> int:
     bundle = load_bundle(args.bundle, device="cpu")
     catalog = bundle.catalog
     known = [dict(c.values) for c in default_world().subset(list(catalog.names)).classes]
-    tests = new_combinations(known, args.tests, 0)  # bench_render_class.py's sample
-    fillers = new_combinations(known + tests, args.classes - len(tests), 1)
+    tests = fresh_combinations(known, args.tests, 0)  # bench_render_class.py's sample
+    fillers = fresh_combinations(known + tests, args.classes - len(tests), 1)
     stored = tests + fillers
     cache = args.cache or Path(tempfile.mkdtemp())
     cache.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def main() -> int:
     # ---- latency through the service, the store holding --classes user classes ----
     # A new combination each time (none stored, none of the bundle's): every add trains its row. Drawable
     # combinations, since a demo-world service refuses a class it could not draw (issue 25).
-    extras = new_combinations(known + stored, args.repeats, 2)
+    extras = fresh_combinations(known + stored, args.repeats, 2)
     with tempfile.TemporaryDirectory() as folder:
         service = StudioService.open(args.bundle, device="cpu", user_classes_dir=folder, warm=True)
         document = {

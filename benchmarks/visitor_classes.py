@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.bench_render_class import new_combinations
+from acmr_core.data.demo_world import fresh_combinations
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -175,7 +175,7 @@ def main() -> int:
     from acmr_core.data.demo_world import default_world
 
     known = [dict(item.values) for item in default_world().classes]
-    combos = new_combinations(known, args.classes + 1, seed=0)
+    combos = fresh_combinations(known, args.classes + 1, seed=0)
     image = sorted((REPO / "assets/examples").glob("*.png"))[0]
     load_bundle(args.bundle, device="cpu")  # a broken bundle fails here, not in the subprocess
     with tempfile.TemporaryDirectory() as folder, served_app(args.bundle, Path(folder)) as url:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from acmr_core.bundle.bundle import BUNDLED_BACKBONE_WEIGHTS
-from acmr_core.bundle.format import LEARNT_BACKBONE_PART, MANIFEST, load_bundle
+from acmr_core.bundle.bundle import LEARNT_BACKBONE_PART
+from acmr_core.bundle.format import MANIFEST, load_bundle
 from acmr_core.data import demo_world
 from acmr_core.errors import BackboneError, BundleError
 from acmr_core.features.backbone import create_backbone
@@ -112,7 +112,7 @@ def learnt_bundle(learnt: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         LabelledFeatures(_features(catalog, labels, 0), labels), catalog, out, identity=backbone.identity,
         plot_features=LabelledFeatures(_features(catalog, plot, 1), plot, tuple(f"i{i}" for i in plot)),
         epochs=2, device="cpu", projection="pca", progress=False, learnt_backbone=learnt,
-        provenance={"backbone": {"weights": BUNDLED_BACKBONE_WEIGHTS, "model_name": "resnet101"}},
+        provenance={"backbone": {"weights": LEARNT_BACKBONE_PART, "model_name": "resnet101"}},
     )  # fmt: skip
     return out
 

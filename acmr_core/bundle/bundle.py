@@ -35,8 +35,10 @@ from acmr_core.viz.latent_space import ClassAlignment, LatentProjection, alignme
 #: Rows of extra classes kept by :meth:`Bundle.fast_classifier` (65 floats each): a delete, or an add next to
 #: classes already fitted, trains nothing for them.
 EXTRA_ROW_CACHE = 4096
-#: The recorded backbone ``weights`` that mean "this bundle's own learnt part" (its backbone.safetensors).
-BUNDLED_BACKBONE_WEIGHTS = "backbone.safetensors"
+#: The optional bundle part holding the learnt part of a seeded random backbone
+#: (acmr_core.features.weights.save_learnt_parameters). Recorded as the backbone ``weights``, this name means
+#: "this bundle's own part".
+LEARNT_BACKBONE_PART = "backbone.safetensors"
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class Bundle:
                 f"of {self.identity.describe()}"
             )
         weights = str(spec["weights"])
-        if weights == BUNDLED_BACKBONE_WEIGHTS:
+        if weights == LEARNT_BACKBONE_PART:
             if self.learnt_backbone is None or not self.learnt_backbone.is_file():
                 raise BundleError(f"bundle {self.name} names its own backbone part, but has none; re-copy it")
             weights = str(self.learnt_backbone)

@@ -41,7 +41,7 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
-from acmr_core.bundle.bundle import BUNDLED_BACKBONE_WEIGHTS, Bundle, LatentCache
+from acmr_core.bundle.bundle import LEARNT_BACKBONE_PART, Bundle, LatentCache
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import Familiarity
 from acmr_core.data.xlsa17 import FeatureScaler
@@ -76,8 +76,13 @@ PARTS = (
     "familiarity.json",
     "familiarity.safetensors",
 )
-#: The optional part: a learnt-parameters file (acmr_core.features.weights.save_learnt_parameters).
-LEARNT_BACKBONE_PART = BUNDLED_BACKBONE_WEIGHTS
+#: Parts a bundle may have; where it has one, the manifest lists it and it is checked like the rest.
+OPTIONAL_PARTS = (LEARNT_BACKBONE_PART,)
+
+
+def listed_parts(files: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every part a manifest's ``files`` table must have: the required ones and the optional ones it lists."""
+    return (*PARTS, *(part for part in OPTIONAL_PARTS if part in files))
 
 
 def check_output_dir(directory: str | Path) -> Path:
@@ -201,7 +206,7 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     manifest = _read_manifest(directory)
     files = manifest["files"]
-    for part in (*PARTS, *([LEARNT_BACKBONE_PART] if LEARNT_BACKBONE_PART in files else [])):
+    for part in listed_parts(files):
         entry = files.get(part)
         if not isinstance(entry, dict) or "sha256" not in entry or "bytes" not in entry:
             raise BundleError(

@@ -305,14 +305,13 @@ def _load_learnt(spec: WeightsSpec) -> tuple[torch.nn.Module, str]:
         learnt = load_file(str(spec.path))
     except Exception as error:
         raise BackboneError(f"cannot read weights file {spec.path} ({_one_line(error)})") from None
-    unknown = sorted(name for name in learnt if name not in state)
-    misfit = sorted(n for n in learnt if n in state and tuple(learnt[n].shape) != tuple(state[n].shape))
-    if unknown or misfit:
-        raise BackboneError(
-            f"{spec.path.name} does not fit {spec.architecture}: "
-            + ", ".join(f"unknown {n}" for n in unknown[:3])
-            + ", ".join(f"{n} has another shape" for n in misfit[:3])
-        )
+    problems = [
+        f"unknown {name}" if name not in state else f"{name} has another shape"
+        for name in sorted(learnt)
+        if name not in state or tuple(learnt[name].shape) != tuple(state[name].shape)
+    ]
+    if problems:
+        raise BackboneError(f"{spec.path.name} does not fit {spec.architecture}: {', '.join(problems[:3])}")
     state.update({name: tensor.to(state[name].dtype) for name, tensor in learnt.items()})
     model.load_state_dict(state)
     base = f"random(seed={spec.seed}, residual_scale={spec.residual_scale:g})"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acmr_core.bundle.bundle import BUNDLED_BACKBONE_WEIGHTS, Bundle
+from acmr_core.bundle.bundle import LEARNT_BACKBONE_PART, Bundle
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import pixel_histogram
 from acmr_core.bundle.format import check_output_dir
@@ -91,7 +91,7 @@ def build_demo_bundle(
         learnt = learnt_backbone(backbone_training, world, model_name=model_name, backbone_seed=backbone_seed,
                                  residual_scale=residual_scale, device=device, progress=progress)  # fmt: skip
         weights, residual_scale = str(learnt), 0.0
-        recorded = {"weights": BUNDLED_BACKBONE_WEIGHTS, "model_name": model_name}
+        recorded = {"weights": LEARNT_BACKBONE_PART, "model_name": model_name}
     backbone = create_backbone(
         weights=weights,
         model_name=model_name,
