@@ -239,17 +239,24 @@ def clear_backbone_cache() -> None:
         _cache.clear()
 
 
-def _build(spec: WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, BackboneIdentity, Callable]:
+def eval_transform(
+    model: torch.nn.Module, input_size: int | None = None
+) -> tuple[dict[str, Any], Callable[[Image.Image], torch.Tensor]]:
+    """timm's data config of ``model`` and its eval transform; ``input_size`` (square side) overrides the
+    config's, as learnt weights record the side they were trained at (crop, mean, std stay timm's)."""
     from timm.data import create_transform, resolve_data_config  # lazy: timm takes seconds to import
 
+    overrides = {"input_size": (3, input_size, input_size)} if input_size else {}
+    data_config = resolve_data_config(overrides, model=model)
+    return data_config, create_transform(**data_config, is_training=False)
+
+
+def _build(spec: WeightsSpec, device: torch.device) -> tuple[torch.nn.Module, BackboneIdentity, Callable]:
     model, source = load_model(spec)
     model.eval()
     # The hash is taken on the CPU float32 weights, before any device move or memory-format change.
     sha = state_dict_sha256(model.state_dict())
-    # Learnt weights record the input side they were trained at; timm's config gives the rest (crop, mean).
-    overrides = {"input_size": (3, spec.input_size, spec.input_size)} if spec.input_size else {}
-    data_config = resolve_data_config(overrides, model=model)
-    transform = create_transform(**data_config, is_training=False)
+    data_config, transform = eval_transform(model, spec.input_size)
     identity = BackboneIdentity(
         model_name=spec.architecture,
         weight_source=source,

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +32,13 @@ from acmr_core.data.demo_render import ATTRIBUTE_GROUPS
 from acmr_core.data.demo_world import (
     BACKBONE_TRAIN_SEED,
     BACKBONE_VALIDATION_SEED,
+    DEFAULT_RESIDUAL_SCALE,
     DemoWorld,
     backbone_training_combinations,
     render_combination,
 )
 from acmr_core.errors import ACMRError
+from acmr_core.features.backbone import eval_transform
 from acmr_core.features.weights import load_model, resolve_weights, save_learnt_parameters
 from acmr_core.runtime import resolve_device
 from acmr_core.version import __version__
@@ -79,7 +81,7 @@ def learnt_backbone(
     *,
     model_name: str = "resnet101",
     backbone_seed: int = 0,
-    residual_scale: float = 0.1,
+    residual_scale: float = DEFAULT_RESIDUAL_SCALE,
     device: str = "auto",
     cache_dir: Path | None = None,
     progress: bool = True,
@@ -130,14 +132,10 @@ class _Trainer:
     """The network with only the chosen parameters trainable, one linear head per attribute group."""
 
     def __init__(self, model: torch.nn.Module, config: BackboneTraining, device: torch.device) -> None:
-        from timm.data import create_transform, resolve_data_config
-
         self.config, self.device = config, device
         self.model = model.to(device)
-        side = config.input_size
-        data_config = resolve_data_config({"input_size": (3, side, side)}, model=model)
         # The eval transform, exactly as extraction and uploads will see the images.
-        self.transform: Callable = create_transform(**data_config, is_training=False)
+        _, self.transform = eval_transform(model, config.input_size)
         self.groups = list(ATTRIBUTE_GROUPS)
         self.parameters = _select_trainable(model, config.trainable)
         generator = torch.Generator().manual_seed(config.seed)
