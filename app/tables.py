@@ -13,12 +13,10 @@ import pandas as pd
 
 from acmr_core.describe.images import ImageReadings
 from acmr_core.errors import UserClassError, quote_value
-from acmr_core.serving.readings import GroupReading, prediction_readings
+from acmr_core.serving.readings import STRONGEST_UNGROUPED, GroupReading, prediction_readings
 from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 
-#: How many of the strongest decoded attributes "what the model sees" lists for ungrouped attribute names.
-STRONGEST_ATTRIBUTES = 8
 SEES_COLUMNS = ["group", "the image reads", "the predicted class has", "agree"]
 AGREE_MARKS = {True: "✓", False: "✗"}
 #: An attribute counts as "applies" (ticked in the list) from this value on, everywhere in the editor.
@@ -109,7 +107,7 @@ def image_readings_table(
     return header, rows
 
 
-def sees_frame(prediction: Prediction, count: int = STRONGEST_ATTRIBUTES) -> pd.DataFrame:
+def sees_frame(prediction: Prediction, count: int = STRONGEST_UNGROUPED) -> pd.DataFrame:
     """One row per attribute group: what the image reads beside what the predicted class has, ✓ / ✗.
 
     Ungrouped attribute names (no "group: value") give the ``count`` strongest decoded attributes instead.
