@@ -3,6 +3,7 @@ the hash of the full result, trained only on allowed combinations, cached, shipp
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -146,3 +147,24 @@ def test_another_learnt_part_is_refused_as_a_backbone_mismatch(learnt_bundle: Pa
     with pytest.raises(BundleError, match="backbone mismatch, weights_sha256 differs"):
         bundle.create_backbone(device="cpu", use_cache=False)
     assert (copy / MANIFEST).is_file()
+
+
+def test_a_bundle_naming_its_own_part_without_it_is_refused(learnt_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(learnt_bundle, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["files"][LEARNT_BACKBONE_PART]
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    (copy / LEARNT_BACKBONE_PART).unlink()
+    bundle = load_bundle(copy, device="cpu")
+    with pytest.raises(BundleError, match="names its own backbone part, but has none"):
+        bundle.create_backbone(device="cpu", use_cache=False)
+
+
+def test_a_malformed_learnt_header_is_refused(tmp_path: Path) -> None:
+    path = save_learnt_parameters(
+        tmp_path / "odd.safetensors", {"bn1.weight": torch.ones(64)}, model_name="resnet101", seed=0,
+        residual_scale=0.1, input_size=8,
+    )  # fmt: skip
+    with pytest.raises(BackboneError, match="malformed learnt-backbone header"):
+        create_backbone(str(path), device="cpu", use_cache=False)
