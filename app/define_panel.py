@@ -178,13 +178,8 @@ def wire_define(
         if stored["assumed"]:  # groups the description left empty, filled in so the class can be drawn
             assumed = ", ".join(f"{group} *{value}*" for group, value in stored["assumed"].items())
             message += f"  \nNot given, so assumed (the most common in this world): {assumed}."
-        twins = service.near_duplicates(stored["name"])
-        if twins:
-            shown = ", ".join(f"*{html.escape(twin)}*" for twin in twins[:3])
-            message += (
-                f"  \n⚠ It differs from {shown} in at most one attribute, so the model will often "
-                "confuse them; consider making it more distinct."
-            )
+        if stored["warning"]:  # the model cannot tell it apart from another class (issue 32)
+            message += f"  \n⚠ **Added with a warning.** {html.escape(stored['warning']['message'])}"
         note, path = try_markdown(service, stored["name"], example_of_class)
         message += "  \nTry it on the *Predict* tab."
         # The new class becomes "Your class", so "Show examples" draws it without another pick.
@@ -313,6 +308,8 @@ def wire_draft_preview(panel: DefinePanel, session: Session, service_for: Servic
 def draft_markdown(preview: DraftPreview) -> str:
     nearest = ", ".join(f"*{html.escape(item.name)}* ({item.distance:.2f})" for item in preview.nearest)
     text = f"**Your draft (✩ on the map) is nearest to** {nearest}."
+    if preview.verdict is not None and not preview.verdict.ok:  # before Add (issue 32)
+        text = f"⚠ **Before you add it:** {html.escape(preview.verdict.message())}  \n" + text
     match = preview.image
     if match is None:
         return text + "  \nPredict an image first to see how the draft would compare on it."
@@ -360,11 +357,13 @@ def show_examples_block(chosen: gr.Dropdown, session: Session, service_for: Serv
         # A refusal is a message above an empty gallery: raised, it left a bare "Error" pill in the gallery.
         if not name:
             return "Pick one of your classes first.", None
+        service = service_for(bundle_name, visitor)
         try:
-            examples = service_for(bundle_name, visitor).render_examples(name)
+            examples = service.render_examples(name)
+            warning = service.class_warning(name)
         except ACMRError as error:
             return f"Cannot show examples: {html.escape(str(error), quote=False)}", None
-        return examples_markdown(name, examples), [(item.image, example_caption(item)) for item in examples]
+        return examples_markdown(name, examples, warning), [(e.image, example_caption(e)) for e in examples]
 
     button.click(
         on_show, [chosen, *session.who], [status, gallery],
@@ -372,12 +371,14 @@ def show_examples_block(chosen: gr.Dropdown, session: Session, service_for: Serv
     )  # fmt: skip
 
 
-def examples_markdown(name: str, examples: list[RenderedExample]) -> str:
+def examples_markdown(name: str, examples: list[RenderedExample], warning: str = "") -> str:
     recognised = sum(item.recognised for item in examples)
-    return (
+    text = (
         f"**{html.escape(name)}**: {recognised} of {len(examples)} drawn images recognised as your class "
         "(all classes compete)."
     )
+    # The warning the class was added with stays with it (issue 32).
+    return text + (f"  \n⚠ {html.escape(warning, quote=False)}" if warning else "")
 
 
 def example_caption(example: RenderedExample) -> str:

@@ -195,8 +195,12 @@ def sees_markdown(prediction: Prediction) -> str:
     # Ungrouped names (AWA2) give one row per strong attribute, not per group: say which.
     rows = "attribute groups" if grouped else "strongest attributes"
     explained = SEES_EXPLAINED if grouped else SEES_EXPLAINED.replace("one attribute group", "one attribute")
+    # A user class added with a separability warning keeps it on every answer it wins (issue 32).
+    caution = f"⚠ *{html.escape(prediction.warning, quote=False)}*  \n" if prediction.warning else ""
     return (
-        notice + f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
-        f"**Agreement** with that class: **{agreeing_groups(readings)} of {len(readings)}** {rows} agree "
+        notice
+        + f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
+        + caution
+        + f"**Agreement** with that class: **{agreeing_groups(readings)} of {len(readings)}** {rows} agree "
         f"(overall {prediction.agreement:.2f}; 1 = the same, 0 = nothing in common).  \n{explained}"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -128,13 +129,20 @@ def _sees_row(reading: GroupReading) -> list[str]:
 
 
 def user_class_frame(service: StudioService) -> pd.DataFrame:
-    """Your classes with their strongest attributes."""
+    """Your classes with their strongest attributes, and the warning each was added with (issue 32)."""
     rows = []
     for item in service.user_classes():
         strongest = sorted(zip(service.attribute_names, item.values, strict=True), key=lambda pair: -pair[1])
         summary = ", ".join(f"{name} {value:g}" for name, value in strongest[:4] if value > 0)
-        rows.append([item.name, summary])
-    return pd.DataFrame(rows, columns=["name", "strongest attributes"])
+        rows.append([item.name, summary, warning_cell(service.class_warning_record(item.name))])
+    return pd.DataFrame(rows, columns=["name", "strongest attributes", "warning"])
+
+
+def warning_cell(record: dict[str, Any] | None) -> str:
+    """A user class's warning in one short cell: whom the model cannot tell it apart from."""
+    if not record:
+        return ""
+    return "⚠ not told apart from " + ", ".join(record["confused_with"])
 
 
 def alignment_frame(service: StudioService) -> pd.DataFrame:

@@ -240,6 +240,9 @@ def test_define_then_predicted_and_plotted_then_delete(client) -> None:
     assert stored["name"] == "my twin class"
     assert stored["kind"] == "user"
     assert stored["attributes"] == pytest.approx(predicted["attributes"])
+    # The model cannot tell a copy from its original: the answer says so, naming it (issue 32).
+    assert before["label"] in stored["warning"]["confused_with"]
+    assert before["label"] in stored["warning"]["message"]
 
     after = predict(client, image)
     ranking = [item["label"] for item in after["confidences"]]

@@ -692,3 +692,37 @@ def test_a_class_from_words_missing_a_group_is_completed_and_can_be_drawn(app_ur
         page.get_by_role("button", name="Delete").click()
         expect(status).to_contain_text(f"Deleted {name}", timeout=30_000)
         browser.close()
+
+
+def test_a_shape_only_twin_is_warned_before_add_and_the_warning_stays_with_it(app_url: str) -> None:
+    """Issue 32: the demo backbone does not read shape, so a class that differs from one of the bundle's
+    only in shape cannot be told apart from it: the visitor is told before Add, at Add, in "Your classes"
+    and in "Show examples", naming the class."""
+    from playwright.sync_api import expect, sync_playwright
+
+    twin, name = "small blue dotted triangle on light", "blue dotted circle by hand"
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        _tab(page, "Define a class")
+        page.locator("#class-name textarea, #class-name input").first.fill(name)
+        for attribute in ("colour: blue", "pattern: dotted", "shape: circle", "size: small", "count: one",
+                          "background: light"):  # fmt: skip
+            _choose(page, "attribute-toggles", attribute)
+        note = page.locator("#draft-preview")
+        expect(note).to_contain_text("Before you add it", timeout=30_000)
+        expect(note).to_contain_text(twin)
+        expect(note).to_contain_text("shape")
+        expect(page.locator("#your-classes")).not_to_contain_text(name)  # nothing added yet
+        page.get_by_role("button", name="Add class").click()
+        status = page.locator("#define-status")
+        expect(status).to_contain_text("Added with a warning", timeout=30_000)
+        expect(status).to_contain_text(twin)
+        expect(page.locator("#your-classes")).to_contain_text(f"not told apart from {twin}", timeout=30_000)
+        _choose(page, "chosen-class", name)
+        page.get_by_role("button", name="Show examples").click()
+        examples = page.locator("#examples-status")
+        expect(examples).to_contain_text("drawn images recognised", timeout=60_000)
+        expect(examples).to_contain_text(twin)
+        page.get_by_role("button", name="Delete").click()
+        expect(status).to_contain_text(f"Deleted {name}", timeout=30_000)
+        browser.close()

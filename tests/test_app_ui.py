@@ -74,7 +74,7 @@ def test_each_export_is_a_file_of_its_own_in_the_scratch_folder() -> None:
     assert [path.name for path in first.parent.iterdir()] == [first.name]  # no temporary left behind
 
 
-def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
+def test_near_duplicates_differ_in_at_most_one_attribute_group(service) -> None:
     names = service.attribute_names
     base = service.class_names()[0]
     values = service.class_values(base)
@@ -89,7 +89,13 @@ def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
     for members in groups.values():
         far[next(name for name in members if values[name] < 0.5)] = 1.0
     service.define_class("far away", far)
+    # Another shape: two one-hot entries turn, but it is one group (issue 32).
+    shapes = groups["shape"]
+    shape_on = next(name for name in shapes if values[name] >= 0.5)
+    other_shape = next(name for name in shapes if name != shape_on)
+    service.define_class("shape swap", {**values, shape_on: 0.0, other_shape: 1.0})
     try:
+        assert base in service.near_duplicates("shape swap")
         assert base in service.near_duplicates("near twin")
         assert "near twin" in service.near_duplicates(base)
         assert "far away" not in service.near_duplicates(base)
@@ -97,6 +103,7 @@ def test_near_duplicates_differ_in_at_most_one_attribute(service) -> None:
     finally:
         service.delete_class("near twin")
         service.delete_class("far away")
+        service.delete_class("shape swap")
 
 
 def test_header_line_and_alignment_figure_follow_the_classes(service) -> None:

@@ -191,8 +191,10 @@ def test_define_class_joins_predictions_plot_catalog_and_alignment(service, exam
     top = service.predict_features(features).ranked[0].name
     values = service.class_values(top)
     stored = service.define_class("Twin", values)
-    # A copy of a drawable class: nothing had to be assumed.
+    # A copy of a drawable class: nothing had to be assumed, and the model cannot tell the two apart.
+    warning = stored.pop("warning")
     assert stored == {"name": "Twin", "kind": "user", "attributes": pytest.approx(values), "assumed": {}}
+    assert top in warning["confused_with"] and top in warning["message"]
     n_classes = len(service.class_names())
     ranked = service.predict_features(features, top_k=n_classes).ranked
     assert [item.kind for item in ranked if item.name == "Twin"] == ["user"]

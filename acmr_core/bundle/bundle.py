@@ -258,10 +258,13 @@ class Bundle:
         unseen_samples: int | None = None,
         seen_samples: int | None = None,
         with_seen: bool = True,
+        noise_per_class: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The classifier's training latents: the bundle's seen classes from the stored training posteriors
         (unless not ``with_seen``), the classes ``others`` (rows of ``attributes``) from their attributes —
-        the recipe of training (:func:`acmr_core.model.gzsl.sample_latent_dataset`), without the features."""
+        the recipe of training (:func:`acmr_core.model.gzsl.sample_latent_dataset`), without the features.
+        ``noise_per_class``: each other class's noise is drawn on its own, so a class added after it (user
+        classes come last) leaves its latents as they were."""
         train = self.trained.train
         device = self.device
         per_seen = seen_samples or train.cls_seen_samples
@@ -281,10 +284,12 @@ class Bundle:
             seed=seed,
             device=device,
             seen_classes=self.catalog.seen_classes if with_seen else np.zeros(0, dtype=np.int64),
-            # Noise drawn per seen class, then in one draw for the other classes: the draws re-fits have
-            # always made, so a user class gets the same classifier as before.
+            # Noise drawn per seen class, then for the other classes in one draw (the fast update's rows, as
+            # issue 24 measured them) or per class (``noise_per_class``, the full re-fit): one draw for all
+            # made every class's latents depend on how many classes there were, so adding an unrelated class
+            # moved every row of the re-fit and flipped the verdict of a class on the edge (issue 32).
             seen_noise_chunk=per_seen,
-            unseen_noise_chunk=max(others.size * per_unseen, 1),
+            unseen_noise_chunk=per_unseen if noise_per_class else max(others.size * per_unseen, 1),
         )
 
     def refit_classifier(
@@ -306,8 +311,9 @@ class Bundle:
         """
         attributes, mask = self._check_class_set(class_attributes, seen_mask)
         z, y = self._training_latents(
-            attributes, np.flatnonzero(~mask), seed, unseen_samples=unseen_samples, seen_samples=seen_samples
-        )
+            attributes, np.flatnonzero(~mask), seed, unseen_samples=unseen_samples, seen_samples=seen_samples,
+            noise_per_class=True,
+        )  # fmt: skip
         train = self.trained.train
         return train_classifier(
             z, y, attributes.shape[0], epochs=max(int(self.trained.classifier_epochs), 1), seed=seed,

@@ -356,6 +356,16 @@ def with_rows(classifier: GZSLClassifier, weight: Tensor, bias: Tensor) -> GZSLC
     return extended.eval()
 
 
+@torch.no_grad()
+def first_rows(classifier: GZSLClassifier, count: int) -> GZSLClassifier:
+    """A new classifier over the first ``count`` classes of ``classifier`` (rows copied)."""
+    fc = classifier.fc
+    kept = GZSLClassifier(fc.in_features, int(count)).to(fc.weight.device)
+    kept.fc.weight.copy_(fc.weight[:count])
+    kept.fc.bias.copy_(fc.bias[:count])
+    return kept.eval()
+
+
 def _mean_class_accuracy(predictions: Tensor, labels: Tensor, classes: Tensor) -> Tensor:
     """Per-class mean top-1 (fraction) for each row of ``predictions`` (G, N), on the device."""
     lookup = torch.full(

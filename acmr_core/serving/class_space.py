@@ -6,14 +6,15 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from acmr_core.bundle.bundle import Bundle
 from acmr_core.errors import UserClassError
-from acmr_core.model.gzsl import GZSLClassifier
+from acmr_core.model.gzsl import GZSLClassifier, first_rows
+from acmr_core.serving.separability import Separability, SeparabilityGuard
 from acmr_core.serving.threads import single_torch_thread, sklearn_single_thread
 from acmr_core.serving.user_classes import UserClass
 from acmr_core.serving.validation import fold_name
@@ -34,6 +35,9 @@ class ClassSpace:
     user_classes: tuple[UserClass, ...] = ()
     #: The classifier is the full re-fit over these classes (not the fast rows an edit is answered with).
     refined: bool = False
+    #: Per user class (same order), the verdict of the separability guard when it was added (issue 32):
+    #: the classes it cannot be told apart from; it stays with the class.
+    verdicts: tuple[Separability, ...] = ()
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -47,6 +51,16 @@ class ClassSpace:
 
     def has(self, name: str) -> bool:
         return fold_name(name) in self._index
+
+    def verdict(self, name: str) -> Separability | None:
+        """The separability verdict a user class was added with (``None``: a bundle class, or none kept)."""
+        position = self.position(name) - (len(self.names) - len(self.user_classes))
+        return self.verdicts[position] if 0 <= position < len(self.verdicts) else None
+
+    def warning(self, name: str) -> str:
+        """The warning that stays with a user class ("": none)."""
+        verdict = self.verdict(name)
+        return "" if verdict is None else verdict.message()
 
 
 def unit_scale(attribute_matrix: np.ndarray) -> np.ndarray:
@@ -74,11 +88,29 @@ class SpaceBuilder:
             semantic_xy=np.asarray(cache.semantic_xy, dtype=np.float32),
             classifier=bundle.classifier,
         )
+        self.guard = SeparabilityGuard(bundle, self.scale, self.attribute_names)
 
-    def build(self, user_classes: tuple[UserClass, ...]) -> ClassSpace:
-        """The bundle's classes then ``user_classes``, with a classifier over all of them."""
+    def judge(self, space: ClassSpace, unit_values: np.ndarray) -> Separability:
+        """Whether a class with ``unit_values`` (in [0, 1]) could be told apart from every class of
+        ``space`` (:mod:`acmr_core.serving.separability`); fits (and caches) the row an add would."""
+        # The fast rows the add will answer with (a refined snapshot's re-fit is replaced by them at the add).
+        classifier = self._fit_classifier(space.unit_attributes * self.scale) if space.refined else None
+        with single_torch_thread():
+            return self.guard.judge(
+                space.names, space.kinds, space.unit_attributes, space.semantic_latents,
+                classifier or space.classifier, np.asarray(unit_values, dtype=np.float32),
+            )  # fmt: skip
+
+    def build(
+        self, user_classes: tuple[UserClass, ...], verdicts: tuple[Separability, ...] | None = None
+    ) -> ClassSpace:
+        """The bundle's classes then ``user_classes``, with a classifier over all of them. ``verdicts``: each
+        class's separability verdict, in order; judged here, each against the classes before it, if not
+        given (a visitor's classes rebuilt from the store get the verdicts their adds were given)."""
         if not user_classes:
             return self.base
+        if verdicts is None or len(verdicts) != len(user_classes):
+            return self._build_judged(user_classes, tuple(verdicts or ()))
         base = self.base
         user_unit = np.array([item.values for item in user_classes], dtype=np.float32).reshape(
             len(user_classes), len(self.attribute_names)
@@ -93,7 +125,29 @@ class SpaceBuilder:
             semantic_xy=np.concatenate([base.semantic_xy, self.place(user_semantic)]).astype(np.float32),
             classifier=self._fit_classifier(unit * self.scale),
             user_classes=user_classes,
+            verdicts=tuple(verdicts),
         )
+
+    def _build_judged(
+        self, user_classes: tuple[UserClass, ...], known: tuple[Separability, ...]
+    ) -> ClassSpace:
+        """:meth:`build`, judging each class past the ``known`` verdicts against the bundle's classes and the
+        user classes before it, in order (what its add would have said). One build: each class is judged
+        against a prefix of it (the fast classifier's rows are each class's own, so a prefix's classifier is
+        the first rows)."""
+        verdicts = list(known[: len(user_classes)])
+        placeholder = Separability((), {})
+        space = self.build(user_classes, (*verdicts, *[placeholder] * (len(user_classes) - len(verdicts))))
+        n_bundle = len(self.bundle_names)
+        for position in range(len(verdicts), len(user_classes)):
+            end = n_bundle + position
+            prefix = replace(
+                space, names=space.names[:end], kinds=space.kinds[:end],
+                unit_attributes=space.unit_attributes[:end], semantic_latents=space.semantic_latents[:end],
+                classifier=first_rows(space.classifier, end),
+            )  # fmt: skip
+            verdicts.append(self.judge(prefix, space.unit_attributes[end]))
+        return replace(space, verdicts=tuple(verdicts))
 
     @torch.inference_mode()
     def semantic_latents(self, attributes: np.ndarray) -> np.ndarray:

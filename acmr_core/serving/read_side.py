@@ -41,12 +41,14 @@ from acmr_core.serving.results import (
     RankedClass,
     RenderedExample,
 )
+from acmr_core.serving.separability import GROUP_DIFFERENCE, Separability
 from acmr_core.serving.threads import single_torch_thread
 from acmr_core.viz.latent_space import AlignmentSummary, alignment_scores, summarise_alignment
 from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
 
-#: Two classes whose attributes (0–1) differ by more than this in at most one attribute are near-duplicates.
-NEAR_DUPLICATE_DIFFERENCE = 0.25
+#: Two classes differ in an attribute group when an attribute of it differs by more than this (0–1); those
+#: that differ in at most one group are near-duplicates.
+NEAR_DUPLICATE_DIFFERENCE = GROUP_DIFFERENCE
 #: "Show examples" of a class: how many renders by default, and at most.
 DEFAULT_EXAMPLES = 4
 MAX_EXAMPLES = 12
@@ -160,6 +162,7 @@ class ReadSide:
             familiarity=familiarity,
             unfamiliar=unfamiliar,
             latent=tuple(latent_np[0].tolist()),
+            warning=space.warning(ranked[0].name),
         )
 
     @torch.inference_mode()
@@ -199,7 +202,16 @@ class ReadSide:
                 nearest=space.names[closest],
                 nearest_distance=float(to_classes[closest]),
             )
-        return DraftPreview((float(xy[0]), float(xy[1])), nearest, image)
+        return DraftPreview((float(xy[0]), float(xy[1])), nearest, image, self._judge_draft(space, unit[0]))
+
+    def _judge_draft(self, space: ClassSpace, unit: np.ndarray) -> Separability | None:
+        """The guard's verdict on a draft as it would be added (a demo world's empty groups filled in); None
+        while it cannot be added (two values of one group on: the add refuses it, saying why)."""
+        try:
+            completed, _ = self.complete(tuple(float(value) for value in unit))
+        except UserClassError:
+            return None
+        return self.builder.judge(space, np.asarray(completed, dtype=np.float32))
 
     # ---- render a class (demo-world bundles) ---------------------------------------------------------------
 
@@ -341,14 +353,13 @@ class ReadSide:
         row = space.unit_attributes[space.position(name)]
         return dict(zip(self.attribute_names, row.tolist(), strict=True))
 
-    @staticmethod
-    def near_duplicates(space: ClassSpace, name: str) -> list[str]:
-        """Other classes whose attributes differ from ``name``'s in at most one attribute (confusable)."""
+    def near_duplicates(self, space: ClassSpace, name: str) -> list[str]:
+        """Other classes whose descriptions differ from ``name``'s in at most one attribute group (a shape
+        swap turns two one-hot entries, but is one difference). Whether the model can tell them apart is the
+        separability guard's call (:meth:`ClassSpace.verdict`), from its own evidence."""
         own = space.position(name)
-        differing = (
-            np.abs(space.unit_attributes - space.unit_attributes[own]) > NEAR_DUPLICATE_DIFFERENCE
-        ).sum(axis=1)
-        return [space.names[i] for i in np.flatnonzero(differing <= 1) if i != own]
+        differing = self.builder.guard.differing_groups(space.unit_attributes[own], space.unit_attributes)
+        return [space.names[i] for i in np.flatnonzero(differing.sum(axis=1) <= 1) if i != own]
 
     @staticmethod
     def class_counts(space: ClassSpace) -> dict[str, int]:

@@ -8,6 +8,8 @@ from typing import Any
 
 from PIL import Image
 
+from acmr_core.serving.separability import Separability
+
 
 @dataclass(frozen=True)
 class RankedClass:
@@ -29,6 +31,8 @@ class Prediction:
     familiarity: float  # 1 = like the training images, 0.5 = at the bundle's threshold (see familiarity.py)
     unfamiliar: bool  # beyond the threshold: the answer is a guess
     latent: tuple[float, ...] = ()  # the image's visual latent (what a draft class's preview compares to)
+    #: The separability warning of the top class (a user class added with one, issue 32), else "".
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class RenderedExample:
             "recognised": self.recognised,
             "familiarity": self.prediction.familiarity,
             "unfamiliar": self.prediction.unfamiliar,
+            "warning": self.prediction.warning,
         }
 
 
@@ -95,3 +100,5 @@ class DraftPreview:
     xy: tuple[float, float]
     nearest: tuple[NearClass, ...]
     image: ImageMatch | None
+    #: Whether it could be told apart from every class (issue 32's guard); None where not judged.
+    verdict: Separability | None = None

@@ -239,10 +239,23 @@ class StudioService:
 
         In a demo world, a group the class leaves empty is filled in with the world's most common value
         (so it can be drawn); the record's ``assumed`` says which (``{group: value}``, empty if none).
+        A class the model cannot tell apart from another is added with a warning that stays with it: the
+        record's ``warning`` (``None`` if none) names the other class(es) (:meth:`class_warning_record`).
         """
         values, assumed = self.reads.complete(validate_values(attributes, self.attribute_names))
         stored = self.classes.define(self.visitor, name, dict(zip(self.attribute_names, values, strict=True)))
-        return {**self.class_record(stored.name, "user", stored.values), "assumed": assumed}
+        return {**self.class_record(stored.name, "user", stored.values), "assumed": assumed,
+                "warning": self.class_warning_record(stored.name)}  # fmt: skip
+
+    def class_warning(self, name: str) -> str:
+        """The warning a user class was added with (issue 32: the model cannot tell it apart from another
+        class), or "" (none, or a bundle class)."""
+        return self.class_space().warning(name)
+
+    def class_warning_record(self, name: str) -> dict[str, Any] | None:
+        """The API's form of :meth:`class_warning`: ``{"confused_with": [names], "message", "details"}``."""
+        verdict = self.class_space().verdict(name)
+        return None if verdict is None else verdict.record()
 
     def define_class_json(self, name: str, attributes_json: str) -> dict[str, Any]:
         """:meth:`define_class` with the attributes as a JSON object (the HTTP API's form)."""

@@ -30,6 +30,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from acmr_core.errors import UserClassError
 from acmr_core.serving.class_space import ClassSpace, SpaceBuilder
 from acmr_core.serving.user_classes import SHARED_OWNER, UserClass, UserClassStore
@@ -134,7 +136,9 @@ class VisitorClasses:
     # ---- writes ------------------------------------------------------------------------------------------
 
     def define(self, visitor: str | None, name: object, attributes: Mapping[str, object]) -> UserClass:
-        """Add a class for the visitor; it is in their snapshot from the moment this returns."""
+        """Add a class for the visitor; it is in their snapshot from the moment this returns, with the
+        separability guard's verdict (``space.verdict(name)``): a class the model cannot tell apart from
+        another is added with a warning naming it, never silently (issue 32)."""
         cleaned = validate_name(name)
         values = validate_values(attributes, self.builder.attribute_names)
         self._check(values)
@@ -145,8 +149,9 @@ class VisitorClasses:
             self._check_name_free(current.space, cleaned)
             self.store.check_room(1, owner)  # before the fit: a refusal costs nothing
             candidate = UserClass(cleaned, values, time.time())
+            verdict = self.builder.judge(current.space, np.asarray(values, dtype=np.float32))
             space = self.builder.build(
-                (*current.space.user_classes, candidate)
+                (*current.space.user_classes, candidate), (*current.space.verdicts, verdict)
             )  # fit first: nothing half-done
             stored = self.store.add(
                 cleaned, dict(zip(self.builder.attribute_names, values, strict=True)),
@@ -174,6 +179,7 @@ class VisitorClasses:
             self._keep(owner, current, replace(
                 space, names=space.names[:n_bundle] + tuple(item.name for item in user_classes),
                 user_classes=tuple(user_classes),
+                verdicts=tuple(verdict.renamed(old, renamed.name) for verdict in space.verdicts),
             ))  # fmt: skip
             self._schedule_refinement(owner)  # a refinement of the old names is discarded
         return renamed
@@ -193,8 +199,11 @@ class VisitorClasses:
                 raise UserClassError(
                     f"{space.names[position]!r} is one of the model's classes; only yours can be deleted"
                 )
-            remaining = tuple(item for i, item in enumerate(space.user_classes) if i != position - n_bundle)
-            new_space = self.builder.build(remaining)  # fit first, so a failure leaves everything as it was
+            kept = [i for i in range(len(space.user_classes)) if i != position - n_bundle]
+            remaining = tuple(space.user_classes[i] for i in kept)
+            gone = space.names[position]  # the others' verdicts no longer name it
+            verdicts = tuple(space.verdicts[i].without(gone) for i in kept if i < len(space.verdicts))
+            new_space = self.builder.build(remaining, verdicts)  # fit first: a failure leaves all as it was
             removed = self.store.delete(space.names[position], owner)
             self._keep(owner, current, new_space)
             self._schedule_refinement(owner)
@@ -212,7 +221,7 @@ class VisitorClasses:
                     self._check(item.values)
                 except UserClassError as error:
                     raise UserClassError(f"import refused, class #{position + 1}: {error}") from None
-            space = self.builder.build((*current.space.user_classes, *prepared))
+            space = self.builder.build((*current.space.user_classes, *prepared), current.space.verdicts)
             added = self.store.add_all(prepared, owner)
             self._keep(owner, current, space)
             self._schedule_refinement(owner)
