@@ -26,6 +26,11 @@ APP_CSS = """
 #predict-status:empty, #define-status:empty { display: none; }
 #predict-status .prose, #define-status .prose { font-size: 15px; }
 .refusal { color: #b00020; font-weight: 600; }
+/* An image outside the model's world: the warning is the headline, the best guess below it is muted. */
+.outside-world { font-size: 18px; line-height: 1.4; color: #8a4b00; }
+.outside-world strong { font-size: 22px; display: block; }
+#top-classes.muted-guess { opacity: 0.5; }
+#top-classes.muted-guess h2 { font-size: 16px; font-weight: 400; }
 #examples .caption-label { font-size: 11px; white-space: normal; line-height: 1.2; }
 /* Long class names wrap at spaces instead of pushing the tables (and the page) wider than a phone. */
 #alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }

@@ -25,6 +25,15 @@ PREDICT_HINT = "*The answer appears here: upload an image or click an example.*"
 SEES_LABEL = (
     "What the model sees: per attribute group, this image's reading beside the predicted class (✗ = differ)"
 )
+#: For an image outside the model's world (familiarity below its limit): the table's readings mean little.
+SEES_LABEL_OUTSIDE = (
+    "What the model sees — its readings mean little here: this image is outside the model's world"
+)
+RANKED_LABEL = "Top classes (seen / unseen / your class)"
+GUESS_LABEL = "Best guess only: this image is outside the model's world"
+#: CSS class (app/layout.py) that mutes the ranked classes of an image outside the model's world.
+MUTED_CLASS = "muted-guess"
+OUTSIDE_HEADLINE = "Outside this model's world"
 SEES_EXPLAINED = (
     "Each row is one attribute group: what the model reads in this image beside what the predicted class "
     "has (scores 0–1); ✗ marks where they differ."
@@ -98,7 +107,7 @@ def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) 
                     top_k = gr.Slider(1, 10, value=5, step=1, label="Classes to show")
             with gr.Column(scale=1, elem_id="predict-results"):
                 status = gr.Markdown(PREDICT_HINT, elem_id="predict-status")
-                ranked = gr.Label(label="Top classes (seen / unseen / your class)", elem_id="top-classes")
+                ranked = gr.Label(label=RANKED_LABEL, elem_id="top-classes")
                 sees_summary = gr.Markdown(elem_id="sees-summary")
                 sees_table = gr.Dataframe(
                     headers=SEES_COLUMNS,
@@ -131,14 +140,19 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
             log.warning("refused an upload: %s", error)
             return None, "", None, service.latent_figure(), None, None, refusal_markdown(error), None
         query = QueryPoint(prediction.xy, prediction.ranked[0].name)
+        outside = prediction.unfamiliar  # then the warning is the headline and the guess is muted below it
         return (
-            {f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
+            gr.update(
+                value={f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
+                label=GUESS_LABEL if outside else RANKED_LABEL,
+                elem_classes=[MUTED_CLASS] if outside else [],
+            ),
             sees_markdown(prediction),
-            sees_frame(prediction),
+            gr.update(value=sees_frame(prediction), label=SEES_LABEL_OUTSIDE if outside else SEES_LABEL),
             service.latent_figure(query=query),
             query,
             prediction.latent,
-            "",
+            outside_markdown(prediction) if outside else "",
             gr.skip(),
         )
 
@@ -182,15 +196,25 @@ def gamma_range(service: StudioService) -> tuple[float, float]:
     return -bound, bound
 
 
-def sees_markdown(prediction: Prediction) -> str:
-    """The familiarity notice (if any), the prediction, how many groups agree and what the table shows."""
-    top = prediction.ranked[0]
-    notice = (
-        f"⚠ **{UNFAMILIAR_NOTICE}** (familiarity {prediction.familiarity:.2f}; 0.5 is this model's limit)  \n"
-        if prediction.unfamiliar
-        else ""
+def outside_markdown(prediction: Prediction) -> str:
+    """The headline of an image outside the model's world: the warning, before any class name."""
+    return (
+        f'<div class="outside-world" role="alert"><strong>⚠ {OUTSIDE_HEADLINE}.</strong> '
+        f"{html.escape(UNFAMILIAR_NOTICE)} (familiarity {prediction.familiarity:.2f}; 0.5 is this model's "
+        "limit)</div>"
     )
+
+
+def sees_markdown(prediction: Prediction) -> str:
+    """The prediction (a muted best guess for an image outside the model's world, whose readings then mean
+    little), how many groups agree and what the table shows."""
+    top = prediction.ranked[0]
     readings = prediction_readings(prediction)
+    if prediction.unfamiliar:  # no "N of M agree" for a rocket: the readings of such an image mean little
+        return (
+            f"*Best guess, for what it is worth:* {html.escape(top.name)} ({top.kind}, "
+            f"{top.probability:.0%}). The readings below mean little for an image outside the model's world."
+        )
     grouped = any(reading.group for reading in readings)
     # Ungrouped names (AWA2) give one row per strong attribute, not per group: say which.
     rows = "attribute groups" if grouped else "strongest attributes"
@@ -198,8 +222,7 @@ def sees_markdown(prediction: Prediction) -> str:
     # A user class added with a separability warning keeps it on every answer it wins (issue 32).
     caution = f"⚠ *{html.escape(prediction.warning, quote=False)}*  \n" if prediction.warning else ""
     return (
-        notice
-        + f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
+        f"**Prediction:** {html.escape(top.name)} ({top.kind}, {top.probability:.0%}).  \n"
         + caution
         + f"**Agreement** with that class: **{agreeing_groups(readings)} of {len(readings)}** {rows} agree "
         f"(overall {prediction.agreement:.2f}; 1 = the same, 0 = nothing in common).  \n{explained}"

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from acmr_core.bundle.content import content_distances
 from acmr_core.errors import BundleError
 
 #: Share of the training images whose distances calibrate the threshold (never used for the statistics).
@@ -43,7 +44,10 @@ THRESHOLD_MARGIN = 1.25
 STD_FLOOR = 0.05
 #: What the app and the CLI say about an image beyond the threshold.
 UNFAMILIAR_NOTICE = "This image is unlike anything this model was trained on; the answer below is a guess."
-METHOD = "max(rms z-score of backbone features, share of rare-pixel-bin pixels), each over its threshold"
+METHOD = (
+    "max(rms z-score of backbone features, share of rare-pixel-bin pixels, content checks: too small, "
+    "uniform, noise), each over its threshold"
+)
 #: Pixel statistics: images are reduced to this side, colours quantised to this many levels per channel, and
 #: the local contrast (largest neighbour difference of the grey level) binned at these edges. 16 levels, not
 #: 8: flat paper and a retina's dark border fall in the same 32-wide bins as the renders' backgrounds
@@ -154,14 +158,20 @@ class Familiarity:
     def relative_distances(self, features: Any, images: Any = None) -> np.ndarray:
         """Each image's distance over its limit ``(N,)``: the larger measure over its threshold.
 
-        The pixel measure needs ``images`` (PIL); without them only the feature measure is used.
+        The pixel measure and the content checks (:mod:`acmr_core.bundle.content`, every bundle) need
+        ``images`` (PIL, as loaded: their own size); without them only the feature measure is used.
         """
         relative = self.distances(features) / self.threshold
-        if self.uses_pixels and images is not None:
+        if images is None:
+            return relative
+        images = list(images)
+        if len(images) != relative.size:
+            raise BundleError(f"{len(images)} images for {relative.size} feature vectors")
+        # Whatever the bundle, an image with no object in it (tiny, flat, noise) is outside its world.
+        relative = np.maximum(relative, content_distances(images))
+        if self.uses_pixels:
             levels = self.pixel_colour_levels
             shares = self.rare_pixel_shares([pixel_histogram(image, levels) for image in images])
-            if shares.shape != relative.shape:
-                raise BundleError(f"{shares.size} images for {relative.size} feature vectors")
             relative = np.maximum(relative, shares / float(self.pixel_threshold))
         return relative
 

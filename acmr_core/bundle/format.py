@@ -8,7 +8,8 @@ Layout (format version :data:`FORMAT_VERSION`; every part is JSON or safetensors
     scaler.safetensors     MinMax feature scaler (fitted on the training images only)
     model.json             ACMR architecture + training schedule
     model.safetensors      ACMR weights (complete state_dict, incl. the fixed eval IEM permutation)
-    classifier.json        GZSL classifier: calibration gamma, epochs, how they were selected
+    classifier.json        GZSL classifier: calibration gamma, probability temperature (absent: 1), epochs,
+                           how they were selected and fitted
     classifier.safetensors GZSL linear classifier weights
     latent.json            image ids of the plotted images, placement settings
     latent.safetensors     latent-space cache: visual latents (sample per class) + labels, semantic latents
@@ -46,9 +47,10 @@ from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import Familiarity
 from acmr_core.data.xlsa17 import FeatureScaler
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
-from acmr_core.errors import BackboneError, BundleError, DataError, quote_value, shorten
+from acmr_core.errors import ACMRError, BackboneError, BundleError, DataError, quote_value, shorten
 from acmr_core.features.backbone import BackboneIdentity
 from acmr_core.fileio import file_sha256, jsonable, read_json, write_json
+from acmr_core.model.calibration import check_temperature
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
@@ -117,6 +119,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
             {
                 "num_classes": int(trained.classifier.num_classes),
                 "gamma": float(trained.gamma),
+                "temperature": float(trained.temperature),
                 "epochs": int(trained.classifier_epochs),
                 "selection": trained.selection,
             },
@@ -307,6 +310,10 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     epochs = classifier_meta.get("epochs", train.cls_max_epochs)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:  # NaN parses here: see above
         raise BundleError(f"bundle {name}: classifier.json 'epochs' is not a whole number")
+    try:  # bundles made before the temperature existed score with T = 1
+        temperature = check_temperature(classifier_meta.get("temperature", 1.0))
+    except ACMRError as error:
+        raise BundleError(f"bundle {name}: classifier.json {error}") from None
     classifier = GZSLClassifier(arch.latent_dim, catalog.num_classes)
     load_state(
         classifier,
@@ -338,6 +345,7 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         selection=dict(classifier_meta.get("selection") or {}),
         scaler=scaler,
         class_names=list(catalog.names),
+        temperature=temperature,
     )
     provenance = manifest.get("provenance") if isinstance(manifest.get("provenance"), dict) else {}
     learnt = directory / LEARNT_BACKBONE_PART if LEARNT_BACKBONE_PART in manifest["files"] else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import IO
@@ -102,15 +103,35 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int, name: str = "image
     if width <= 0 or height <= 0:
         raise ImageError(f"{name}: image has no pixels ({width}×{height}); use another image")
     if width * height > max_pixels:
-        raise ImageError(
-            f"{name}: image is {width}×{height} = {width * height / 1e6:.1f} MP, above the limit of "
-            f"{max_pixels / 1e6:.0f} MP (refused as a possible decompression bomb); downscale it first"
-        )
+        raise too_large(name, width * height, max_pixels, f"{width}×{height} = ")
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise ImageError(
             f"{name}: image is {width}×{height}, a strip more than {MAX_ASPECT_RATIO} times longer than wide "
             "(scaling it for the model would cost gigabytes); crop it to the subject first"
         )
+
+
+def too_large(name: str, pixels: int | None, max_pixels: int, size: str = "") -> ImageError:
+    """The one message for an image over the pixel limit, whoever noticed it first (our header check or
+    Pillow's own decompression-bomb guard, whose limit and wording differ): ``size`` is ``"W×H = "`` when
+    known, ``pixels`` None when not even the count is."""
+    count = f"{size}{pixels / 1e6:.1f} MP" if pixels is not None else "larger than that"
+    return ImageError(
+        f"{name}: image is too large: {count}, above the limit of {max_pixels / 1e6:.0f} MP "
+        "(refused as a possible decompression bomb); downscale it first"
+    )
+
+
+def _bomb_pixels(error: Exception) -> int | None:
+    """The pixel count Pillow's decompression-bomb error or warning states ("Image size (N pixels) ...")."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else None
+
+
+def _effective_limit(max_pixels: int) -> int:
+    """The limit an image actually met: ours, or Pillow's bomb guard where that is lower (a caller's larger
+    ``max_pixels``)."""
+    return min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
 
 
 def resized_pixels(size: tuple[int, int], short_side: int) -> int:
@@ -175,10 +196,7 @@ def _open_checked(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
             "use a JPEG, PNG, GIF, BMP, TIFF or WebP file"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(
-            f"{name}: image is too large ({error}); "
-            "refused as a possible decompression bomb, downscale it first"
-        ) from None
+        raise too_large(name, _bomb_pixels(error), _effective_limit(max_pixels)) from None
     except _DECODE_ERRORS as error:
         raise ImageError(f"{name}: the image header is corrupt ({error}); use another image") from None
     try:
@@ -199,7 +217,7 @@ def _decode_first_frame(image: Image.Image, name: str) -> None:
             image.seek(0)
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name}: image is too large ({error}); downscale it first") from None
+        raise too_large(name, _bomb_pixels(error), _effective_limit(DEFAULT_MAX_PIXELS)) from None
     except _DECODE_ERRORS as error:
         raise ImageError(f"{name}: the image is truncated or corrupt ({error}); use another image") from None
 

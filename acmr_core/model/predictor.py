@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from acmr_core.data.xlsa17 import FeatureScaler
+from acmr_core.model.calibration import apply_temperature
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier, predict_scores
 from acmr_core.model.network import ACMR
@@ -39,6 +40,9 @@ class TrainedModel:
     selection: dict[str, Any] = field(default_factory=dict)
     scaler: FeatureScaler | None = None
     class_names: list[str] | None = None
+    #: Divides the calibrated-stacking scores before the softmax (:mod:`acmr_core.model.calibration`);
+    #: fitted on held-out data, 1 for a model or bundle made before it existed.
+    temperature: float = 1.0
 
     @property
     def device(self) -> torch.device:
@@ -81,11 +85,13 @@ class TrainedModel:
         self, latents: Tensor, gamma: float | None = None, classifier: GZSLClassifier | None = None
     ) -> Tensor:
         """Calibrated log-probabilities of visual latents: seen classes lowered by ``gamma`` (default: the
-        selected one). ``classifier``: one re-fitted over more classes (the app's user classes), else ours."""
+        selected one), then divided by the model's temperature (which leaves the ranking alone).
+        ``classifier``: one re-fitted over more classes (the app's user classes), else ours."""
         classifier = self.classifier if classifier is None else classifier
         classifier.eval()
         mask = self.seen_mask_for(classifier.num_classes)
-        return predict_scores(classifier(latents), mask, self.gamma if gamma is None else gamma)
+        scores = predict_scores(classifier(latents), mask, self.gamma if gamma is None else gamma)
+        return apply_temperature(scores, self.temperature)
 
     def scores(
         self, features: Any, gamma: float | None = None, classifier: GZSLClassifier | None = None

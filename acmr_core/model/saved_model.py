@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save
 from acmr_core.data.xlsa17 import FeatureScaler
 from acmr_core.errors import ACMRError, BundleError, quote_value, shorten
 from acmr_core.fileio import atomic_write, read_json, write_json
+from acmr_core.model.calibration import check_temperature
 from acmr_core.model.config import ACMRConfig, TrainConfig
 from acmr_core.model.gzsl import GZSLClassifier
 from acmr_core.model.network import ACMR
@@ -87,6 +88,7 @@ def save_trained(directory: str | Path, trained: TrainedModel) -> Path:
         "arch": trained.arch.to_dict(),
         "train": trained.train.to_dict(),
         "gamma": trained.gamma,
+        "temperature": trained.temperature,
         "classifier_epochs": trained.classifier_epochs,
         "selection": trained.selection,
         "class_names": trained.class_names,
@@ -131,6 +133,7 @@ def load_trained(directory: str | Path, device: torch.device | str = "cpu") -> T
         arch = ACMRConfig.from_dict(config["arch"])
         train = TrainConfig.from_dict(config["train"])
         gamma = float(config["gamma"])
+        temperature = check_temperature(config.get("temperature", 1.0))  # absent: saved before calibration
         classifier_epochs = int(config["classifier_epochs"])
     except (KeyError, TypeError, ValueError, ACMRError) as error:
         raise BundleError(f"{directory / CONFIG_FILE} is incomplete or invalid ({shorten(error)})") from None
@@ -190,4 +193,5 @@ def load_trained(directory: str | Path, device: torch.device | str = "cpu") -> T
         selection=config.get("selection") or {},
         scaler=scaler,
         class_names=list(class_names) if isinstance(class_names, list) else None,
+        temperature=temperature,
     )

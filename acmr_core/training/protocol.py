@@ -144,7 +144,7 @@ def train_gzsl(
             choose_epochs,
         )
         chosen["split"] = split_source
-        cls_epochs, gamma = chosen["classifier_epochs"], chosen["gamma"]
+        cls_epochs, gamma, temperature = chosen["classifier_epochs"], chosen["gamma"], chosen["temperature"]
         cls_kwargs = train.classifier_optimizer()
         if choose_epochs:
             # The same per-epoch schedule as the validation run, truncated: the preset warm-ups are kept, not
@@ -155,7 +155,7 @@ def train_gzsl(
             "mode": "reference",
             "note": "reference fixed classifier schedule, last epoch, no calibration",
         }
-        cls_epochs, gamma = train.cls_reference_epochs, 0.0
+        cls_epochs, gamma, temperature = train.cls_reference_epochs, 0.0, 1.0
         cls_kwargs = train.classifier_optimizer(reference=True)
 
     scaler = FeatureScaler().fit(features)  # fitted on the training images only
@@ -189,6 +189,7 @@ def train_gzsl(
         selection=chosen,
         scaler=scaler,
         class_names=class_names,
+        temperature=float(temperature),
     )
 
 

@@ -20,8 +20,9 @@ import torch
 
 from acmr_core.data.xlsa17 import FeatureScaler, holdout_split
 from acmr_core.errors import DataError
+from acmr_core.model.calibration import fit_temperature
 from acmr_core.model.config import ACMRConfig, TrainConfig
-from acmr_core.model.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table
+from acmr_core.model.gzsl import GZSLClassifier, fit_gzsl_classifier, gzsl_selection_table, predict_scores
 from acmr_core.model.network import ACMR
 from acmr_core.runtime import as_tensor
 from acmr_core.training.fit import EpochStopper, fit_acmr
@@ -81,8 +82,10 @@ def select_on_validation(
         with torch.no_grad():
             z_held, z_unseen = model.visual_latent(x_held), model.visual_latent(x_unseen)
         table = torch.zeros(train.cls_max_epochs, gammas.numel(), 3, device=device)
+        weights: list[dict[str, torch.Tensor]] = []  # each epoch's classifier (a few KB), for the temperature
 
         def record(epoch: int, classifier: GZSLClassifier) -> None:
+            weights.append({k: v.detach().clone() for k, v in classifier.state_dict().items()})
             with torch.no_grad():
                 table[epoch] = gzsl_selection_table(
                     classifier(z_held) + candidates,
@@ -113,9 +116,19 @@ def select_on_validation(
         epoch_index, gamma_index = np.unravel_index(int(np.argmax(table_np[:, :, 2])), table_np.shape[:2])
         u, s, h = table_np[epoch_index, gamma_index]
         uncalibrated = table_np[:, 0, 2] if train.cls_gamma_grid[0] == 0.0 else None
+        gamma = float(train.cls_gamma_grid[gamma_index])
+        chosen_classifier = GZSLClassifier(z_held.shape[1], n_classes).to(device)
+        chosen_classifier.load_state_dict(weights[epoch_index])
+        with torch.no_grad():
+            scores = predict_scores(
+                chosen_classifier(torch.cat((z_held, z_unseen))) + candidates, seen_mask, gamma
+            )
         return {
             "classifier_epochs": int(epoch_index) + 1,
-            "gamma": float(train.cls_gamma_grid[gamma_index]),
+            "gamma": gamma,
+            # The probabilities' temperature, fitted on the same held-out seen and unseen images at the chosen
+            # epoch and gamma (acmr_core.model.calibration).
+            "temperature": fit_temperature(scores, torch.cat((y_held, y_unseen))),
             "val_U": float(u),
             "val_S": float(s),
             "val_H": float(h),

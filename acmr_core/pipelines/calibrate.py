@@ -1,0 +1,112 @@
+"""Fitting the probability temperature of an existing bundle on fresh held-out images, without retraining.
+
+A bundle built today gets its temperature from the validation split while it is built
+(:mod:`acmr_core.training.selection`). A bundle built before, or one whose own images can be drawn afresh
+(the demo world), can be given one afterwards: the temperature that minimises the negative log-likelihood of
+fresh labelled images of its classes (:func:`acmr_core.model.calibration.fit_temperature`) is written into
+``classifier.json`` and the manifest's record of that part is updated, so the bundle still verifies. Nothing
+else changes: the ranking of every image, hence every top-1 and what gamma does, is the same.
+
+Public interface:
+
+* :func:`recalibrate_bundle` ``(directory, features, labels, record) -> dict`` — fit, write, report.
+* :func:`calibrate_demo_bundle` ``(directory, seed=CALIBRATION_SEED, per_class=20) -> dict`` — the same on
+  fresh renders of a demo-world bundle's classes, with a render seed its build never used (recorded in its
+  ``demo_world.used_seeds``, so ``acmr evaluate`` refuses it afterwards).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acmr_core.bundle.format import MANIFEST, load_bundle, verify_bundle
+from acmr_core.data.demo_world import DemoWorldRecord, default_world, extract_renders
+from acmr_core.errors import BundleError
+from acmr_core.fileio import file_sha256, read_json, write_json
+from acmr_core.model.calibration import calibration_report, fit_temperature
+
+log = logging.getLogger(__name__)
+
+#: Render seed of the demo bundle's calibration renders: no bundle, gallery, example, backbone or evaluation
+#: seed (acmr_core.data.demo_world) and none of the benchmarks'.
+CALIBRATION_SEED = 13
+#: Fresh renders per class that fit the temperature (one scalar: a few hundred images pin it down).
+CALIBRATION_PER_CLASS = 20
+
+
+def recalibrate_bundle(
+    directory: str | Path, features: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Fit the temperature of the bundle at ``directory`` on raw ``features`` of labelled images (class
+    indices ``labels``), write it with ``record`` (how the images were drawn) into ``classifier.json``, and
+    return the fit's record: the temperature and the images' NLL / ECE before (``T = 1``) and after."""
+    directory = Path(directory)
+    bundle = load_bundle(directory, device="cpu")
+    labels = np.asarray(labels, dtype=np.int64)
+    bundle.trained.temperature = 1.0
+    scores = bundle.scores(features)  # log-probabilities at T = 1 (after the bundle's gamma)
+    temperature = fit_temperature(scores, labels)
+    before = calibration_report(np.exp(scores), labels)
+    bundle.trained.temperature = temperature
+    after = calibration_report(bundle.probabilities(features), labels)
+    fitted = {"temperature": temperature, **dict(record), "before": before, "after": after}
+    _write_classifier_meta(directory, temperature, fitted)
+    log.info("bundle %s: temperature %.4g (ECE %.3f -> %.3f)", directory.name, temperature,
+             before["ece"], after["ece"])  # fmt: skip
+    return fitted
+
+
+def _write_classifier_meta(directory: Path, temperature: float, fitted: Mapping[str, Any]) -> None:
+    """Put the temperature into ``classifier.json`` and that part's new size and SHA-256 into the manifest."""
+    manifest = verify_bundle(directory)
+    path = directory / "classifier.json"
+    meta = read_json(path, f"bundle {directory.name}: classifier.json")
+    if not isinstance(meta, dict):
+        raise BundleError(f"bundle {directory.name}: classifier.json is not a JSON object")
+    meta["temperature"] = float(temperature)
+    meta["calibration"] = {"method": "temperature on held-out images", **dict(fitted)}
+    write_json(path, meta)
+    manifest["files"]["classifier.json"] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+    write_json(directory / MANIFEST, manifest)
+
+
+def calibrate_demo_bundle(
+    directory: str | Path,
+    *,
+    seed: int = CALIBRATION_SEED,
+    per_class: int = CALIBRATION_PER_CLASS,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Fit a demo-world bundle's temperature on ``per_class`` fresh renders of each of its classes drawn with
+    render ``seed`` (refused if the bundle's build used it), and record the seed as used."""
+    directory = Path(directory)
+    bundle = load_bundle(directory, device=device)
+    used = DemoWorldRecord.from_provenance(bundle.provenance)
+    if used is None:
+        raise BundleError(f"bundle {directory.name} is not a demo-world bundle (no demo_world record)")
+    if seed in used.used_seeds:
+        raise BundleError(f"render seed {seed} was used to build bundle {directory.name}; choose another")
+    world = default_world().subset(list(bundle.catalog.names))
+    backbone = bundle.create_backbone(device=device)
+    features, labels, _ = extract_renders(
+        world, backbone, seed, per_class, progress=progress, description="calibration renders",
+        size=used.render_size,
+    )  # fmt: skip
+    record = {"images": "fresh demo-world renders", "render_seed": seed, "per_class": per_class}
+    fitted = recalibrate_bundle(directory, features, labels, record)
+    _record_used_seed(directory, seed)
+    return fitted
+
+
+def _record_used_seed(directory: Path, seed: int) -> None:
+    """Add ``seed`` to the manifest's ``demo_world.used_seeds`` (the provenance is not a hashed part)."""
+    manifest = verify_bundle(directory)
+    demo = manifest["provenance"]["demo_world"]
+    demo["used_seeds"] = sorted({*demo.get("used_seeds", []), int(seed)})
+    write_json(directory / MANIFEST, manifest)
