@@ -40,7 +40,11 @@ def _before_after(trained: Any, features: np.ndarray, labels: np.ndarray) -> dic
         before = calibration_report(trained.probabilities(features), labels)
     finally:
         trained.temperature = fitted
-    return {"temperature": fitted, "before": before, "after": calibration_report(trained.probabilities(features), labels)}
+    return {
+        "temperature": fitted,
+        "before": before,
+        "after": calibration_report(trained.probabilities(features), labels),
+    }
 
 
 def demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,11 +109,11 @@ def _train(data: Any, args: argparse.Namespace) -> Any:
         num_classes=data.attributes.shape[0],
     )
     train = replace(scale_epochs(train, args.epochs), precision="fp32")
+    val_seen, val_unseen = np.unique(data.labels[data.train]), np.unique(data.labels[data.val])
     return train_gzsl(
         data.features[data.trainval], data.labels[data.trainval], data.attributes, data.seen_classes,
-        data.unseen_classes, arch=arch, train=train, device="cpu", seed=args.seed,
-        val_seen_classes=np.unique(data.labels[data.train]), val_unseen_classes=np.unique(data.labels[data.val]),
-        progress=False,
+        data.unseen_classes, arch=arch, train=train, device="cpu", seed=args.seed, progress=False,
+        val_seen_classes=val_seen, val_unseen_classes=val_unseen,
     )  # fmt: skip
 
 

@@ -64,7 +64,9 @@ def _noise(rng: np.random.Generator) -> dict[str, Image.Image]:
     images = {}
     for index, side in enumerate((16, 64, 224, 224, 500, 1000)):
         images[f"uniform-colour-noise@{side}.{index}"] = _image(rng.integers(0, 256, (side, side, 3)))
-        images[f"uniform-grey-noise@{side}.{index}"] = _image(np.repeat(rng.integers(0, 256, (side, side, 1)), 3, 2))
+        images[f"uniform-grey-noise@{side}.{index}"] = _image(
+            np.repeat(rng.integers(0, 256, (side, side, 1)), 3, 2)
+        )
         images[f"gaussian-noise@{side}.{index}"] = _image(rng.normal(128, 50, (side, side, 3)))
     for side in (100, 300):
         salt = np.where(rng.random((side, side, 1)) < 0.5, 0, 255) * np.ones((1, 1, 3))
@@ -142,7 +144,7 @@ def main() -> None:
     world = demo_world.default_world().subset(list(bundle.catalog.names))
     renders = {image_id: image for image, _, image_id in world.renders(args.seed, args.per_class)}
     photos = real_photos()
-    sources = list(photos.values())[:: 5] + list(renders.values())[:: 37]
+    sources = list(photos.values())[::5] + list(renders.values())[::37]
     groups = {
         "no object": assess(bundle, backbone, no_object_images(args.seed, sources)),
         "fresh renders": assess(bundle, backbone, renders),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from tests.test_app_api import (
     REPO_ROOT,
     example_images,
     free_port,
+    huge_png,
     require_demo_bundle,
 )
 
@@ -728,3 +730,57 @@ def test_a_shape_only_twin_is_warned_before_add_and_the_warning_stays_with_it(ap
         page.get_by_role("button", name="Delete").click()
         expect(status).to_contain_text(f"Deleted {name}", timeout=30_000)
         browser.close()
+
+
+def test_a_photo_leads_with_the_warning_and_the_guess_is_muted(app_url: str, tmp_path: Path) -> None:
+    """Issue 34: for a photograph the demo world never saw, the headline is the warning, not a class name."""
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+    from skimage import data
+
+    photo = tmp_path / "rocket.jpg"
+    Image.fromarray(data.rocket()).save(photo)
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        ranked, status = page.locator("#top-classes"), page.locator("#predict-status")
+        page.locator("#query-image input[type=file]").set_input_files(str(photo))
+        expect(status).to_contain_text("Outside this model's world", timeout=60_000)
+        expect(ranked).to_have_class(re.compile(r"\bmuted-guess\b"))
+        expect(ranked).to_contain_text("Best guess only")
+        summary = page.locator("#sees-summary")
+        expect(summary).to_contain_text("mean little")
+        expect(summary).not_to_contain_text("agree")
+        expect(page.get_by_text("its readings mean little here")).to_be_visible()
+        # The warning comes first: nothing in the results column reads before it.
+        results = page.locator("#predict-results").inner_text()
+        assert results.lstrip().startswith("⚠ Outside this model's world"), results[:200]
+        status_box, ranked_box = status.bounding_box(), ranked.bounding_box()
+        assert status_box is not None and ranked_box is not None and status_box["y"] < ranked_box["y"]
+        page.screenshot(path=str(tmp_path / "photo.png"))
+        # A render of the world afterwards: a plain headline again, nothing muted.
+        page.locator("#query-image input[type=file]").set_input_files(str(example_images()[0]))
+        expect(status).not_to_contain_text("Outside", timeout=60_000)
+        expect(ranked).not_to_have_class(re.compile(r"\bmuted-guess\b"))
+        expect(page.locator("#sees-summary")).to_contain_text("Agreement")
+        browser.close()
+
+
+def test_a_100_megapixel_png_gets_the_projects_one_line_message(
+    app_url: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 34: Pillow's own bomb text (its limit, "DOS attack") never reaches the page; ours does."""
+    from playwright.sync_api import expect, sync_playwright
+
+    big = tmp_path / "big.png"
+    big.write_bytes(huge_png(10_000, 10_000))  # 100 MP: between Pillow's warning and error limits
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, DESKTOP)
+        status = page.locator("#predict-status")
+        page.locator("#query-image input[type=file]").set_input_files(str(big))
+        expect(status).to_contain_text(
+            "big.png: image is too large: 100.0 MP, above the limit of 64 MP", timeout=60_000
+        )
+        text = status.inner_text()
+        assert "\n" not in text.strip() and "pixels" not in text and "DOS" not in text
+        browser.close()
+    assert "could be decompression bomb DOS attack" not in _app_log(tmp_path_factory)

@@ -63,10 +63,12 @@ def neighbour_correlation(pixels: np.ndarray) -> float:
     grey = pixels.mean(axis=2)
     values = []
     for first, second in ((grey[:, :-1], grey[:, 1:]), (grey[:-1, :], grey[1:, :])):
+        if first.size < 2:  # a one-pixel-wide image has no neighbours this way
+            continue
         a, b = first.ravel() - first.mean(), second.ravel() - second.mean()
         denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
-        values.append(float((a * b).sum()) / denominator if a.size > 1 and denominator > 1e-6 else 1.0)
-    return min(values)
+        values.append(float((a * b).sum()) / denominator if denominator > 1e-6 else 1.0)
+    return min(values, default=1.0)
 
 
 def content_distance(image: Image.Image) -> float:
