@@ -77,7 +77,8 @@ def _noise(rng: np.random.Generator) -> dict[str, Image.Image]:
 
 
 def _text(rng: np.random.Generator) -> dict[str, Image.Image]:
-    """Screenshots of text: Pillow's built-in font, sizes 10-60, on light and dark pages."""
+    """Screenshots of text: Pillow's built-in font, sizes 10-60, on light and dark pages, with margins and
+    cropped tight to the text."""
     images = {}
     pages = [((255, 255, 255), (0, 0, 0)), ((250, 250, 245), (30, 30, 120)), ((30, 30, 30), (230, 230, 230)),
              ((255, 255, 255), (200, 0, 0))]  # fmt: skip
@@ -87,8 +88,12 @@ def _text(rng: np.random.Generator) -> dict[str, Image.Image]:
             width = int(rng.integers(300, 1200))
             height = int(max(font_size * 6, rng.integers(120, 800)))
             image = Image.new("RGB", (width, height), page)
-            ImageDraw.Draw(image).multiline_text((8, 8), TEXT, fill=ink, font=font, spacing=font_size // 3)
+            draw = ImageDraw.Draw(image)
+            draw.multiline_text((8, 8), TEXT, fill=ink, font=font, spacing=font_size // 3)
             images[f"text{font_size}px-on{page}@{width}x{height}"] = image
+            left, top, right, bottom = draw.multiline_textbbox((8, 8), TEXT, font=font, spacing=font_size // 3)
+            tight = image.crop((left - 3, top - 3, min(right, width) + 3, min(bottom, height) + 3))
+            images[f"text{font_size}px-tight-on{page}@{tight.width}x{tight.height}"] = tight
     return images
 
 
