@@ -160,7 +160,9 @@ def test_the_predict_panel_table_has_the_group_columns_and_answers_with_them(app
     event = next(fn for fn in demo.fns.values() if any(out is tables[0] for out in fn.outputs))
     image = example_images()[0]
     outputs = event.fn(str(Path(image)), service.default_gamma, 5, service.bundle_name, None)
-    summary, frame = outputs[1], outputs[2]
+    summary, table = outputs[1], outputs[2]
+    frame = table["value"]  # an update: the label says when the readings mean little (issue 34)
+    assert table["label"] == SEES_LABEL  # a render of the world: the plain label
     assert list(frame.columns) == SEES_COLUMNS
     groups = {name.split(": ", 1)[0] for name in service.attribute_names}
     assert set(frame["group"]) == groups and len(frame) == len(groups)
