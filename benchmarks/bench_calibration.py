@@ -69,13 +69,13 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
 
 def cub(args: argparse.Namespace) -> dict[str, Any]:
     from acmr_core.data.xlsa17 import load_xlsa17
+    from acmr_core.model.saved_model import save_trained
     from acmr_core.training.protocol import evaluate_trained
 
     data = load_xlsa17(args.data, "CUB")
     started = time.perf_counter()
     trained = _train(data, args)
     seconds = time.perf_counter() - started
-    rows = np.concatenate([data.test_seen, data.test_unseen])
     metrics = evaluate_trained(
         trained,
         data.features[data.test_seen],
@@ -83,6 +83,16 @@ def cub(args: argparse.Namespace) -> dict[str, Any]:
         data.features[data.test_unseen],
         data.labels[data.test_unseen],
     )
+    rows = np.concatenate([data.test_seen, data.test_unseen])
+    fits = {"chosen": trained.temperature, **trained.selection.get("temperature_fits", {})}
+    by_fit = {}
+    for name, temperature in fits.items():  # every validation fit, measured (only "chosen" is used)
+        trained.temperature = temperature
+        measured = _before_after(trained, data.features[rows], data.labels[rows])["after"]
+        by_fit[name] = {"temperature": temperature, **measured}
+    trained.temperature = fits["chosen"]
+    if args.save is not None:
+        save_trained(args.save, trained)
     return {
         "set": "synthetic CUB test split (seen + unseen test images)",
         "acmr_epochs": trained.train.epochs,
@@ -92,6 +102,7 @@ def cub(args: argparse.Namespace) -> dict[str, Any]:
         "seen": _before_after(trained, data.features[data.test_seen], data.labels[data.test_seen]),
         "unseen": _before_after(trained, data.features[data.test_unseen], data.labels[data.test_unseen]),
         **_before_after(trained, data.features[rows], data.labels[rows]),
+        "every_validation_fit": by_fit,
     }
 
 
@@ -129,6 +140,7 @@ def main() -> None:
     on_cub.add_argument("--data", type=Path, required=True, help="folder holding CUB/ (synthetic xlsa17)")
     on_cub.add_argument("--epochs", type=int, default=10)
     on_cub.add_argument("--seed", type=int, default=0)
+    on_cub.add_argument("--save", type=Path, default=None, help="also save the trained model here")
     args = parser.parse_args()
     result = demo(args) if args.set == "demo" else cub(args)
     print(json.dumps(result, indent=1))

@@ -91,7 +91,9 @@ def _text(rng: np.random.Generator) -> dict[str, Image.Image]:
             draw = ImageDraw.Draw(image)
             draw.multiline_text((8, 8), TEXT, fill=ink, font=font, spacing=font_size // 3)
             images[f"text{font_size}px-on{page}@{width}x{height}"] = image
-            left, top, right, bottom = draw.multiline_textbbox((8, 8), TEXT, font=font, spacing=font_size // 3)
+            left, top, right, bottom = draw.multiline_textbbox(
+                (8, 8), TEXT, font=font, spacing=font_size // 3
+            )
             tight = image.crop((left - 3, top - 3, min(right, width) + 3, min(bottom, height) + 3))
             images[f"text{font_size}px-tight-on{page}@{tight.width}x{tight.height}"] = tight
     return images

@@ -4,7 +4,8 @@ A zero-shot model always answers with one of its classes, even for a photograph 
 rendered shapes. Each bundle therefore stores the statistics of its training images' backbone features and a
 threshold, and every prediction carries a familiarity score and an ``unfamiliar`` flag.
 
-Two measures, each with its own threshold calibrated on held-out training images:
+Two statistical measures, each with its own threshold calibrated on held-out training images, and a content
+check:
 
 * **features**: the root-mean-square z-score of an image's backbone features with respect to the per-dimension
   mean and standard deviation of the training features (a diagonal Mahalanobis distance). Used by every
@@ -14,11 +15,14 @@ Two measures, each with its own threshold calibrated on held-out training images
   any neighbouring colour. Needed
   because pooled features of a random-weight backbone average a photograph into something that looks like a
   mixture of rendered regions (measured: docs/benchmarks/demo.md); pixel statistics do not average that way.
+* **content** (every bundle, whenever the image is at hand): checks that the image can show an object at all
+  (not tiny, flat, noise or a page of text: :mod:`acmr_core.bundle.content`); no statistics, so it holds for
+  any bundle, whatever its world.
 
-Each measure is fitted on a seeded share of the training images; its threshold is a high quantile of the
-*held-out* rest's values, widened by a margin. The image's distance is the larger of the two measures divided
-by its threshold, so 1 is the limit; ``familiarity = 2 ** (-distance)``: 1 for a typical training image, 0.5
-exactly at the limit, towards 0 far outside.
+Each statistical measure is fitted on a seeded share of the training images; its threshold is a high
+quantile of the *held-out* rest's values, widened by a margin. The image's distance is the largest of the
+measures over its threshold, so 1 is the limit; ``familiarity = 2 ** (-distance)``: 1 for a typical training
+image, 0.5 exactly at the limit, towards 0 far outside.
 """
 
 from __future__ import annotations

@@ -120,15 +120,24 @@ def select_on_validation(
         chosen_classifier = GZSLClassifier(z_held.shape[1], n_classes).to(device)
         chosen_classifier.load_state_dict(weights[epoch_index])
         with torch.no_grad():
-            scores = predict_scores(
-                chosen_classifier(torch.cat((z_held, z_unseen))) + candidates, seen_mask, gamma
+            held_scores, unseen_scores = (
+                predict_scores(chosen_classifier(z) + candidates, seen_mask, gamma)
+                for z in (z_held, z_unseen)
             )
+        # The probabilities' temperature, fitted on the held-out seen images and on the "unseen" images at the
+        # chosen epoch and gamma, each part on its own: the larger (the less sure) is kept. The validation's
+        # "unseen" classes are seen classes in disguise, easier than the real unseen ones, so neither part may
+        # claim more certainty than the other supports (acmr_core.model.calibration).
+        parts = {
+            "seen": fit_temperature(held_scores, y_held),
+            "unseen": fit_temperature(unseen_scores, y_unseen),
+        }
+        pooled = fit_temperature(torch.cat((held_scores, unseen_scores)), torch.cat((y_held, y_unseen)))
         return {
             "classifier_epochs": int(epoch_index) + 1,
             "gamma": gamma,
-            # The probabilities' temperature, fitted on the same held-out seen and unseen images at the chosen
-            # epoch and gamma (acmr_core.model.calibration).
-            "temperature": fit_temperature(scores, torch.cat((y_held, y_unseen))),
+            "temperature": max(parts.values()),
+            "temperature_fits": {**parts, "pooled": pooled},  # the pooled fit: recorded, not used
             "val_U": float(u),
             "val_S": float(s),
             "val_H": float(h),
