@@ -179,3 +179,17 @@ def _rewrite(directory: Path, part: str, document: dict) -> None:
     manifest = json.loads((directory / MANIFEST).read_text())
     manifest["files"][part] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_saved_model_keeps_its_temperature_and_an_older_one_loads_with_one(
+    built: Path, tmp_path: Path
+) -> None:
+    from acmr_core.model.saved_model import CONFIG_FILE, load_trained, save_trained
+
+    trained = load_bundle(built, device="cpu").trained
+    folder = save_trained(tmp_path / "model", trained)  # what `acmr train` writes and the bootstrap bundles
+    assert load_trained(folder).temperature == pytest.approx(trained.temperature) != 1.0
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    del config["temperature"]
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    assert load_trained(folder).temperature == 1.0
