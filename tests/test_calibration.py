@@ -123,15 +123,27 @@ def test_building_a_bundle_fits_and_keeps_a_temperature(built: Path) -> None:
     meta = json.loads((built / "classifier.json").read_text())
     assert meta["temperature"] == meta["selection"]["temperature"]  # fitted on the validation split
     fits = meta["selection"]["temperature_fits"]
-    assert meta["temperature"] == max(fits["seen"], fits["unseen"]) != 1.0  # the less sure of the two parts
+    assert set(fits) == {"seen", "unseen", "pooled"} and all(value > 0 for value in fits.values())
+    # The validation may soften the probabilities, never sharpen them (its unseen part is optimistic).
+    assert meta["temperature"] == max(1.0, fits["seen"], fits["unseen"])
     bundle = load_bundle(built, device="cpu")
     assert bundle.trained.temperature == pytest.approx(meta["temperature"])
+
+
+def test_a_temperature_changes_the_probabilities_but_never_the_answer(built: Path) -> None:
+    bundle = load_bundle(built, device="cpu")
     features = _features(bundle.catalog, np.arange(bundle.catalog.num_classes), 5)
-    sharp = bundle.probabilities(features)
-    bundle.trained.temperature = 1.0
     plain = bundle.probabilities(features)
-    assert not np.allclose(sharp, plain)
-    assert np.array_equal(sharp.argmax(1), plain.argmax(1))  # and gamma's ranking is untouched
+    for temperature in (0.1, 3.0):
+        bundle.trained.temperature = temperature
+        changed = bundle.probabilities(features)
+        assert not np.allclose(changed, plain)
+        assert np.array_equal(changed.argmax(1), plain.argmax(1))
+        for gamma in (-2.0, 2.0):  # and gamma moves the answers exactly as at T = 1
+            bundle.trained.temperature = 1.0
+            at_one = bundle.probabilities(features, gamma=gamma).argmax(1)
+            bundle.trained.temperature = temperature
+            assert np.array_equal(bundle.probabilities(features, gamma=gamma).argmax(1), at_one)
 
 
 def test_a_bundle_without_a_temperature_loads_with_one(built: Path, tmp_path: Path) -> None:
@@ -167,7 +179,9 @@ def test_recalibrating_a_built_bundle_keeps_it_valid_and_its_answers(built: Path
     assert np.array_equal(after.probabilities(features).argmax(1), before.probabilities(features).argmax(1))
     assert fitted["after"]["nll"] <= fitted["before"]["nll"] + 1e-9
     meta = json.loads((target / "classifier.json").read_text())
-    assert meta["calibration"]["seed"] == 9 and meta["calibration"]["before"]["images"] == labels.size
+    calibration = meta["selection"]["calibration"]
+    assert calibration["seed"] == 9 and calibration["before"]["images"] == labels.size
+    assert after.trained.selection["calibration"]["temperature"] == meta["temperature"]
 
 
 def _rewrite(directory: Path, part: str, document: dict) -> None:
@@ -187,8 +201,9 @@ def test_a_saved_model_keeps_its_temperature_and_an_older_one_loads_with_one(
     from acmr_core.model.saved_model import CONFIG_FILE, load_trained, save_trained
 
     trained = load_bundle(built, device="cpu").trained
+    trained.temperature = 0.37
     folder = save_trained(tmp_path / "model", trained)  # what `acmr train` writes and the bootstrap bundles
-    assert load_trained(folder).temperature == pytest.approx(trained.temperature) != 1.0
+    assert load_trained(folder).temperature == pytest.approx(0.37)
     config = json.loads((folder / CONFIG_FILE).read_text())
     del config["temperature"]
     (folder / CONFIG_FILE).write_text(json.dumps(config))

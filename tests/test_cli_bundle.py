@@ -15,6 +15,7 @@ from acmr_core.bundle.format import load_bundle
 from acmr_core.cli import main
 from acmr_core.data import demo_world
 from acmr_core.pipelines import demo
+from acmr_core.pipelines.calibrate import CALIBRATION_SEED
 from acmr_core.pipelines.demo_backbone import QUICK_STEPS, BackboneTraining
 from acmr_core.pipelines.evaluate import evaluate_bundle
 from acmr_core.pipelines.predict import predict_images
@@ -48,8 +49,9 @@ def mini_world() -> demo_world.DemoWorld:
 def mini_bundle(tmp_path_factory: pytest.TempPathFactory, mini_world: demo_world.DemoWorld) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo-mini"
     demo.build_demo_bundle(
-        out, world=mini_world, train_per_class=4, plot_per_class=2, epochs=3, device="cpu", progress=False
-    )
+        out, world=mini_world, train_per_class=4, plot_per_class=2, epochs=3, device="cpu", progress=False,
+        calibration_per_class=3,
+    )  # fmt: skip
     return out
 
 
@@ -73,7 +75,12 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def test_reduced_demo_bundle_loads_and_predicts(mini_bundle: Path, images: list[Path]) -> None:
     bundle = load_bundle(mini_bundle, device="cpu")
     assert bundle.catalog.names == MINI_CLASSES
-    assert bundle.provenance["demo_world"]["used_seeds"] == [demo_world.TRAIN_SEED, demo_world.GALLERY_SEED]
+    calibration = bundle.trained.selection["calibration"]  # fitted on fresh renders of every class
+    assert calibration["render_seed"] == CALIBRATION_SEED and calibration["per_class"] == 3
+    assert bundle.trained.temperature == pytest.approx(calibration["temperature"])
+    assert bundle.provenance["demo_world"]["used_seeds"] == sorted(
+        [demo_world.TRAIN_SEED, demo_world.GALLERY_SEED, CALIBRATION_SEED]
+    )
     assert bundle.provenance["projection"] == "umap"
     assert "shape" in bundle.caveat  # the random-weight backbone's weakness, for the app to show
     results = predict_images(bundle, images, top_k=len(MINI_CLASSES), device="cpu")

@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         train_per_class=train_per_class,
         plot_per_class=plot_per_class,
+        calibration_per_class=demo.QUICK_CALIBRATION_PER_CLASS if quick else demo.CALIBRATION_PER_CLASS,
         epochs=epochs,
         device=args.device,
         seed=args.seed,

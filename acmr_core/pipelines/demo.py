@@ -11,7 +11,7 @@ import numpy as np
 from acmr_core.bundle.bundle import LEARNT_BACKBONE_PART, Bundle
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import pixel_histogram
-from acmr_core.bundle.format import check_output_dir
+from acmr_core.bundle.format import check_output_dir, save_bundle
 from acmr_core.data.demo_world import (
     DEFAULT_RESIDUAL_SCALE,
     GALLERY_SEED,
@@ -28,6 +28,12 @@ from acmr_core.errors import ACMRError
 from acmr_core.features.backbone import create_backbone
 from acmr_core.model.config import find_preset
 from acmr_core.pipelines.build import LabelledFeatures, build_bundle
+from acmr_core.pipelines.calibrate import (
+    CALIBRATION_PER_CLASS,
+    CALIBRATION_SEED,
+    calibration_renders,
+    fit_bundle_temperature,
+)
 from acmr_core.pipelines.demo_backbone import BackboneTraining, learnt_backbone
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,8 @@ DEMO_PRESET = "DEMO-WORLD"
 DEMO_EPOCHS = find_preset(DEMO_PRESET).train.epochs
 QUICK_TRAIN_PER_CLASS = 8
 QUICK_PLOT_PER_CLASS = 3
+#: Calibration renders per class of a quick build (a full build: calibrate.CALIBRATION_PER_CLASS).
+QUICK_CALIBRATION_PER_CLASS = 4
 QUICK_EPOCHS = 15
 
 
@@ -64,6 +72,7 @@ def build_demo_bundle(
     residual_scale: float = DEFAULT_RESIDUAL_SCALE,
     rendered: tuple[LabelledFeatures, LabelledFeatures] | None = None,
     backbone_training: BackboneTraining | None = None,
+    calibration_per_class: int = CALIBRATION_PER_CLASS,
 ) -> Bundle:
     """Render the demo world, extract features with the backbone, train ACMR, and write the bundle.
 
@@ -74,6 +83,9 @@ def build_demo_bundle(
     epochs, warm-ups scaled in proportion (default: the :data:`DEMO_PRESET` schedule's, :data:`DEMO_EPOCHS`).
     ``backbone_training`` (random weights only): first train (or take from the cache) the learnt part of the
     seeded backbone (:mod:`acmr_core.pipelines.demo_backbone`); it is shipped inside the bundle.
+    ``calibration_per_class``: fresh renders per class (render seed
+    :data:`acmr_core.pipelines.calibrate.CALIBRATION_SEED`) that fit the probabilities' temperature (0: keep
+    the validation split's).
     """
     if out_dir is not None:
         check_output_dir(out_dir)  # before minutes of rendering
@@ -124,12 +136,24 @@ def build_demo_bundle(
             for image, _, _ in world.renders(TRAIN_SEED, train_per_class, world.seen_classes)
         ]
     )
-    return build_bundle(
-        train, catalog, out_dir, identity=backbone.identity, plot_features=plot, preset=DEMO_PRESET,
+    bundle = build_bundle(
+        train, catalog, None, identity=backbone.identity, plot_features=plot, preset=DEMO_PRESET,
         epochs=epochs, val_unseen_classes=val_unseen if val_unseen.size else None,
         device=device, seed=seed, plot_per_class=plot_per_class, projection=projection, provenance=provenance,
         progress=progress, pixel_histograms=histograms, learnt_backbone=learnt,
     )  # fmt: skip
+    if calibration_per_class > 0:
+        # The world can show fresh images of every class, its unseen ones too: the probabilities' temperature
+        # is fitted on them (the validation split could only soften it), with a seed recorded as used.
+        features, labels, record = calibration_renders(
+            bundle, backbone, CALIBRATION_SEED, calibration_per_class
+        )
+        fit_bundle_temperature(bundle, features, labels, record)
+        demo = bundle.provenance[DemoWorldRecord.KEY]
+        demo["used_seeds"] = sorted({*demo["used_seeds"], CALIBRATION_SEED})
+    if out_dir is not None:
+        save_bundle(bundle, out_dir)
+    return bundle
 
 
 def render_demo_sets(
