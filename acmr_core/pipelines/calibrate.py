@@ -1,11 +1,13 @@
-"""Fitting the probability temperature of an existing bundle on fresh held-out images, without retraining.
+"""Fitting a bundle's probability temperature on fresh labelled images of its classes, without retraining.
 
-A bundle built today gets its temperature from the validation split while it is built
-(:mod:`acmr_core.training.selection`). A bundle built before, or one whose own images can be drawn afresh
-(the demo world), can be given one afterwards: the temperature that minimises the negative log-likelihood of
-fresh labelled images of its classes (:func:`acmr_core.model.calibration.fit_temperature`) is written into
-``classifier.json`` and the manifest's record of that part is updated, so the bundle still verifies. Nothing
-else changes: the ranking of every image, hence every top-1 and what gamma does, is the same.
+Every bundle gets a temperature from its validation split while it is built
+(:mod:`acmr_core.training.selection`), which may only soften the probabilities: that split has no image of
+the real unseen classes. A world that can draw fresh images of all its classes (the demo world) fits the
+temperature on them instead — ``acmr build-demo`` before saving, or afterwards for a bundle already built,
+whose ``classifier.json`` and the manifest's record of it are rewritten so the bundle still verifies. The
+temperature minimises the negative log-likelihood of those images
+(:func:`acmr_core.model.calibration.fit_temperature`). Nothing else changes: the ranking of every image, hence
+every top-1 and what gamma does, is the same.
 
 Public interface:
 
