@@ -92,3 +92,30 @@ def test_the_panel_leads_with_the_warning_and_gives_the_guess_for_what_it_is_wor
     assert "mean little" in summary and "agree" not in summary
     plain = sees_markdown(_prediction(False))
     assert plain.startswith("**Prediction:**") and "agree" in plain and "Outside" not in plain
+
+
+# ---- the issue's own examples, through the shipped bundle and `acmr predict --json` ------------------------
+
+
+def test_blank_canvases_and_a_pixel_are_outside_the_demo_world_and_a_render_is_not(
+    tmp_path, capsys: pytest.CaptureFixture[str], one_torch_thread: None
+) -> None:
+    import json
+
+    from acmr_core.bundle.format import default_bundle_path
+    from acmr_core.cli import main
+
+    images = {
+        "white.png": Image.new("RGB", (224, 224), (255, 255, 255)),
+        "dark.png": Image.new("RGB", (3000, 2000), (20, 20, 24)),
+        "pixel.png": Image.new("RGB", (1, 1), (255, 0, 0)),
+        "render.png": default_world().render(0, seed=RENDER_SEED, index=1),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+    code = main(["predict", "--bundle", str(default_bundle_path()), "--json", "--top-k", "1",
+                 *(str(tmp_path / name) for name in images)])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    flags = {record["image"].rsplit("/", 1)[-1]: record["unfamiliar"] for record in json.loads(out)}
+    assert flags == {"white.png": True, "dark.png": True, "pixel.png": True, "render.png": False}
