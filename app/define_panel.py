@@ -80,18 +80,22 @@ def define_panel(
     default: StudioService, example_paths: list[str], session: Session, service_for: ServiceFor
 ) -> DefinePanel:
     """Lay out the *Define a class* tab (call inside the Blocks)."""
-    with gr.Tab("Define a class") as tab, gr.Row():
-        with gr.Column(scale=3):
+    shared = default.shares_classes  # one set of classes for everyone: nobody's "yours"
+    with gr.Tab("Define a class") as tab, gr.Row(elem_id="define-row"):
+        with gr.Column(scale=3, elem_id="define-editing"):
             with gr.Row(equal_height=True):
                 class_name = gr.Textbox(
                     label="Class name",
                     max_length=80,
                     placeholder="e.g. red dotted ball",
                     scale=3,
+                    min_width=200,
                     elem_id="class-name",
                 )
-                add_button = gr.Button("Add class", variant="primary", scale=1, min_width=120)
+                add_button = gr.Button("Add class", variant="primary", scale=1, min_width=100)
+                examples_button = gr.Button("Show examples", scale=1, min_width=100, elem_id="show-examples")
             status = gr.Markdown(elem_id="define-status")
+            examples = examples_block()
             describe = describe_panel(example_paths)  # words or example images
             with gr.Row(equal_height=True):
                 start_from = gr.Dropdown(
@@ -99,6 +103,7 @@ def define_panel(
                     value=None,
                     label="Start from an existing class (optional)",
                     scale=3,
+                    min_width=200,
                     elem_id="start-from",
                 )
                 copy_button = gr.Button("Copy its attributes", scale=1, min_width=100)
@@ -111,29 +116,37 @@ def define_panel(
             )
             editor = gr.Dataframe(
                 attribute_frame(default),
-                label="All attributes, 0–1 (edit a value for partial strength; the search box filters)",
+                label="All attributes, 0–1 (type a value for partial strength)",
                 datatype=["str", "str", "number"],
                 static_columns=[0, 1],
                 show_search="filter",
                 max_height=320,
+                column_widths=["26%", "52%", "22%"],
+                elem_id="attribute-editor",
             )
-        with gr.Column(scale=2):
-            # Live preview (issue 25): the draft moves on the map while its attributes are edited.
-            draft_note = gr.Markdown(DRAFT_HINT, elem_id="draft-preview")
-            draft_plot = gr.Plot(
-                label="Where your draft lands among the class descriptions (photos: Latent space tab)",
-                elem_id="draft-plot",
-            )
+        with gr.Column(scale=2, elem_id="define-side"):
+            # Live preview (issue 25): the draft moves on the map while its attributes are edited. It stays
+            # in view while the page scrolls to the editor (see app.layout's CSS).
+            with gr.Column(elem_id="draft-box"):
+                draft_note = gr.Markdown(DRAFT_HINT, elem_id="draft-preview")
+                draft_plot = gr.Plot(
+                    label="Where your draft lands among the class descriptions (photos: Latent space tab)",
+                    elem_id="draft-plot",
+                )
             your_classes = gr.Dataframe(
                 user_class_frame(default),
-                label="Your classes",
+                label="Classes added here (everyone using this app shares them)"
+                if shared
+                else "Your classes",
                 interactive=False,
                 wrap=True,
+                column_widths=["35%", "65%"],
                 elem_id="your-classes",
             )
             chosen = gr.Dropdown(
-                default.user_class_names(), value=None, label="Your class", elem_id="chosen-class"
-            )
+                default.user_class_names(), value=None, label="Added class" if shared else "Your class",
+                elem_id="chosen-class",
+            )  # fmt: skip
             new_name = gr.Textbox(label="New name", max_length=80)
             with gr.Row():
                 rename_button = gr.Button("Rename")
@@ -144,7 +157,7 @@ def define_panel(
             export_file = gr.File(
                 label="Exported classes", interactive=False, height=90, elem_id="export-file"
             )
-            show_examples_block(chosen, session, service_for)
+    wire_examples(examples_button, *examples, chosen, session, service_for)
     return DefinePanel(
         tab, class_name, add_button, status, describe, start_from, copy_button, clear_button, toggles, editor,
         your_classes, chosen, new_name, rename_button, delete_button, export_button, import_button,
@@ -302,6 +315,8 @@ def wire_draft_preview(panel: DefinePanel, session: Session, service_for: Servic
         "api_visibility": "private",
     }  # fmt: skip
     panel.editor.change(on_draft, [panel.editor, *context], **options)
+    # The draft's label on the map follows its name as it is typed.
+    panel.class_name.change(on_draft, [panel.editor, *context], **options)
     panel.toggles.input(on_toggled, [panel.toggles, panel.editor, *context], **options)
 
 
@@ -342,28 +357,48 @@ def refusals_in_status(status_at: int, outputs: int) -> Callable[[F], F]:
     return decorate
 
 
-def show_examples_block(chosen: gr.Dropdown, session: Session, service_for: ServiceFor) -> None:
-    """The "Show examples" action: draw images of the chosen user class (demo world), show the answers."""
-    button = gr.Button("Show examples", elem_id="show-examples")
+def examples_block() -> tuple[gr.Markdown, gr.Gallery]:
+    """Where "Show examples" answers: a line and the drawn images with the model's answers, right under
+    the tab's status line (the gallery shows once there is something in it)."""
     status = gr.Markdown(elem_id="examples-status")
     gallery = gr.Gallery(
         label="Drawn images of your class (never trained on) and the model's answer",
         columns=4,
         height="auto",
+        object_fit="contain",
+        allow_preview=False,
+        visible=False,
         elem_id="class-examples",
     )
+    return status, gallery
+
+
+def wire_examples(
+    button: gr.Button,
+    status: gr.Markdown,
+    gallery: gr.Gallery,
+    chosen: gr.Dropdown,
+    session: Session,
+    service_for: ServiceFor,
+) -> None:
+    """The "Show examples" action: draw images of the chosen user class (demo world), show the answers."""
 
     def on_show(name: str | None, bundle_name: str, visitor: str | None) -> tuple:
-        # A refusal is a message above an empty gallery: raised, it left a bare "Error" pill in the gallery.
+        # A refusal is a message, the gallery hidden: raised, it left a bare "Error" pill in the gallery.
         if not name:
-            return "Pick one of your classes first.", None
+            return "Pick a class under *Your class* first (a class just added is picked).", gr.update(
+                value=None, visible=False
+            )
         service = service_for(bundle_name, visitor)
         try:
             examples = service.render_examples(name)
             warning = service.class_warning(name)
         except ACMRError as error:
-            return f"Cannot show examples: {html.escape(str(error), quote=False)}", None
-        return examples_markdown(name, examples, warning), [(e.image, example_caption(e)) for e in examples]
+            return f"Cannot show examples: {html.escape(str(error), quote=False)}", gr.update(
+                value=None, visible=False
+            )
+        images = [(item.image, example_caption(item)) for item in examples]
+        return examples_markdown(name, examples, warning), gr.update(value=images, visible=True)
 
     button.click(
         on_show, [chosen, *session.who], [status, gallery],
@@ -396,6 +431,21 @@ def write_export(bundle_name: str, text: str) -> Path:
     path = Path(tempfile.mkdtemp(dir=folder)) / f"{bundle_name}-user-classes.json"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def try_newest(service_for: ServiceFor, example_of_class: dict[str, str]) -> Callable[..., tuple]:
+    """The handler that shows the Predict tab's "try it" row for the visitor's newest class, if any
+    (``(bundle_name, visitor) -> (row, note, example path)``): a reload keeps the offer."""
+
+    def on_load(bundle_name: str, visitor: str | None) -> tuple:
+        service = service_for(bundle_name, visitor)
+        names = service.user_class_names()
+        if not names:
+            return gr.update(visible=False), "", None
+        note, path = try_markdown(service, names[-1], example_of_class)
+        return gr.update(visible=True), note, path
+
+    return on_load
 
 
 def try_markdown(

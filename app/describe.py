@@ -137,7 +137,7 @@ def describe_panel(examples: Sequence[str]) -> DescribePanel:
             text_button = gr.Button("Fill from words", scale=1, elem_id="describe-button")
         with gr.Row():
             images = gr.File(
-                label=f"From example images (1–{MAX_EXAMPLE_IMAGES}): the model reads each one",
+                label=f"Your example images (1–{MAX_EXAMPLE_IMAGES})",
                 file_count="multiple",
                 type="filepath",
                 height=140,
@@ -147,7 +147,7 @@ def describe_panel(examples: Sequence[str]) -> DescribePanel:
             gallery = (
                 gr.Gallery(
                     list(examples),
-                    label="…or click example images to add them",
+                    label="…or click some to add them",
                     columns=8,
                     height=140,
                     allow_preview=False,

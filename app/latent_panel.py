@@ -38,31 +38,27 @@ def latent_panel(default: StudioService) -> LatentPanel:
     """Lay out the *Latent space* tab (call inside the Blocks)."""
     with gr.Tab("Latent space") as tab:
         with gr.Row():
-            with gr.Column(scale=3):
-                with gr.Row():
-                    class_filter = gr.Dropdown(
-                        default.class_names(), multiselect=True, label="Only these classes (empty: all)",
-                        scale=2, min_width=160,
-                    )  # fmt: skip
-                    highlight = gr.Dropdown(
-                        default.class_names(), value=None, label="Highlight a class", scale=2,
-                        min_width=160, elem_id="highlight-class",
-                    )  # fmt: skip
-                    kind_filter = gr.CheckboxGroup(
-                        list(KINDS), value=list(KINDS), label="Show", scale=1, min_width=160
-                    )
-                plot = gr.Plot(
-                    label="Photos (●) and class descriptions (◆) in the shared space",
-                    elem_id="latent-plot",
-                )
-            with gr.Column(scale=1, min_width=240):
-                alignment_note = gr.Markdown(alignment_markdown(default), elem_id="alignment-summary")
+            class_filter = gr.Dropdown(
+                default.class_names(), multiselect=True, label="Only these classes (empty: all)",
+                scale=2, min_width=200,
+            )  # fmt: skip
+            highlight = gr.Dropdown(
+                default.class_names(), value=None, label="Highlight a class", scale=2,
+                min_width=200, elem_id="highlight-class",
+            )  # fmt: skip
+            kind_filter = gr.CheckboxGroup(
+                list(KINDS), value=list(KINDS), label="Show", scale=1, min_width=200
+            )
+        alignment_note = gr.Markdown(alignment_markdown(default), elem_id="alignment-summary")
+        # The whole width: the map needs room more than anything beside it.
+        plot = gr.Plot(label="Photos (●) round their class's description (◆)", elem_id="latent-plot")
         alignment = gr.Dataframe(
             alignment_frame(default),
             label="Per class (click a header to sort): are the class's own photos the nearest to its "
             "description? distance = from the description's point to the centre of its photos",
             interactive=False,
             wrap=True,
+            column_widths=["28%", "12%", "20%", "13%", "27%"],
             elem_id="alignment-table",
         )
     return LatentPanel(tab, class_filter, highlight, kind_filter, plot, alignment_note, alignment)
@@ -113,9 +109,11 @@ def alignment_markdown(service: StudioService) -> str:
     figure = f"{summary.fraction:.0%}" if summary.classes_with_images else "–"
     return (
         f"### Alignment: {figure}\n{html.escape(summary.sentence(), quote=False)}\n\n"
-        "**Reading the map.** Each dot is a photo, each diamond a class's description, placed so "
-        "that similar things are near (the axes themselves mean nothing). A photo has its class's colour, "
-        "and a short line from a diamond to the centre of its photos means description and photos agree. "
-        "Filled = learned from photos (seen), open ◇ ○ = known only from a description (unseen), ★ = yours, "
-        "✕ = your image. Hover a point for its class; pick one in *Highlight a class*."
+        "**Reading the map.** Each diamond is a class's description, each dot a photo. A class's photos "
+        "ring its description in a tinted patch of its colour when the two agree; a description that "
+        "lies away from its photos is joined to them by a line. Classes are placed so that similar ones "
+        "are near (the axes mean nothing, and the patches are spread so none hides another). "
+        "Filled = learned from photos (seen), open ◇ ○ = known only from a description (unseen), "
+        f"★ = {'added by a user' if service.shares_classes else 'yours'}, ✕ = your image. Hover a point for "
+        "its class; pick one in *Highlight a class*."
     )

@@ -23,7 +23,7 @@ document.addEventListener("keydown", (event) => {
 });
 </script>"""
 APP_CSS = """
-#predict-status:empty, #define-status:empty { display: none; }
+#predict-status:empty, #define-status:empty, #examples-status:empty { display: none; }
 #predict-status .prose, #define-status .prose { font-size: 15px; }
 .refusal { color: #b00020; font-weight: 600; }
 /* An image outside the model's world: the warning is the headline, the best guess below it is muted. */
@@ -31,10 +31,64 @@ APP_CSS = """
 .outside-world strong { font-size: 22px; display: block; }
 #top-classes.muted-guess { opacity: 0.5; }
 #top-classes.muted-guess h2 { font-size: 16px; font-weight: 400; }
-#examples .caption-label { font-size: 11px; white-space: normal; line-height: 1.2; }
-/* Long class names wrap at spaces instead of pushing the tables (and the page) wider than a phone. */
+/* "clip", not Gradio's "hidden": it cuts the same, but it is no scroll container, so the draft's map can stick
+   to the top of the screen (position: sticky) while the page scrolls. */
+.gradio-container { max-width: 100vw; overflow: clip !important; }
+
+/* Galleries with captions (the Predict examples, the drawn images of a class): the caption goes under its
+   picture, whole, instead of over it and cut. */
+#examples .grid-container, #class-examples .grid-container { grid-auto-rows: auto !important; height: auto; }
+#examples .gallery-item, #class-examples .gallery-item { height: auto; }
+#examples .thumbnail-item, #class-examples .thumbnail-item {
+  display: flex; flex-direction: column; height: auto; aspect-ratio: auto; overflow: visible;
+}
+#examples .thumbnail-item img, #class-examples .thumbnail-item img {
+  width: 100%; height: auto; aspect-ratio: 1; object-fit: contain;
+}
+#examples .caption-label, #class-examples .caption-label {
+  position: static; max-width: 100%; white-space: normal; overflow: visible; text-overflow: clip;
+  background: none; color: var(--body-text-color); font-size: 11px; line-height: 1.25; padding: 2px 0 0;
+  text-align: left; border: none; box-shadow: none;
+}
+#class-examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+#class-examples .grid-wrap, #class-examples .gallery-container { height: auto !important; min-height: 0; }
+
+/* Uploaded example images: their whole names (wrapped), not an ellipsis and ".png". */
+#describe-images td.filename { white-space: normal; width: auto; }
+#describe-images td.filename .stem {
+  display: inline; overflow: visible; white-space: normal; text-overflow: clip; word-break: break-all;
+}
+#describe-images td.download { width: 1%; white-space: nowrap; }
+
+/* Tables: a header never breaks inside a word; long cell text wraps at spaces, so no table (and no page)
+   is wider than a phone. */
+.gradio-container table th, .gradio-container table th * {
+  word-break: keep-all; overflow-wrap: normal; hyphens: none;
+}
 #alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
-.gradio-container { max-width: 100vw; }
+
+/* Define a class: the draft's map stays in view while the editor below it is scrolled. */
+#define-row { align-items: stretch; }
+#draft-box { position: sticky; top: 0; z-index: 4; background: var(--background-fill-primary); }
+
+@media (max-width: 700px) {
+  /* The tab bar fits a phone on one line. */
+  #tabs button[role="tab"] { padding: 0 var(--size-2); }
+  .gradio-container table { font-size: 12px; }
+  .gradio-container table th, .gradio-container table td { padding-left: 4px; padding-right: 4px; }
+  /* The alignment table's last column repeats the class's name when it is aligned ("yes"): left out on a
+     phone, so the rest fits. */
+  #alignment-table th:nth-child(5), #alignment-table td:nth-child(5) { display: none; }
+  #class-examples .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+  /* The two columns of Define a class become one list, the draft's map between the attribute list and the
+     editor, where it sticks while the editor is scrolled. */
+  #define-row { flex-direction: column; }
+  #define-editing, #define-side, #draft-box { display: contents; }
+  #define-editing > *, #draft-preview { order: 0; }
+  #attribute-editor { order: 2; }
+  #draft-plot { order: 1; position: sticky; top: 0; z-index: 4; background: var(--background-fill-primary); }
+  #define-side > *:not(#draft-box) { order: 3; }
+}
 """
 
 

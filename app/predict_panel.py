@@ -114,6 +114,8 @@ def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) 
                     label=SEES_LABEL,
                     interactive=False,
                     wrap=True,
+                    column_widths=["22%", "30%", "34%", "14%"],  # fits a phone: see app.layout's CSS
+                    elem_id="sees-table",
                 )
         plot = gr.Plot(label="Where your image lands among the classes", elem_id="predict-plot")
     return PredictPanel(

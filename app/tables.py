@@ -7,11 +7,12 @@ The service answers with names, values in [0, 1] and records; how they look in a
 from __future__ import annotations
 
 import html
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from acmr_core.data.classes import attribute_group
 from acmr_core.describe.images import ImageReadings
 from acmr_core.errors import UserClassError, quote_value
 from acmr_core.serving.readings import STRONGEST_UNGROUPED, GroupReading, prediction_readings
@@ -129,13 +130,32 @@ def _sees_row(reading: GroupReading) -> list[str]:
 
 
 def user_class_frame(service: StudioService) -> pd.DataFrame:
-    """Your classes with their strongest attributes, and the warning each was added with (issue 32)."""
+    """The user classes with what describes them: the strongest attribute of every group (all of them,
+    in the model's group order), or the strongest few attributes where names have no groups; and the warning
+    each was added with (issue 32)."""
+    groups = [attribute_group(name) for name in service.attribute_names]
     rows = []
     for item in service.user_classes():
-        strongest = sorted(zip(service.attribute_names, item.values, strict=True), key=lambda pair: -pair[1])
-        summary = ", ".join(f"{name} {value:g}" for name, value in strongest[:4] if value > 0)
-        rows.append([item.name, summary, warning_cell(service.class_warning_record(item.name))])
-    return pd.DataFrame(rows, columns=["name", "strongest attributes", "warning"])
+        described = ", ".join(_describing(service.attribute_names, groups, item.values))
+        rows.append([item.name, described, warning_cell(service.class_warning_record(item.name))])
+    return pd.DataFrame(rows, columns=["name", "attributes (strongest per group)", "warning"])
+
+
+def _describing(names: Sequence[str], groups: Sequence[str], values: Sequence[float]) -> list[str]:
+    """Per group, its strongest attribute that is set (its value when partial); ungrouped names: the
+    STRONGEST_UNGROUPED strongest."""
+    best: dict[str, tuple[float, str]] = {}
+    ungrouped = []
+    for name, group, value in zip(names, groups, values, strict=True):
+        if value <= 0:
+            continue
+        if not group:
+            ungrouped.append((value, name))
+        elif group not in best or value > best[group][0]:
+            best[group] = (value, name)
+    ordered = [best[group] for group in dict.fromkeys(groups) if group in best]
+    ordered += sorted(ungrouped, key=lambda pair: -pair[0])[:STRONGEST_UNGROUPED]
+    return [name if value >= 1 else f"{name} {value:.2g}" for value, name in ordered]
 
 
 def warning_cell(record: dict[str, Any] | None) -> str:
@@ -171,7 +191,8 @@ def alignment_frame(service: StudioService) -> pd.DataFrame:
 def summary_markdown(service: StudioService) -> str:
     """One plain-words line for the page header: what the model can name (names escaped)."""
     counts = service.class_counts()
-    yours = f", plus **{counts['user']}** of yours" if counts["user"] else ""
+    owner = "added here" if service.shares_classes else "of yours"
+    yours = f", plus **{counts['user']}** {owner}" if counts["user"] else ""
     total = counts["seen"] + counts["unseen"]
     return (
         f"Model **{html.escape(service.bundle_name)}** names **{total}** classes: {counts['seen']} learned "

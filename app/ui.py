@@ -18,7 +18,7 @@ import gradio as gr
 from acmr_core.serving.registry import ServiceRegistry
 from acmr_core.serving.service import StudioService
 from app.api import build_api
-from app.define_panel import DefinePanel, define_panel, wire_define
+from app.define_panel import DefinePanel, define_panel, try_newest, wire_define
 from app.examples import captioned_examples, example_entries, example_gallery
 from app.latent_panel import LatentPanel, alignment_markdown, filtered_figure, latent_panel, wire_latent
 from app.layout import ABOUT, HEADER
@@ -45,9 +45,11 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             try_path=gr.State(None),
         )
         header = header_block(registry, default)
-        predict = predict_panel(default, captioned_examples(examples_dir))
-        define = define_panel(default, example_gallery(examples_dir), session, service_for)
-        latent = latent_panel(default)
+        # "wrap": on a phone the tabs take a second line rather than hiding behind a "⋯" menu.
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
+            predict = predict_panel(default, captioned_examples(examples_dir))
+            define = define_panel(default, example_gallery(examples_dir), session, service_for)
+            latent = latent_panel(default)
 
         predicted = wire_predict(predict, session, service_for)
         # Everything the page shows of the visitor's classes waits for the page to know its visitor.
@@ -61,6 +63,11 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         ready.then(
             lambda name, visitor: service_for(name, visitor).latent_figure(), session.who, predict.plot,
             api_visibility="private",
+        )  # fmt: skip
+        # After a reload, the Predict tab still offers to try the visitor's newest class.
+        ready.then(
+            try_newest(service_for, example_of_class), session.who,
+            [predict.try_row, predict.try_note, session.try_path], api_visibility="private",
         )  # fmt: skip
         wire_latent(latent, session, service_for, ready, predicted)
         wire_bundle_switch(header, predict, define, latent, views, session, service_for)

@@ -396,13 +396,15 @@ class ReadSide:
         highlight: str | None = None,
         draft: QueryPoint | None = None,
         photos: bool = True,
+        shared: bool = False,
     ) -> go.Figure:
-        """The latent-space plot; the unfiltered figure is built once per class snapshot and reused."""
+        """The latent-space plot; the unfiltered figure is built once per class snapshot and reused.
+        ``shared``: the user classes are everyone's (not called "yours")."""
 
         def make() -> go.Figure:
             return latent_figure(
                 self.latent_scene(space), classes=classes, kinds=kinds, query=query, highlight=highlight,
-                draft=draft, photos=photos,
+                draft=draft, photos=photos, shared=shared,
             )  # fmt: skip
 
         plain = query is None and draft is None and not highlight and photos

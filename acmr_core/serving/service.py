@@ -101,6 +101,12 @@ class StudioService:
         view.visitor = visitor
         return view
 
+    @property
+    def shares_classes(self) -> bool:
+        """Whether every visitor sees the same user classes (``--shared-classes``): then they are nobody's
+        own, and the app does not call them "yours"."""
+        return not self.classes.per_visitor
+
     def warm_up(self) -> None:
         """Run one full prediction (first forward passes set up kernels) and build the latent plot once."""
         started = time.perf_counter()
@@ -216,7 +222,7 @@ class StudioService:
         """The latent-space plot of this visitor's classes; ``options`` as for
         :meth:`ReadSide.latent_figure <acmr_core.serving.read_side.ReadSide.latent_figure>` (classes, kinds,
         query, highlight, draft, photos)."""
-        return self.reads.latent_figure(self.class_space(), **options)
+        return self.reads.latent_figure(self.class_space(), shared=self.shares_classes, **options)
 
     def preview_class(
         self, attributes: Mapping[str, object], image_latent: Sequence[float] | None = None

@@ -4,9 +4,10 @@ Built from plain arrays so it is testable without a model. Plotly renders hover 
 every name that reaches the figure is escaped first (``&``, ``<``, ``>``: the entities plotly decodes back).
 
 How it reads: colour is the class (a photo and its class's description share one), the marker symbol is the
-kind (● photo of a seen class, ○ of an unseen one; ◆ seen, ◇ unseen, ★ your class's description). Photos
-are drawn above the descriptions (a well-aligned model puts every photo under its class's diamond), your
-classes above the photos and your image above everything.
+kind (● photo of a seen class, ○ of an unseen one; ◆ seen, ◇ unseen, ★ your class's description). Where
+things are drawn is :mod:`acmr_core.viz.map_layout`'s: each class's photos in a tinted cloud round its
+description, classes pushed apart so none hides another, labels where they collide with none. Photos are
+drawn above the descriptions, your classes above the photos and your image above everything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
+
+from acmr_core.viz.map_layout import BOX_HEIGHT, BOX_WIDTH, MapLayout, PlacedLabel, layout_map, place_labels
 
 KINDS = ("seen", "unseen", "user")
 _IMAGE_SYMBOL = {"seen": "circle", "unseen": "circle-open"}
@@ -35,11 +38,14 @@ _KIND_WORDS = {
     "user": "defined by you",
 }
 _FADED = 0.12
-_PHOTO_SIZE = 7
-_PHOTO_OPACITY = 0.75  # overlapping photos stay visible through each other
-_PROTOTYPE_SIZE = 18  # larger than a photo: its rim shows round the photos drawn on top of it
-_PROTOTYPE_OPACITY = 0.55
-_USER_SIZE = 22
+_PHOTO_OPACITY = 0.9
+_PROTOTYPE_OPACITY = 0.8
+_USER_SIZE = 16
+_QUERY_SIZE = 16
+_CLOUD_TINT = 0.16  # the opacity of the disc behind a class's photo cloud
+_LABEL_FONT = 11
+_HEIGHT, _LIGHT_HEIGHT = 640, 400
+_LABEL_CHARS = 28  # longer names are cut on the map ("…"); hover shows them whole
 # Drawing layers (plotly's zorder; higher is in front). Trace order stays images, prototypes, yours, query.
 _Z_PROTOTYPE, _Z_PHOTO, _Z_USER, _Z_QUERY = 0, 1, 2, 3
 
@@ -81,20 +87,26 @@ def latent_figure(
     classes: Collection[str] | None = None,
     kinds: Collection[str] = KINDS,
     query: QueryPoint | None = None,
-    height: int = 620,
+    height: int | None = None,
     highlight: str | None = None,
     draft: QueryPoint | None = None,
     photos: bool = True,
+    shared: bool = False,
 ) -> go.Figure:
-    """Scatter of the scene; ``classes`` (names) and ``kinds`` filter it; ``query`` (the visitor's image)
-    and ``draft`` (a class being defined, not yet added) are marked. ``photos=False`` draws the class
-    descriptions only (a light map, redrawn on every edit of a draft).
+    """Scatter of the scene; ``classes`` (names) and ``kinds`` filter it; ``query`` (the visitor's image,
+    its label the class it was given) and ``draft`` (a class being defined, not yet added) are marked.
+    ``photos=False`` draws the class descriptions only (a light map, redrawn on every edit of a draft),
+    lower (``height`` by default 640 px, 400 without photos) and without a legend.
 
-    A photo and its class's prototype share a colour (see :func:`class_colours`); the legend names the kinds,
-    one entry each. Each class prototype is joined by a line to the centre of its images on the map, so a
-    short line means "description and photos agree". ``highlight`` (a class name) draws that class's images,
-    prototype and line strongly and fades everything else.
+    A photo and its class's description share a colour (see :func:`class_colours`) and sit together: the
+    photos in a tinted cloud round the description (:func:`~acmr_core.viz.map_layout.layout_map`, computed
+    over the whole scene so a class stays put whatever is shown). The legend names the kinds, one entry
+    each. A description the photos do not surround is joined to their cloud by a line: a long line means
+    "description and photos disagree". ``highlight`` (a class name) draws that class strongly, labelled, and
+    fades everything else. ``shared``: the user classes are everyone's (``--shared-classes``), so they are
+    called "added classes", not "your classes".
     """
+    layout = layout_map(scene.class_xy, scene.image_xy, scene.image_class)
     drawn = _Drawn(
         scene=scene,
         selected=_selected_classes(scene, classes, kinds),
@@ -102,46 +114,64 @@ def latent_figure(
         # Over the whole scene, not the filtered part: a class keeps its colour whatever is shown.
         colours=class_colours(scene.class_xy),
         focus=_highlight_index(scene, highlight),
+        layout=layout,
+        shared=shared,
     )
-    scene, selected, colours, focus = drawn.scene, drawn.selected, drawn.colours, drawn.focus
+    given = _highlight_index(scene, query.label) if query is not None else None
     figure = go.Figure()
     for kind in ("seen", "unseen") if photos else ():
         figure.add_traces(_image_trace(drawn, kind))
     for kind in KINDS:
         figure.add_traces(_prototype_trace(drawn, kind))
     # All at once: add_shape re-validates every earlier shape (200 classes took seconds).
+    shapes = _cloud_discs(drawn, given) if photos else []
     if photos:
-        figure.update_layout(shapes=_alignment_lines(scene, selected, colours, focus))
+        shapes += _alignment_lines(drawn)
+    placed_draft = layout.place(draft.xy) if draft is not None else None
+    placed_query = layout.place(query.xy) if query is not None else None
+    if query is not None and given is not None and drawn.selected[given]:
+        shapes.append(_given_line(placed_query, tuple(layout.class_xy[given])))
     if draft is not None:
-        figure.add_trace(_draft_trace(draft))
+        figure.add_trace(_draft_trace(draft, placed_draft))
     if query is not None:
-        figure.add_trace(_query_trace(query))
+        figure.add_trace(_query_trace(query, placed_query))
+    labels = _labels(drawn, given, photos, draft, placed_draft, placed_query)
     figure.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        # Below the map: above it, the legend would sit under the app's plot label. Its swatches take one
-        # class's colour (plotly shows the first point's), so the title says what colour means.
+        shapes=shapes,
+        annotations=[_annotation(label) for label in labels],
+        height=height or (_HEIGHT if photos else _LIGHT_HEIGHT),
+        showlegend=photos,
+        margin={"l": 4, "r": 4, "t": 30, "b": 4},
+        # Below the map (above it, the legend would sit under the app's plot label), inside the figure:
+        # plotly wraps a horizontal legend's entries to the figure's width and makes room for them.
         legend={
             "orientation": "h",
             "yanchor": "top",
-            "y": -0.02,
+            "y": -0.01,
             "x": 0.0,
-            "font": {"size": 12},
-            "title": {"text": "colour = class;", "side": "left"},
+            "font": {"size": 11},
+            "itemwidth": 30,
+            "title": {"text": "colour = class", "side": "top"},
         },
-        # The map's axes have no units or meaning (UMAP keeps neighbourhoods, not directions): no ticks.
-        xaxis={"showticklabels": False, "title": None, "zeroline": False, "showgrid": False},
-        yaxis={
-            "showticklabels": False,
-            "title": None,
-            "zeroline": False,
-            "showgrid": False,
-            "scaleanchor": "x",
-        },
+        # The map's axes have no units or meaning (positions keep who is near whom): no ticks. The ranges
+        # are the layout's box; a wider plot stretches it, which only adds room.
+        xaxis={**_BARE_AXIS, "range": [0.0, BOX_WIDTH]},
+        yaxis={**_BARE_AXIS, "range": [0.0, BOX_HEIGHT]},
         plot_bgcolor="white",
         hoverlabel={"namelength": -1},
+        hovermode="closest",
+        hoverdistance=12,
     )
     return figure
+
+
+_BARE_AXIS = {
+    "showticklabels": False,
+    "title": None,
+    "zeroline": False,
+    "showgrid": False,
+    "fixedrange": False,
+}
 
 
 def class_colours(class_xy: np.ndarray, palette: Sequence[str] = CLASS_PALETTE) -> list[str]:
@@ -195,13 +225,15 @@ def _opacities(class_index: np.ndarray, focus: int | None, normal: float) -> flo
 @dataclass(frozen=True)
 class _Drawn:
     """What every trace of one figure is drawn from: the scene, the classes shown, escaped names, class
-    colours and the highlighted class."""
+    colours, the highlighted class and where everything is drawn."""
 
     scene: LatentScene
     selected: np.ndarray  # (n_classes,) bool
     safe_names: list[str]
     colours: list[str]
     focus: int | None
+    layout: MapLayout
+    shared: bool = False
 
 
 def _image_trace(drawn: _Drawn, kind: str) -> list[go.Scatter]:
@@ -215,33 +247,41 @@ def _image_trace(drawn: _Drawn, kind: str) -> list[go.Scatter]:
     class_index = scene.image_class[keep]
     image_ids = np.asarray(scene.image_ids, dtype=object)[keep]
     point_colours = [colours[index] for index in class_index]
+    size = drawn.layout.photo_size
     return [
         go.Scatter(
-            x=scene.image_xy[keep, 0],
-            y=scene.image_xy[keep, 1],
+            x=drawn.layout.image_xy[keep, 0],
+            y=drawn.layout.image_xy[keep, 1],
             mode="markers",
             name=f"{kind} class images",
             zorder=_Z_PHOTO,
             marker={
                 "symbol": _IMAGE_SYMBOL[kind],
-                "size": _PHOTO_SIZE if focus is None else [9 if i == focus else 5 for i in class_index],
+                "size": size
+                if focus is None
+                else [size + 1 if i == focus else size - 1 for i in class_index],
                 "opacity": _opacities(class_index, focus, _PHOTO_OPACITY),
                 "color": point_colours,
-                # Open circles are drawn by their outline; a thin white rim parts overlapping filled dots.
+                # Open circles are drawn by their outline; a thin white rim parts touching filled dots.
                 "line": {"width": 1.5, "color": point_colours}
                 if kind == "unseen"
                 else {"width": 0.5, "color": "white"},
             },
+            # The image id travels with the point (for callers of the API) but is not shown: it is an
+            # internal path, and what a visitor wants to know is the class.
             customdata=np.stack(
                 [[safe_names[index] for index in class_index], [_escape(str(i)) for i in image_ids]],
                 axis=1,
             ),
-            hovertemplate=(
-                f"photo of <b>%{{customdata[0]}}</b> ({kind} class)<br>"
-                "image %{customdata[1]}<extra></extra>"
-            ),
+            hovertemplate=f"photo of <b>%{{customdata[0]}}</b><br>({_PHOTO_WORDS[kind]})<extra></extra>",
         )
     ]
+
+
+_PHOTO_WORDS = {
+    "seen": "a seen class: the model learned from photos like it",
+    "unseen": "an unseen class: the model never saw one in training",
+}
 
 
 def _prototype_trace(drawn: _Drawn, kind: str) -> list[go.Scatter]:
@@ -251,59 +291,59 @@ def _prototype_trace(drawn: _Drawn, kind: str) -> list[go.Scatter]:
     indices = [index for index, value in enumerate(scene.class_kinds) if value == kind and selected[index]]
     if not indices:
         return []
-    labelled = [index for index in indices if kind == "user" or index == focus]
     point_colours = [colours[index] for index in indices]
     user = kind == "user"
+    normal = _USER_SIZE if user else drawn.layout.description_size
     return [
         go.Scatter(
-            x=scene.class_xy[indices, 0],
-            y=scene.class_xy[indices, 1],
-            mode="markers+text" if labelled else "markers",
-            name="your classes" if user else f"{kind} class prototypes",
-            # Yours stay above the photos (they have none of their own to hide); the others sit beneath them.
+            x=drawn.layout.class_xy[indices, 0],
+            y=drawn.layout.class_xy[indices, 1],
+            mode="markers",
+            name=("added classes" if drawn.shared else "your classes")
+            if user
+            else f"{kind} class prototypes",
+            # Yours stay above the photos; the others sit beneath them (in their cloud's hole).
             zorder=_Z_USER if user else _Z_PROTOTYPE,
-            # Only your classes and the highlighted one are labelled: two dozen labels overlap.
-            text=[safe_names[index] if index in labelled else "" for index in indices] if labelled else None,
-            textposition="top center",
             marker={
                 "symbol": _PROTOTYPE_SYMBOL[kind],
-                "size": _prototype_sizes(indices, focus, _USER_SIZE if user else _PROTOTYPE_SIZE),
+                "size": _prototype_sizes(indices, focus, normal),
                 "opacity": _opacities(np.asarray(indices), focus, 1.0 if user else _PROTOTYPE_OPACITY),
                 "color": point_colours,
                 # Open symbols are drawn by their outline in the class colour; filled ones get a black rim.
-                "line": {"width": 2.5, "color": point_colours}
+                "line": {"width": 2.0, "color": point_colours}
                 if kind == "unseen"
-                else {"width": 1.5 if user else 1.0, "color": "black"},
+                else {"width": 1.0, "color": "black"},
             },
             customdata=[safe_names[index] for index in indices],
             hovertemplate=(
                 f"description of <b>%{{customdata}}</b><br>"
-                f"class prototype: {_KIND_WORDS[kind]}<extra></extra>"
+                f"class prototype: {_kind_words(kind, drawn.shared)}<extra></extra>"
             ),
         )
     ]
 
 
-def _prototype_sizes(indices: list[int], focus: int | None, normal: int) -> int | list[int]:
+def _kind_words(kind: str, shared: bool) -> str:
+    return "added by a user of this app" if kind == "user" and shared else _KIND_WORDS[kind]
+
+
+def _prototype_sizes(indices: list[int], focus: int | None, normal: float) -> float | list[float]:
     if focus is None:
         return normal
-    # The highlighted class's diamond grows, so it still shows round its own (enlarged) photos on top.
-    return [normal + 8 if index == focus else normal for index in indices]
+    return [normal + 4 if index == focus else normal for index in indices]
 
 
-def _draft_trace(draft: QueryPoint) -> go.Scatter:
+def _draft_trace(draft: QueryPoint, at: tuple[float, float]) -> go.Scatter:
     """The class being defined, before it is added: where its description lands (issue 25's live preview)."""
     return go.Scatter(
-        x=[draft.xy[0]],
-        y=[draft.xy[1]],
-        mode="markers+text",
+        x=[at[0]],
+        y=[at[1]],
+        mode="markers",
         name="your draft",
         zorder=_Z_QUERY,
-        text=[_escape(draft.label)],
-        textposition="top center",
         marker={
             "symbol": "star-open",
-            "size": 24,
+            "size": 20,
             "color": "black",
             "line": {"width": 2.5, "color": "black"},
         },
@@ -311,45 +351,151 @@ def _draft_trace(draft: QueryPoint) -> go.Scatter:
     )
 
 
-def _query_trace(query: QueryPoint) -> go.Scatter:
+def _query_trace(query: QueryPoint, at: tuple[float, float]) -> go.Scatter:
     return go.Scatter(
-        x=[query.xy[0]],
-        y=[query.xy[1]],
-        mode="markers+text",
+        x=[at[0]],
+        y=[at[1]],
+        mode="markers",
         name="your image",
         zorder=_Z_QUERY,  # above everything, your classes included
-        text=["your image"],
-        textposition="bottom center",  # class labels sit above their points: no overlap
-        marker={"symbol": "x", "size": 20, "color": "black", "line": {"width": 2, "color": "white"}},
-        hovertemplate=f"your image<br>predicted: {_escape(query.label)}<extra></extra>",
+        marker={
+            "symbol": "x",
+            "size": _QUERY_SIZE,
+            "color": "black",
+            "line": {"width": 1.5, "color": "white"},
+        },
+        hovertemplate=f"your image<br>given the class <b>{_escape(query.label)}</b><extra></extra>",
     )
 
 
-def _alignment_lines(
-    scene: LatentScene, selected: np.ndarray, colours: list[str], focus: int | None
-) -> list[dict]:
-    """A line from each selected class's prototype to the 2-D centre of its images (classes with images)."""
+def _cloud_discs(drawn: _Drawn, given: int | None) -> list[dict]:
+    """A tinted disc in its class's colour behind each class's photo cloud (the class it was given, ringed
+    in black): the grouping reads at a glance, whatever the colours."""
+    layout, scene = drawn.layout, drawn.scene
+    has_photos = np.bincount(scene.image_class, minlength=len(scene.class_names)) > 0
     shapes = []
-    for index in np.flatnonzero(selected):
-        own = scene.image_class == index
-        if not own.any():
+    for index in np.flatnonzero(drawn.selected & has_photos[: len(drawn.selected)]):
+        x, y = layout.cloud_centre[index]
+        radius = layout.cloud_radius[index] + 1.5
+        faded = drawn.focus is not None and index != drawn.focus
+        ringed = index == given
+        shapes.append(
+            {
+                "type": "circle",
+                "x0": float(x - radius), "x1": float(x + radius),
+                "y0": float(y - radius), "y1": float(y + radius),
+                "fillcolor": drawn.colours[index],
+                "opacity": _CLOUD_TINT / 3 if faded else _CLOUD_TINT if not ringed else 0.3,
+                "line": {"width": 2.5 if ringed else 0, "color": "black"},
+                "layer": "below",
+            }
+        )  # fmt: skip
+    return shapes
+
+
+def _given_line(query: tuple[float, float], description: tuple[float, float]) -> dict:
+    """Your image, joined to the description of the class it was given."""
+    return {
+        "type": "line",
+        "x0": query[0], "y0": query[1], "x1": float(description[0]), "y1": float(description[1]),
+        "line": {"color": "black", "width": 1.5, "dash": "dot"},
+        "layer": "above",
+    }  # fmt: skip
+
+
+def _alignment_lines(drawn: _Drawn) -> list[dict]:
+    """A line from each selected class's description to the centre of its photo cloud (classes with images):
+    a point where the description sits in its cloud, a long line where photos and description disagree."""
+    scene, layout, focus = drawn.scene, drawn.layout, drawn.focus
+    shapes = []
+    for index in np.flatnonzero(drawn.selected):
+        if not (scene.image_class == index).any():
             continue
-        centre = scene.image_xy[own].mean(axis=0)
         strong = focus is None or index == focus
         shapes.append(
             {
                 "type": "line",
-                "x0": float(scene.class_xy[index, 0]),
-                "y0": float(scene.class_xy[index, 1]),
-                "x1": float(centre[0]),
-                "y1": float(centre[1]),
-                "line": {"color": colours[index], "width": 3 if focus is not None and strong else 1.5},
+                "x0": float(layout.class_xy[index, 0]),
+                "y0": float(layout.class_xy[index, 1]),
+                "x1": float(layout.cloud_centre[index, 0]),
+                "y1": float(layout.cloud_centre[index, 1]),
+                "line": {"color": drawn.colours[index], "width": 3 if focus is not None and strong else 1.5},
                 "opacity": 0.9 if strong else _FADED,
                 "layer": "below",
                 # One legend entry for all the lines (plotly shapes can carry a legend entry).
                 "showlegend": not shapes,
                 "legendgroup": "alignment lines",
-                "name": "class prototype → centre of its images",
+                "name": "description → centre of its photos",
             }
         )
     return shapes
+
+
+# ---- labels ------------------------------------------------------------------------------------------
+
+
+def _labels(
+    drawn: _Drawn,
+    given: int | None,
+    photos: bool,
+    draft: QueryPoint | None,
+    placed_draft: tuple[float, float] | None,
+    placed_query: tuple[float, float] | None,
+) -> list[PlacedLabel]:
+    """Your image, your draft, the class your image was given, the highlighted class and your classes, in
+    that order of precedence: each at the first spot that no earlier label takes."""
+    layout, scene, selected = drawn.layout, drawn.scene, drawn.selected
+    items: list[tuple[str, tuple[float, float], float]] = []
+    if placed_query is not None:
+        items.append(("your image", placed_query, _QUERY_SIZE / 2))
+    if placed_draft is not None and draft is not None:
+        items.append((f"draft: {_short(draft.label)}", placed_draft, 10.0))
+    named = [index for index in (given, drawn.focus) if index is not None and selected[index]]
+    named += [
+        i for i, kind in enumerate(scene.class_kinds) if kind == "user" and selected[i] and i not in named
+    ]
+    for index in dict.fromkeys(named):
+        prefix = "given: " if index == given else ""
+        radius = float(layout.cloud_radius[index]) if photos else layout.description_size / 2
+        items.append((prefix + _short(scene.class_names[index]), tuple(layout.class_xy[index]), radius))
+    obstacles = _marker_discs(drawn, photos)
+    return [
+        PlacedLabel(_escape(label.text), label.point, label.centre, label.leader)
+        for label in place_labels(items, obstacles, font_size=_LABEL_FONT)
+    ]
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _LABEL_CHARS else name[: _LABEL_CHARS - 1].rstrip() + "…"
+
+
+def _marker_discs(drawn: _Drawn, photos: bool) -> np.ndarray:
+    """Every drawn marker as (x, y, radius) in the layout's pixels: what a label should not cover."""
+    layout, selected = drawn.layout, drawn.selected
+    rows = [
+        np.column_stack([layout.class_xy[selected], np.full(selected.sum(), layout.description_size / 2)])
+    ]
+    if photos:
+        shown = selected[drawn.scene.image_class]
+        rows.append(np.column_stack([layout.image_xy[shown], np.full(shown.sum(), layout.photo_size / 2)]))
+    return np.vstack(rows) if rows else np.zeros((0, 3))
+
+
+def _annotation(label: PlacedLabel) -> dict:
+    """A label as a plotly annotation: at its spot, or away from it with a thin leader line to its point."""
+    common = {
+        "text": label.text,
+        "font": {"size": _LABEL_FONT, "color": "black"},
+        "bgcolor": "rgba(255,255,255,0.75)",
+        "borderpad": 1,
+        "xref": "x",
+        "yref": "y",
+    }
+    if not label.leader:
+        return {**common, "x": label.centre[0], "y": label.centre[1], "showarrow": False}
+    return {
+        **common,
+        "x": label.point[0], "y": label.point[1], "ax": label.centre[0], "ay": label.centre[1],
+        "axref": "x", "ayref": "y", "showarrow": True, "arrowhead": 0, "arrowwidth": 1,
+        "arrowcolor": "#555", "standoff": 4,
+    }  # fmt: skip
