@@ -31,7 +31,7 @@ APP_CSS = """
 .outside-world strong { font-size: 22px; display: block; }
 #top-classes.muted-guess { opacity: 0.5; }
 #top-classes.muted-guess h2 { font-size: 16px; font-weight: 400; }
-/* "clip", not Gradio's "hidden": it cuts the same, but it is no scroll container, so the draft's map can stick
+/* "clip", not Gradio's "hidden": it cuts the same but is no scroll container, so the draft's map can stick
    to the top of the screen (position: sticky) while the page scrolls. */
 .gradio-container { max-width: 100vw; overflow: clip !important; }
 

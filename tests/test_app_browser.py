@@ -564,7 +564,7 @@ def test_the_latent_view_shows_alignment(app_url: str, tmp_path: Path) -> None:
         assert {
             "seen class images",
             "unseen class prototypes",
-            "class prototype → centre of its images",
+            "description → centre of its photos",
         } <= set(names)
         # The table fits its box: no column cut off at the right.
         table = page.locator("#alignment-table table").first
@@ -577,7 +577,7 @@ def test_the_latent_view_shows_alignment(app_url: str, tmp_path: Path) -> None:
         assert photos > 100 and hidden == 0, f"{hidden} of {photos} photos lie under a class description"
         # Highlighting a class labels it in the plot.
         _choose(page, "highlight-class", "large blue striped circle on light")
-        expect(page.locator("#latent-plot .textpoint").first).to_contain_text(
+        expect(page.locator("#latent-plot .annotation").first).to_contain_text(
             "large blue striped circle on light", timeout=30_000
         )
         page.screenshot(path=str(tmp_path / "latent.png"), full_page=True)

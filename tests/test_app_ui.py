@@ -111,10 +111,10 @@ def test_header_line_and_alignment_figure_follow_the_classes(service) -> None:
     from app.tables import alignment_frame, summary_markdown
 
     before = summary_markdown(service)
-    assert "of yours" not in before and "sha256" not in before and "γ" not in before
+    assert "added here" not in before and "sha256" not in before and "γ" not in before
     service.define_class("mine", {service.attribute_names[0]: 1.0})
     try:
-        assert "plus **1** of yours" in summary_markdown(service)
+        assert "plus **1** added here" in summary_markdown(service)
         frame = alignment_frame(service)
         assert frame.iloc[-1]["class"] == "mine"  # user classes are in the table
         assert frame.iloc[-1]["own images nearest"] == "(no images)"
@@ -139,3 +139,23 @@ def test_a_full_store_refuses_before_refitting(service, monkeypatch: pytest.Monk
         service.define_class("one too many", {service.attribute_names[0]: 1.0})
     assert refits == []  # refused before the (slow) re-fit
     assert "one too many" not in service.class_names()
+
+
+def test_your_classes_lists_every_attribute_group_and_the_try_row_returns_after_a_reload(service) -> None:
+    from app.define_panel import try_newest
+    from app.tables import user_class_frame
+
+    hide = try_newest(lambda *_: service, {})
+    assert hide("demo-world", None)[0]["visible"] is False  # no class yet: no "try it" row
+    values = {"colour: red": 1.0, "pattern: dotted": 1.0, "shape: circle": 0.6, "size: large": 1.0}
+    stored = service.define_class("six groups", values)
+    try:
+        [described] = user_class_frame(service)["attributes (strongest per group)"]
+        groups = [part.split(":")[0] for part in described.split(", ")]
+        # All six groups, in the model's order; the completed ones too; a partial value shows its strength.
+        assert groups == ["colour", "pattern", "shape", "size", "count", "background"]
+        assert "shape: circle 0.6" in described and set(stored["assumed"]) <= set(groups)
+        row, note, _ = try_newest(lambda *_: service, {})("demo-world", None)
+        assert row["visible"] is True and "six groups" in note
+    finally:
+        service.delete_class("six groups")

@@ -223,16 +223,32 @@ def test_two_hundred_classes_and_thousands_of_photos_stay_a_handful_of_traces() 
     assert "<b>bold" not in figure.to_json()  # names stay escaped
 
 
-def test_each_prototype_is_joined_to_the_centre_of_its_images() -> None:
+def _lines(figure) -> list:
+    return [shape for shape in figure.layout.shapes if shape.type == "line"]
+
+
+def test_each_prototype_is_joined_to_the_centre_of_its_photos_and_sits_on_a_tinted_cloud() -> None:
     from acmr_core.viz.plots import latent_figure
 
-    lines = latent_figure(_scene()).layout.shapes
+    figure = latent_figure(_scene())
+    by_name = {trace.name: trace for trace in figure.data}
+    lines = _lines(figure)
     assert len(lines) == 2  # zebra and okapi; "mine" (a user class) has no images
-    zebra, okapi = lines
-    assert (zebra.x0, zebra.y0, zebra.x1, zebra.y1) == (0.0, 0.0, 2.0, 1.0)
-    assert (okapi.x0, okapi.y0, okapi.x1, okapi.y1) == (10.0, 0.0, 10.0, 5.0)
+    for line, name, kind in zip(lines, ("zebra", "okapi"), ("seen", "unseen"), strict=True):
+        prototypes = by_name[f"{kind} class prototypes"]
+        at = list(prototypes.customdata).index(name)
+        assert (line.x0, line.y0) == pytest.approx((prototypes.x[at], prototypes.y[at]))
+        photos = by_name[f"{kind} class images"]
+        own = [i for i, row in enumerate(photos.customdata) if row[0] == name]
+        centre = (np.mean([photos.x[i] for i in own]), np.mean([photos.y[i] for i in own]))
+        assert (line.x1, line.y1) == pytest.approx(centre, abs=1e-6)
     assert [line.showlegend for line in lines] == [True, False]  # one legend entry for all lines
-    assert len(latent_figure(_scene(), classes=["okapi"]).layout.shapes) == 1
+    # A disc in the class's colour behind each class's photos.
+    discs = [shape for shape in figure.layout.shapes if shape.type == "circle"]
+    assert sorted(disc.fillcolor for disc in discs) == sorted(
+        [_prototype_colour(figure, "zebra"), _prototype_colour(figure, "okapi")]
+    )
+    assert len(_lines(latent_figure(_scene(), classes=["okapi"]))) == 1
 
 
 def test_highlight_brings_one_class_forward_and_fades_the_rest() -> None:
@@ -242,12 +258,12 @@ def test_highlight_brings_one_class_forward_and_fades_the_rest() -> None:
     by_name = {trace.name: trace for trace in figure.data}
     assert list(by_name["unseen class images"].marker.opacity) == [1.0, 1.0]
     assert max(by_name["seen class images"].marker.opacity) < 0.5
-    assert list(by_name["unseen class prototypes"].text) == ["okapi"]  # labelled
+    assert [note.text for note in figure.layout.annotations] == ["okapi", "mine"]  # it, then the user class
     # Its photos (drawn on top, enlarged) still leave its prototype's rim showing.
     assert max(by_name["unseen class images"].marker.size) < min(
         by_name["unseen class prototypes"].marker.size
     )
-    zebra_line, okapi_line = figure.layout.shapes
+    zebra_line, okapi_line = _lines(figure)
     assert okapi_line.opacity > zebra_line.opacity
     # An unknown name (a class deleted meanwhile) highlights nothing rather than failing.
     plain = latent_figure(_scene(), highlight="gone")

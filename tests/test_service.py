@@ -13,6 +13,7 @@ from PIL import Image
 
 from acmr_core.data import demo_world
 from acmr_core.errors import ACMRError, ImageError, UserClassError
+from acmr_core.viz.map_layout import layout_map
 from acmr_core.viz.plots import LatentScene, QueryPoint, latent_figure
 from app.tables import (
     alignment_frame,
@@ -77,10 +78,16 @@ def test_filters_by_class_and_kind() -> None:
     assert len(nothing.data) == 0
 
 
-def test_query_point_is_highlighted() -> None:
-    figure = latent_figure(_scene(), query=QueryPoint((1.5, -2.0), "zebra"))
+def test_query_point_is_highlighted_and_joined_to_the_class_it_was_given() -> None:
+    scene = _scene()
+    figure = latent_figure(scene, query=QueryPoint((1.5, -2.0), "zebra"))
     [query] = [trace for trace in figure.data if trace.name == "your image"]
-    assert (query.x[0], query.y[0]) == (1.5, -2.0)
+    # Drawn where the map's layout puts that point of the original map (it moves with its nearest class).
+    layout = layout_map(scene.class_xy, scene.image_xy, scene.image_class)
+    assert (query.x[0], query.y[0]) == pytest.approx(layout.place((1.5, -2.0)))
+    [given] = [shape for shape in figure.layout.shapes if shape.line.dash == "dot"]
+    assert (given.x1, given.y1) == pytest.approx(tuple(layout.class_xy[0]))  # zebra's description
+    assert "given: zebra" in [note.text for note in figure.layout.annotations]
 
 
 def test_scene_rejects_mismatched_arrays() -> None:
@@ -201,8 +208,10 @@ def test_define_class_joins_predictions_plot_catalog_and_alignment(service, exam
     assert sum(item.probability for item in ranked) == pytest.approx(1.0, abs=1e-4)
     assert service.catalog()["classes"][-1]["name"] == "Twin"
     figure = service.latent_figure()
-    [user_trace] = [trace for trace in figure.data if trace.name == "your classes"]
-    assert list(user_trace.text) == ["Twin"]
+    # One set of classes for every visitor (the default): named "added", not "yours", and labelled on the map.
+    [user_trace] = [trace for trace in figure.data if trace.name == "added classes"]
+    assert list(user_trace.customdata) == ["Twin"]
+    assert [note.text for note in figure.layout.annotations] == ["Twin"]
     alignment = alignment_frame(service)
     assert alignment.iloc[-1]["class"] == "Twin"
     assert alignment.iloc[-1]["own images nearest"] == "(no images)"
@@ -469,7 +478,7 @@ def test_a_draft_preview_places_the_draft_without_adding_or_fitting(service, exa
     figure = service.latent_figure(draft=QueryPoint(preview.xy, "<b>draft</b>"), photos=False)
     traces = {trace.name: trace for trace in figure.data}
     assert "your draft" in traces and "seen class images" not in traces
-    assert list(traces["your draft"].text) == ["&lt;b&gt;draft&lt;/b&gt;"]
+    assert [note.text for note in figure.layout.annotations] == ["draft: &lt;b&gt;draft&lt;/b&gt;"]
     assert fits == [] and service.user_class_names() == []
     with pytest.raises(UserClassError, match="every attribute is 0"):
         service.preview_class({})

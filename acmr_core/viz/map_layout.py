@@ -19,6 +19,7 @@ is near whom, not distances; the axes meant nothing before either.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,6 +116,33 @@ def layout_map(class_xy: np.ndarray, image_xy: np.ndarray, image_class: np.ndarr
         _scale=scale,
         _offset=offset,
     )
+
+
+_LAYOUTS: dict[bytes, MapLayout] = {}
+_LAYOUTS_KEPT = 16
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def cached_layout(class_xy: np.ndarray, image_xy: np.ndarray, image_class: np.ndarray) -> MapLayout:
+    """:func:`layout_map`, reused while the points are the same: a draft's every edit redraws the map, and
+    the relaxation is the slowest part of a figure. The last few layouts are kept (one per class list)."""
+    key = b"|".join(
+        np.ascontiguousarray(part).tobytes()
+        for part in (
+            np.asarray(class_xy, dtype=np.float64),
+            np.asarray(image_xy, dtype=np.float64),
+            np.asarray(image_class, dtype=np.int64),
+        )
+    )
+    with _LAYOUTS_LOCK:
+        layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = layout_map(class_xy, image_xy, image_class)
+        with _LAYOUTS_LOCK:
+            if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+                _LAYOUTS.pop(next(iter(_LAYOUTS)))  # the oldest
+            _LAYOUTS[key] = layout
+    return layout
 
 
 def _normalisation(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,3 +332,23 @@ def _covered(box: tuple[float, float, float, float], obstacles: np.ndarray) -> f
     x, y, r = obstacles[:, 0], obstacles[:, 1], obstacles[:, 2]
     hit = (x + r > box[0]) & (x - r < box[2]) & (y + r > box[1]) & (y - r < box[3])
     return float(hit.sum())
+
+
+def annotation(label: PlacedLabel, font_size: float) -> dict:
+    """A label as a plotly annotation: at its spot, or away from it with a thin leader line to its point."""
+    common = {
+        "text": label.text,
+        "font": {"size": font_size, "color": "black"},
+        "bgcolor": "rgba(255,255,255,0.75)",
+        "borderpad": 1,
+        "xref": "x",
+        "yref": "y",
+    }
+    if not label.leader:
+        return {**common, "x": label.centre[0], "y": label.centre[1], "showarrow": False}
+    return {
+        **common,
+        "x": label.point[0], "y": label.point[1], "ax": label.centre[0], "ay": label.centre[1],
+        "axref": "x", "ayref": "y", "showarrow": True, "arrowhead": 0, "arrowwidth": 1,
+        "arrowcolor": "#555", "standoff": 4,
+    }  # fmt: skip

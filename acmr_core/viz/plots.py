@@ -19,7 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from acmr_core.viz.map_layout import BOX_HEIGHT, BOX_WIDTH, MapLayout, PlacedLabel, layout_map, place_labels
+from acmr_core.viz.map_layout import (
+    BOX_HEIGHT,
+    BOX_WIDTH,
+    MapLayout,
+    PlacedLabel,
+    annotation,
+    cached_layout,
+    place_labels,
+)
 
 KINDS = ("seen", "unseen", "user")
 _IMAGE_SYMBOL = {"seen": "circle", "unseen": "circle-open"}
@@ -45,7 +53,7 @@ _QUERY_SIZE = 16
 _CLOUD_TINT = 0.16  # the opacity of the disc behind a class's photo cloud
 _LABEL_FONT = 11
 _HEIGHT, _LIGHT_HEIGHT = 640, 400
-_LABEL_CHARS = 28  # longer names are cut on the map ("…"); hover shows them whole
+_LABEL_CHARS = 40  # longer labels are cut on the map ("…"), but the highlighted one; hover shows them whole
 # Drawing layers (plotly's zorder; higher is in front). Trace order stays images, prototypes, yours, query.
 _Z_PROTOTYPE, _Z_PHOTO, _Z_USER, _Z_QUERY = 0, 1, 2, 3
 
@@ -106,7 +114,7 @@ def latent_figure(
     fades everything else. ``shared``: the user classes are everyone's (``--shared-classes``), so they are
     called "added classes", not "your classes".
     """
-    layout = layout_map(scene.class_xy, scene.image_xy, scene.image_class)
+    layout = cached_layout(scene.class_xy, scene.image_xy, scene.image_class)
     drawn = _Drawn(
         scene=scene,
         selected=_selected_classes(scene, classes, kinds),
@@ -138,7 +146,7 @@ def latent_figure(
     labels = _labels(drawn, given, photos, draft, placed_draft, placed_query)
     figure.update_layout(
         shapes=shapes,
-        annotations=[_annotation(label) for label in labels],
+        annotations=[annotation(label, _LABEL_FONT) for label in labels],
         height=height or (_HEIGHT if photos else _LIGHT_HEIGHT),
         showlegend=photos,
         margin={"l": 4, "r": 4, "t": 30, "b": 4},
@@ -457,7 +465,9 @@ def _labels(
     for index in dict.fromkeys(named):
         prefix = "given: " if index == given else ""
         radius = float(layout.cloud_radius[index]) if photos else layout.description_size / 2
-        items.append((prefix + _short(scene.class_names[index]), tuple(layout.class_xy[index]), radius))
+        name = scene.class_names[index]
+        text = prefix + name if index == drawn.focus else _short(prefix + name)  # the highlighted one whole
+        items.append((text, tuple(layout.class_xy[index]), radius))
     obstacles = _marker_discs(drawn, photos)
     return [
         PlacedLabel(_escape(label.text), label.point, label.centre, label.leader)
@@ -479,23 +489,3 @@ def _marker_discs(drawn: _Drawn, photos: bool) -> np.ndarray:
         shown = selected[drawn.scene.image_class]
         rows.append(np.column_stack([layout.image_xy[shown], np.full(shown.sum(), layout.photo_size / 2)]))
     return np.vstack(rows) if rows else np.zeros((0, 3))
-
-
-def _annotation(label: PlacedLabel) -> dict:
-    """A label as a plotly annotation: at its spot, or away from it with a thin leader line to its point."""
-    common = {
-        "text": label.text,
-        "font": {"size": _LABEL_FONT, "color": "black"},
-        "bgcolor": "rgba(255,255,255,0.75)",
-        "borderpad": 1,
-        "xref": "x",
-        "yref": "y",
-    }
-    if not label.leader:
-        return {**common, "x": label.centre[0], "y": label.centre[1], "showarrow": False}
-    return {
-        **common,
-        "x": label.point[0], "y": label.point[1], "ax": label.centre[0], "ay": label.centre[1],
-        "axref": "x", "ayref": "y", "showarrow": True, "arrowhead": 0, "arrowwidth": 1,
-        "arrowcolor": "#555", "standoff": 4,
-    }  # fmt: skip
