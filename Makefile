@@ -68,11 +68,12 @@ bench: install-dev
 demo: install
 	$(BIN)/acmr build-demo
 
-# The README's picture: the browser test's screenshot, written to docs/ (a plain test run writes it to a
-# temporary folder and leaves the checkout untouched).
+# The README's and docs/app.md's pictures: each tab on a laptop (1366×900) and a phone (390×844), taken by the
+# browser test into docs/screenshots (a plain test run writes them to a temporary folder and leaves the checkout
+# untouched).
 screenshot: install-dev
-	ACMR_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(BIN)/python -m pytest -q \
-		tests/test_app_browser.py -k test_upload_predict_define_and_screenshot
+	ACMR_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q \
+		tests/test_app_layout_browser.py -k test_every_tab_fits_the_screen_and_is_reachable
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

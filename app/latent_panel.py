@@ -55,10 +55,10 @@ def latent_panel(default: StudioService) -> LatentPanel:
         alignment = gr.Dataframe(
             alignment_frame(default),
             label="Per class (click a header to sort): are the class's own photos the nearest to its "
-            "description? distance = from the description's point to the centre of its photos",
+            "description? dist. = distance from the description's point to the centre of its photos",
             interactive=False,
             wrap=True,
-            column_widths=["28%", "12%", "20%", "13%", "27%"],
+            column_widths=["22%", "15%", "19%", "15%", "29%"],
             elem_id="alignment-table",
         )
     return LatentPanel(tab, class_filter, highlight, kind_filter, plot, alignment_note, alignment)

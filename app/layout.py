@@ -62,7 +62,7 @@ APP_CSS = """
 
 /* Tables: a header never breaks inside a word; long cell text wraps at spaces, so no table (and no page)
    is wider than a phone. */
-.gradio-container table th, .gradio-container table th * {
+table th, table th * {
   word-break: keep-all; overflow-wrap: normal; hyphens: none;
 }
 #alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
@@ -74,11 +74,8 @@ APP_CSS = """
 @media (max-width: 700px) {
   /* The tab bar fits a phone on one line. */
   #tabs button[role="tab"] { padding: 0 var(--size-2); }
-  .gradio-container table { font-size: 12px; }
-  .gradio-container table th, .gradio-container table td { padding-left: 4px; padding-right: 4px; }
-  /* The alignment table's last column repeats the class's name when it is aligned ("yes"): left out on a
-     phone, so the rest fits. */
-  #alignment-table th:nth-child(5), #alignment-table td:nth-child(5) { display: none; }
+  table, table * { font-size: 11px !important; }
+  table th, table td, table .cell-wrap { padding-left: 3px !important; padding-right: 3px !important; }
   #class-examples .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   /* The two columns of Define a class become one list, the draft's map between the attribute list and the
      editor, where it sticks while the editor is scrolled. */

@@ -179,7 +179,7 @@ def alignment_frame(service: StudioService) -> pd.DataFrame:
                 for item in aligned
             ],
             # A class without images (a user class) has no distance: "–" keeps the column tidy.
-            "distance": [round(item.distance, 2) if item.own_rank else "–" for item in aligned],
+            "dist.": [round(item.distance, 2) if item.own_rank else "–" for item in aligned],
             "nearest images": [item.nearest for item in aligned],
         }
     )
