@@ -58,7 +58,7 @@ def latent_panel(default: StudioService) -> LatentPanel:
             "description? dist. = distance from the description's point to the centre of its photos",
             interactive=False,
             wrap=True,
-            column_widths=["22%", "15%", "19%", "15%", "29%"],
+            column_widths=["22%", "17%", "19%", "15%", "27%"],
             elem_id="alignment-table",
         )
     return LatentPanel(tab, class_filter, highlight, kind_filter, plot, alignment_note, alignment)

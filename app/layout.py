@@ -65,7 +65,7 @@ APP_CSS = """
 table th, table th * {
   word-break: keep-all; overflow-wrap: normal; hyphens: none;
 }
-#alignment-table td, #alignment-table th, #your-classes td { white-space: normal; overflow-wrap: break-word; }
+#alignment-table .body-cell, #your-classes .body-cell { white-space: normal; overflow-wrap: break-word; }
 
 /* Define a class: the draft's map stays in view while the editor below it is scrolled. */
 #define-row { align-items: stretch; }
@@ -74,8 +74,11 @@ table th, table th * {
 @media (max-width: 700px) {
   /* The tab bar fits a phone on one line. */
   #tabs button[role="tab"] { padding: 0 var(--size-2); }
-  table, table * { font-size: 11px !important; }
-  table th, table td, table .cell-wrap { padding-left: 3px !important; padding-right: 3px !important; }
+  /* Gradio draws a table's header as a <table> and its rows as <div>s (.virtual-body). */
+  table, table *, .virtual-body, .virtual-body * { font-size: 11px !important; }
+  table th, table td, table .cell-wrap, .body-cell, .body-cell .cell-wrap {
+    padding-left: 3px !important; padding-right: 3px !important;
+  }
   #class-examples .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   /* The two columns of Define a class become one list, the draft's map between the attribute list and the
      editor, where it sticks while the editor is scrolled. */

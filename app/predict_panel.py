@@ -114,7 +114,7 @@ def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) 
                     label=SEES_LABEL,
                     interactive=False,
                     wrap=True,
-                    column_widths=["23%", "30%", "30%", "17%"],  # fits a phone: see app.layout's CSS
+                    column_widths=["26%", "28%", "29%", "17%"],  # fits a phone: see app.layout's CSS
                     elem_id="sees-table",
                 )
         plot = gr.Plot(label="Where your image lands among the classes", elem_id="predict-plot")

@@ -100,8 +100,10 @@ TABLES_FIT_JS = """() => {
         .map((table) => {
             const box = table.closest('.table-wrap') || table.parentElement;
             const cut = table.getBoundingClientRect().right > box.getBoundingClientRect().right + 1;
-            const cells = [...table.querySelectorAll('th, tbody tr:nth-child(-n+10) td')]
-                .filter((cell) => cell.offsetParent !== null);
+            // Gradio draws the header as a <table> and the rows as <div>s beside it.
+            const rows = table.parentElement.querySelectorAll('.virtual-row:nth-child(-n+10) .body-cell');
+            const cells = [...table.querySelectorAll('th'), ...rows]
+                .filter((cell) => cell.offsetParent !== null && cell.getBoundingClientRect().height > 0);
             const broken = cells.filter((cell) => {
                 // The element that holds the text and wraps it (a header's also holds the sort button).
                 const text = cell.querySelector('.header.text, .cell-wrap') || cell;
