@@ -455,7 +455,7 @@ def try_markdown(
     nearest = next((item.nearest for item in service.alignment() if item.name == name), "")
     path = example_of_class.get(nearest)
     note = (
-        f"**Your class “{html.escape(name)}” now takes part in every prediction.** Upload a photo of one"
+        f"**The class “{html.escape(name)}” now takes part in every prediction.** Upload a photo of one"
         + (
             f", or try the example of the closest class the model has photos of (*{html.escape(nearest)}*)."
             if path

@@ -2,7 +2,7 @@
 
 Uploads an example image, sees a prediction, adds a class with the attribute editor, checks that an HTML class
 name is shown as text (never run), and takes a screenshot: into a temporary folder, or where
-ACMR_SCREENSHOT says (`make screenshot` points it at docs/screenshot.png, the README's picture), so a test run
+ACMR_SCREENSHOT says (the README's pictures are made by tests/test_app_layout_browser.py), so a test run
 never changes the checkout. Also: a listed bundle that cannot be opened shows an error and leaves the bundle
 choice on the one still in use.
 Skips where chromium is absent, except under CI (CI=true), where a missing browser is a failure.
