@@ -362,7 +362,7 @@ def examples_block() -> tuple[gr.Markdown, gr.Gallery]:
     the tab's status line (the gallery shows once there is something in it)."""
     status = gr.Markdown(elem_id="examples-status")
     gallery = gr.Gallery(
-        label="Drawn images of your class (never trained on) and the model's answer",
+        label="Drawn images of the class (never trained on) and the model's answer",
         columns=4,
         height="auto",
         object_fit="contain",
@@ -409,7 +409,7 @@ def wire_examples(
 def examples_markdown(name: str, examples: list[RenderedExample], warning: str = "") -> str:
     recognised = sum(item.recognised for item in examples)
     text = (
-        f"**{html.escape(name)}**: {recognised} of {len(examples)} drawn images recognised as your class "
+        f"**{html.escape(name)}**: {recognised} of {len(examples)} drawn images recognised as this class "
         "(all classes compete)."
     )
     # The warning the class was added with stays with it (issue 32).

@@ -255,15 +255,19 @@ def place_labels(
     items: Sequence[tuple[str, tuple[float, float], float]],
     obstacles: np.ndarray,
     font_size: float = 11.0,
+    y_scale: float = 1.0,
 ) -> list[PlacedLabel]:
     """Put each label (text, point, the point's marker radius) at the first spot round its point that
     overlaps no label placed before and stays inside the box; among those, the one that best trades the
     markers it covers (``obstacles``: (M, 3) centre x, y and radius) against its distance from the point.
-    In order: earlier items get the better spots."""
+    In order: earlier items get the better spots. ``y_scale``: screen pixels per box unit upright, when the
+    plot is lower than the box (a small map)."""
     placed: list[PlacedLabel] = []
     boxes: list[tuple[float, float, float, float]] = []
     for text, point, marker_radius in items:
         width, height = label_box(text, font_size)
+        # A plot lower than the box: a line of text takes more of the box.
+        height /= min(y_scale, 1.0)
         best: tuple[float, tuple[float, float], bool] | None = None
         for centre, leader in _candidates(point, marker_radius, width, height):
             box = (

@@ -53,6 +53,8 @@ _QUERY_SIZE = 16
 _CLOUD_TINT = 0.16  # the opacity of the disc behind a class's photo cloud
 _LABEL_FONT = 11
 _HEIGHT, _LIGHT_HEIGHT = 640, 400
+_MARGIN = {"l": 4, "r": 4, "t": 30, "b": 4}
+_LEGEND_HEIGHT = 150
 _LABEL_CHARS = 40  # longer labels are cut on the map ("…"), but the highlighted one; hover shows them whole
 # Drawing layers (plotly's zorder; higher is in front). Trace order stays images, prototypes, yours, query.
 _Z_PROTOTYPE, _Z_PHOTO, _Z_USER, _Z_QUERY = 0, 1, 2, 3
@@ -143,13 +145,16 @@ def latent_figure(
         figure.add_trace(_draft_trace(draft, placed_draft))
     if query is not None:
         figure.add_trace(_query_trace(query, placed_query))
-    labels = _labels(drawn, given, photos, draft, placed_draft, placed_query)
+    height = height or (_HEIGHT if photos else _LIGHT_HEIGHT)
+    # The plot's height on screen (less the margins and, with photos, a phone's legend of up to 5 lines).
+    plot_height = height - _MARGIN["t"] - _MARGIN["b"] - (_LEGEND_HEIGHT if photos else 0)
+    labels = _labels(drawn, given, photos, draft, placed_draft, placed_query, plot_height / BOX_HEIGHT)
     figure.update_layout(
         shapes=shapes,
         annotations=[annotation(label, _LABEL_FONT) for label in labels],
-        height=height or (_HEIGHT if photos else _LIGHT_HEIGHT),
+        height=height,
         showlegend=photos,
-        margin={"l": 4, "r": 4, "t": 30, "b": 4},
+        margin=_MARGIN,
         # Below the map (above it, the legend would sit under the app's plot label), inside the figure:
         # plotly wraps a horizontal legend's entries to the figure's width and makes room for them.
         legend={
@@ -449,6 +454,7 @@ def _labels(
     draft: QueryPoint | None,
     placed_draft: tuple[float, float] | None,
     placed_query: tuple[float, float] | None,
+    y_scale: float,
 ) -> list[PlacedLabel]:
     """Your image, your draft, the class your image was given, the highlighted class and your classes, in
     that order of precedence: each at the first spot that no earlier label takes."""
@@ -471,7 +477,7 @@ def _labels(
     obstacles = _marker_discs(drawn, photos)
     return [
         PlacedLabel(_escape(label.text), label.point, label.centre, label.leader)
-        for label in place_labels(items, obstacles, font_size=_LABEL_FONT)
+        for label in place_labels(items, obstacles, font_size=_LABEL_FONT, y_scale=y_scale)
     ]
 
 
