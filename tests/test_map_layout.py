@@ -97,3 +97,22 @@ def test_any_number_of_photos_lays_out(n_photos: int) -> None:
     layout = layout_map(class_xy, rng.normal(size=(n_photos, 2)), image_class)
     assert layout.image_xy.shape == (n_photos, 2) and np.isfinite(layout.class_xy).all()
     assert 4 <= layout.photo_size <= 7  # smaller photos when there are thousands
+
+
+def test_long_labels_at_the_edge_slide_inside_and_stay_apart() -> None:
+    text = "given: three small blue dotted squa…"
+    items = [
+        ("your image", (5.0, 100.0), 8.0),
+        (text, (6.0, 98.0), 8.0),
+        (text + " 2", (BOX_WIDTH - 3, 5.0), 6.0),
+    ]
+    placed = place_labels(items, obstacles=np.zeros((0, 3)), y_scale=0.8)
+    boxes = []
+    for label in placed:
+        width, height = label_box(label.text, 11.0)
+        height /= 0.8
+        x, y = label.centre
+        box = (x - width / 2, y - height / 2, x + width / 2, y + height / 2)
+        assert box[0] >= 0 and box[2] <= BOX_WIDTH and box[1] >= 0 and box[3] <= BOX_HEIGHT
+        assert all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes)
+        boxes.append(box)

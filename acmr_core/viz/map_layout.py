@@ -269,7 +269,11 @@ def place_labels(
         # A plot lower than the box: a line of text takes more of the box.
         height /= min(y_scale, 1.0)
         best: tuple[float, tuple[float, float], bool] | None = None
-        for centre, leader in _candidates(point, marker_radius, width, height):
+        for spot, leader in _candidates(point, marker_radius, width, height):
+            # Slid inside the box where it sticks out (a long label near an edge); far from its point, a
+            # leader line joins them.
+            centre = (_within(spot[0], width, BOX_WIDTH), _within(spot[1], height, BOX_HEIGHT))
+            leader = leader or abs(centre[0] - point[0]) > width / 2 + marker_radius
             box = (
                 centre[0] - width / 2,
                 centre[1] - height / 2,
@@ -320,6 +324,11 @@ def _candidates(
                 )
             )
     return spots
+
+
+def _within(centre: float, size: float, limit: float) -> float:
+    """A box centre moved so that the box (``size`` long) lies within [2, limit - 2], where it fits."""
+    return min(max(centre, 2 + size / 2), limit - 2 - size / 2) if size <= limit - 4 else centre
 
 
 def _inside_box(box: tuple[float, float, float, float]) -> bool:

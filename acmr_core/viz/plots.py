@@ -55,7 +55,7 @@ _LABEL_FONT = 11
 _HEIGHT, _LIGHT_HEIGHT = 640, 400
 _MARGIN = {"l": 4, "r": 4, "t": 30, "b": 4}
 _LEGEND_HEIGHT = 150
-_LABEL_CHARS = 40  # longer labels are cut on the map ("…"), but the highlighted one; hover shows them whole
+_LABEL_CHARS = 36  # longer labels are cut on the map ("…"), but the highlighted one; hover shows them whole
 # Drawing layers (plotly's zorder; higher is in front). Trace order stays images, prototypes, yours, query.
 _Z_PROTOTYPE, _Z_PHOTO, _Z_USER, _Z_QUERY = 0, 1, 2, 3
 
