@@ -140,7 +140,7 @@ def define_panel(
                 else "Your classes",
                 interactive=False,
                 wrap=True,
-                column_widths=["35%", "65%"],
+                column_widths=["27%", "48%", "25%"],
                 elem_id="your-classes",
             )
             chosen = gr.Dropdown(
