@@ -39,6 +39,8 @@ EXTRA_ROW_CACHE = 4096
 #: (acmr_core.features.weights.save_learnt_parameters). Recorded as the backbone ``weights``, this name means
 #: "this bundle's own part".
 LEARNT_BACKBONE_PART = "backbone.safetensors"
+#: What a features-only bundle (``Bundle.features_only``) says of itself, after its name or "this model".
+FEATURES_ONLY_NOTICE = "reads precomputed image features (res101.mat), not images"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class Bundle:
     # A learnt-parameters file that is part of the bundle (saved as its backbone.safetensors); the recorded
     # backbone weights then name that part and ``create_backbone`` loads it.
     learnt_backbone: Path | None = None
+    # A bundle of a model trained on precomputed features (``acmr bundle --run``: xlsa17 res101.mat): it has
+    # no backbone, reads no images, and its latent cache is the test split's images; ``results`` holds its
+    # per-class test results (acmr_core.pipelines.from_run).
+    features_only: bool = False
+    results: dict[str, Any] | None = None
     _projection: LatentProjection | None = field(default=None, repr=False)
     # The fast update's inputs, built on first use: per seed, the bundle classes' training latents with the
     # bundle classifier's log-sum-exp on them; per (attributes, seed), the fitted row of an extra class.
@@ -148,6 +155,8 @@ class Bundle:
 
     def create_backbone(self, device: str = "auto", **kwargs: Any) -> Backbone:
         """The backbone this bundle was built with (recorded weights), checked against its identity."""
+        if self.features_only:
+            raise BundleError(f"bundle {self.name} {FEATURES_ONLY_NOTICE}: it has no backbone to create")
         spec = self.backbone_spec
         if "weights" not in spec:
             raise BundleError(

@@ -20,6 +20,12 @@ Layout (format version :data:`FORMAT_VERSION`; every part is JSON or safetensors
     familiarity.safetensors  per-feature mean and scale of the training images (acmr_core.bundle.familiarity)
     backbone.safetensors   optional: the learnt part of a seeded random backbone (the demo bundle's), which
                            ``Bundle.create_backbone`` puts over the seeded weights
+    results.json           optional: per-class test results and each plotted test image's answer (a bundle
+                           from ``acmr bundle --run``; acmr_core.bundle.test_results)
+
+The manifest's ``inputs`` says what the model reads: ``"images"`` (through its backbone; a manifest without
+the key is one) or ``"features"`` (precomputed features such as xlsa17's res101.mat: no backbone, and
+``backbone.json`` then identifies the features file, not a network).
 
 :func:`load_bundle` verifies the manifest, the format version, each part's size and SHA-256, then the
 contents' mutual consistency; any problem raises :class:`~acmr_core.errors.BundleError` with a one-line
@@ -45,6 +51,7 @@ from safetensors.torch import save_file as save_torch
 from acmr_core.bundle.bundle import LEARNT_BACKBONE_PART, Bundle, LatentCache
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.familiarity import Familiarity
+from acmr_core.bundle.test_results import RESULTS_PART, check_test_results
 from acmr_core.data.xlsa17 import FeatureScaler
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
 from acmr_core.errors import ACMRError, BackboneError, BundleError, DataError, quote_value, shorten
@@ -79,7 +86,9 @@ PARTS = (
     "familiarity.safetensors",
 )
 #: Parts a bundle may have; where it has one, the manifest lists it and it is checked like the rest.
-OPTIONAL_PARTS = (LEARNT_BACKBONE_PART,)
+OPTIONAL_PARTS = (LEARNT_BACKBONE_PART, RESULTS_PART)
+#: The manifest's ``inputs``: what the model reads (see the module docstring).
+INPUTS = ("images", "features")
 
 
 def listed_parts(files: Mapping[str, Any]) -> tuple[str, ...]:
@@ -142,9 +151,13 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         if bundle.learnt_backbone is not None:
             shutil.copyfile(bundle.learnt_backbone, staging / LEARNT_BACKBONE_PART)
             parts.append(LEARNT_BACKBONE_PART)
+        if bundle.results is not None:
+            write_json(staging / RESULTS_PART, bundle.results)
+            parts.append(RESULTS_PART)
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
+            "inputs": "features" if bundle.features_only else "images",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "acmr_version": __version__,
             "provenance": jsonable(bundle.provenance),
@@ -349,7 +362,18 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
     )
     provenance = manifest.get("provenance") if isinstance(manifest.get("provenance"), dict) else {}
     learnt = directory / LEARNT_BACKBONE_PART if LEARNT_BACKBONE_PART in manifest["files"] else None
-    return Bundle(identity, catalog, trained, latent, provenance, directory, manifest, familiarity, learnt)
+    inputs = manifest.get("inputs", "images")
+    if inputs not in INPUTS:
+        raise BundleError(f"bundle {name}: manifest 'inputs' is {quote_value(inputs)}, not one of {INPUTS}")
+    results = None
+    if RESULTS_PART in manifest["files"]:
+        results = check_test_results(
+            _load_json(directory, RESULTS_PART), catalog, latent.visual_labels, f"bundle {name}: {RESULTS_PART}"
+        )
+    return Bundle(
+        identity, catalog, trained, latent, provenance, directory, manifest, familiarity, learnt,
+        features_only=inputs == "features", results=results,
+    )  # fmt: skip
 
 
 def _load_latent(directory: Path, catalog: ClassCatalog, latent_dim: int) -> LatentCache:

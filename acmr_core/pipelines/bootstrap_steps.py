@@ -306,7 +306,7 @@ def display_name(xlsa17_name: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"^\d+\.", "", xlsa17_name).replace("_", " ").replace("+", " ")).strip()
 
 
-def _catalog(data: ZSLData) -> ClassCatalog:
+def xlsa17_catalog(data: ZSLData) -> ClassCatalog:
     """The bundle's class catalog: readable names (xlsa17's if they would collide) and the xlsa17 matrix."""
 
     names = [display_name(name) or name for name in data.class_names]
@@ -335,7 +335,7 @@ def write_bundle(
 
     data = load_xlsa17(data_root, spec.xlsa17)
     trained = load_trained(model_dir, device=resolve_device(options.device))
-    catalog = _catalog(data)
+    catalog = xlsa17_catalog(data)
     trained.class_names = list(catalog.names)
     # The plot shows a sample of training images of every seen class and test images of every unseen class.
     candidates = np.concatenate([data.trainval, data.test_unseen])
