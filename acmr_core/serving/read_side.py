@@ -37,11 +37,13 @@ from acmr_core.serving.results import (
     DraftPreview,
     ImageMatch,
     NearClass,
+    NearImage,
     Prediction,
     RankedClass,
     RenderedExample,
 )
 from acmr_core.serving.separability import GROUP_DIFFERENCE, Separability
+from acmr_core.serving.test_images import TestImages
 from acmr_core.serving.threads import single_torch_thread
 from acmr_core.viz.latent_space import AlignmentSummary, alignment_scores, summarise_alignment
 from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
@@ -88,12 +90,14 @@ class _SnapshotCache:
 class ReadSide:
     """Predict, draw, list and plot against a given class snapshot (thread-safe, visitor-free)."""
 
-    def __init__(self, builder: SpaceBuilder, backbone: Backbone, bundle_name: str) -> None:
+    def __init__(self, builder: SpaceBuilder, backbone: Backbone | None, bundle_name: str) -> None:
+        """``backbone`` is None for a features-only bundle (it reads no images)."""
         self.builder = builder
         self.bundle: Bundle = builder.bundle
         self.backbone = backbone
         self.bundle_name = bundle_name
-        self.device = backbone.device
+        self.device = backbone.device if backbone is not None else self.bundle.device
+        self.test_images = TestImages(self.bundle)
         self.model = self.bundle.model.to(self.device).eval()
         self.attribute_names: list[str] = list(builder.attribute_names)
         self.attribute_groups: list[str] = [
@@ -111,7 +115,10 @@ class ReadSide:
     def warm_up(self) -> None:
         """Run one full prediction (first forward passes set up kernels) and build the latent plot once."""
         base = self.builder.base
-        self.predict(base, Image.new("RGB", (224, 224), (128, 128, 128)))
+        if self.backbone is None:
+            self.predict_test_image(base, 0)
+        else:
+            self.predict(base, Image.new("RGB", (224, 224), (128, 128, 128)))
         self.latent_figure(base)
         with single_torch_thread():
             self.bundle.prepare_fast_update(seed=0)  # so the first add does not pay for it
@@ -122,6 +129,7 @@ class ReadSide:
         self, space: ClassSpace, image: Any, gamma: float | None = None, top_k: int = 5
     ) -> Prediction:
         """Top-k classes of an image (a path, bytes or PIL image); bad images raise ImageError."""
+        self.test_images.refuse_images()
         loaded = load_image(image)
         features = self.backbone.features([loaded])
         return self.predict_features(space, features[0], gamma=gamma, top_k=top_k, image=loaded)
@@ -139,9 +147,36 @@ class ReadSide:
 
         ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
         """
-        gamma = self.default_gamma if gamma is None else check_gamma(gamma)
         latent, readings = self.read(np.asarray(features, dtype=np.float32).reshape(1, -1))
-        decoded_unit = readings[0]
+        images = None if image is None else [image]
+        (familiar,) = self.bundle.assess_familiarity(features, images)
+        return self._answer(space, latent, readings[0], gamma, top_k, familiar)
+
+    @torch.inference_mode()
+    def predict_test_image(
+        self, space: ClassSpace, position: int, gamma: float | None = None, top_k: int = 5
+    ) -> Prediction:
+        """The answer for a test image of the latent cache (``position``: its row), from its cached latent:
+        what a features-only model offers instead of an upload."""
+        self.test_images.at(position)  # a one-line error for a position that is no test image
+        latent = torch.from_numpy(self.test_images.latents[position : position + 1]).to(self.device)
+        decoded = self.model.decode_semantic(latent).float().cpu().numpy()
+        decoded_unit = np.clip(decoded / self.builder.scale, 0.0, 1.0)[0]
+        return self._answer(
+            space, latent, decoded_unit, gamma, top_k, self.test_images.familiarity(position)
+        )
+
+    def _answer(
+        self,
+        space: ClassSpace,
+        latent: torch.Tensor,
+        decoded_unit: np.ndarray,
+        gamma: float | None,
+        top_k: int,
+        familiar: tuple[float, bool],
+    ) -> Prediction:
+        """A :class:`Prediction` from an image's visual latent (1, d) and what the decoder reads in it."""
+        gamma = self.default_gamma if gamma is None else check_gamma(gamma)
         # The bundle's one scoring path, with the snapshot's classifier (rows for the user classes, if any).
         scores = self.bundle.trained.scores_of_latents(latent, gamma, classifier=space.classifier)
         probabilities = torch.softmax(scores.float(), dim=-1).cpu().numpy()
@@ -150,8 +185,7 @@ class ReadSide:
         top_unit = space.unit_attributes[top[0][0]]
         latent_np = latent.float().cpu().numpy()
         xy = self.builder.place(latent_np)[0]
-        images = None if image is None else [image]
-        ((familiarity, unfamiliar),) = self.bundle.assess_familiarity(features, images)
+        familiarity, unfamiliar = familiar
         return Prediction(
             ranked=ranked,
             decoded=dict(zip(self.attribute_names, decoded_unit.tolist(), strict=True)),
@@ -202,7 +236,12 @@ class ReadSide:
                 nearest=space.names[closest],
                 nearest_distance=float(to_classes[closest]),
             )
-        return DraftPreview((float(xy[0]), float(xy[1])), nearest, image, self._judge_draft(space, unit[0]))
+        images = tuple(
+            NearImage(item.image_id, item.class_name, item.kind, distance)
+            for item, distance in self.test_images.nearest(latent[0])
+        )
+        xy_pair = (float(xy[0]), float(xy[1]))
+        return DraftPreview(xy_pair, nearest, image, self._judge_draft(space, unit[0]), images)
 
     def _judge_draft(self, space: ClassSpace, unit: np.ndarray) -> Separability | None:
         """The guard's verdict on a draft as it would be added (a demo world's empty groups filled in); None
@@ -308,6 +347,7 @@ class ReadSide:
         A bad image is refused with its own message and the others are still read; only when none can be read
         is an :class:`ImageError` raised (listing why for each).
         """
+        self.test_images.refuse_images()
         images = [image for image in images or [] if image is not None]
         if not images:
             raise ImageError(f"no images given; choose 1 to {MAX_EXAMPLE_IMAGES} images of the new class")
@@ -373,6 +413,8 @@ class ReadSide:
 
     @property
     def backbone_description(self) -> str:
+        if self.backbone is None:  # features-only: what identifies its features file
+            return f"none ({self.bundle.identity.weight_source}, sha256 {self.bundle.identity.weights_sha256[:12]})"
         return self.backbone.identity.describe()
 
     # ---- latent space ------------------------------------------------------------------------------------

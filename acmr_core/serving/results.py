@@ -93,6 +93,16 @@ class ImageMatch:
 
 
 @dataclass(frozen=True)
+class NearImage:
+    """A test image near a draft class's description (features-only bundles: their test split)."""
+
+    image_id: str
+    class_name: str  # its true class
+    kind: str  # "seen" | "unseen"
+    distance: float  # the draft's description -> the image's latent
+
+
+@dataclass(frozen=True)
 class DraftPreview:
     """A class being defined, before it is added: where it lands, what it is near, and how it would fare on
     the last image (no classifier is fitted: the semantic encoder and distances only)."""
@@ -102,3 +112,4 @@ class DraftPreview:
     image: ImageMatch | None
     #: Whether it could be told apart from every class (issue 32's guard); None where not judged.
     verdict: Separability | None = None
+    images: tuple[NearImage, ...] = ()  # the nearest test images (features-only bundles)

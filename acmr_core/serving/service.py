@@ -39,6 +39,7 @@ from acmr_core.features.backbone import Backbone
 from acmr_core.serving.class_space import ClassSpace, SpaceBuilder
 from acmr_core.serving.read_side import DEFAULT_EXAMPLES, ReadSide
 from acmr_core.serving.results import AlignedClass, DraftPreview, Prediction, RenderedExample
+from acmr_core.serving.test_images import TestImage
 from acmr_core.serving.user_classes import UserClass, UserClassStore, open_store
 from acmr_core.serving.validation import parse_attributes_json, validate_values
 from acmr_core.serving.visitors import VisitorClasses
@@ -53,7 +54,7 @@ class StudioService:
     def __init__(
         self,
         bundle: Bundle,
-        backbone: Backbone,
+        backbone: Backbone | None,
         store: UserClassStore,
         bundle_name: str,
         *,
@@ -86,7 +87,8 @@ class StudioService:
         started = time.perf_counter()
         bundle_dir = Path(bundle_dir)
         bundle = load_bundle(bundle_dir, device=device)
-        backbone = bundle.create_backbone(device=device)  # checked against the bundle's backbone identity
+        # Checked against the bundle's backbone identity; a features-only bundle has none (reads no images).
+        backbone = None if bundle.features_only else bundle.create_backbone(device=device)
         folder = default_user_classes_dir() if user_classes_dir is None else Path(user_classes_dir)
         store = open_store(folder, bundle_dir.name, bundle.catalog.attribute_names, per_visitor=per_visitor)
         service = cls(bundle, backbone, store, bundle_dir.name, per_visitor=per_visitor, refine=refine)
@@ -120,8 +122,14 @@ class StudioService:
         return self.reads.bundle
 
     @property
-    def backbone(self) -> Backbone:
+    def backbone(self) -> Backbone | None:
+        """The bundle's backbone; None for a features-only bundle (:attr:`features_only`)."""
         return self.reads.backbone
+
+    @property
+    def features_only(self) -> bool:
+        """The model reads precomputed features, not images: it offers its test images instead of uploads."""
+        return self.reads.test_images.features_only
 
     @property
     def store(self) -> UserClassStore:
@@ -181,6 +189,22 @@ class StudioService:
         image: Image.Image | None = None,
     ) -> Prediction:
         return self.reads.predict_features(self.class_space(), features, gamma, top_k, image)
+
+    def predict_test_image(self, position: int, gamma: float | None = None, top_k: int = 5) -> Prediction:
+        """The answer for a test image of a features-only bundle (``position``: its row in the latent cache,
+        as :meth:`test_images` lists it)."""
+        return self.reads.predict_test_image(self.class_space(), position, gamma, top_k)
+
+    def test_images(self, class_name: str) -> list[TestImage]:
+        """The test images of one of the bundle's classes (features-only bundles), with the model's answers."""
+        return self.reads.test_images.of_class(class_name)
+
+    def pick_test_image(self, class_name: str, index: int) -> TestImage:
+        return self.reads.test_images.pick(class_name, index)
+
+    def results(self) -> dict[str, Any]:
+        """Per-class test accuracy and top confusions (a bundle from ``acmr bundle --run``)."""
+        return self.reads.test_images.results()
 
     def render_examples(
         self, name: str, count: int = DEFAULT_EXAMPLES, gamma: float | None = None, top_k: int = 5
