@@ -4,7 +4,8 @@ Each API client is a visitor of its own, named by its session (one ``gradio_clie
 server keeps classes per visitor, a client sees, changes and predicts with only the classes it defined.
 
 ``/predict``, ``/define_class``, ``/delete_class``, ``/latent_space``, ``/catalog``, ``/render_examples``,
-``/attributes_from_text`` and ``/attributes_from_images``, each declared with ``gr.api``: an API-only
+``/attributes_from_text``, ``/attributes_from_images``, ``/results`` and ``/predict_test_image`` (the last two
+for a model that reads precomputed features), each declared with ``gr.api``: an API-only
 endpoint, with no component on the page. Its parameters are the handler's (names and type hints); uploads
 arrive as Gradio's raw file payload, already moved into the upload cache and checked (read with
 :func:`app.widgets.uploaded_path`), and results go out as returned. The page's own events are private (the
@@ -22,6 +23,7 @@ from gradio.components.plot import PlotData
 from gradio.data_classes import FileData
 
 from acmr_core.errors import ACMRError
+from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 from app.widgets import (
     CLASS_EDIT_CONCURRENCY,
@@ -45,6 +47,7 @@ def build_api(service: StudioService) -> None:
     """The documented endpoints for gradio_client (default bundle); call inside the app's Blocks."""
     add_class_api(service)
     add_describe_api(service)
+    add_results_api(service)
 
 
 def add_class_api(service: StudioService) -> None:
@@ -59,15 +62,7 @@ def add_class_api(service: StudioService) -> None:
         if not path:
             raise ACMRError("no image given; send an image file")
         visitor = service.for_visitor(api_visitor(request))
-        prediction = visitor.predict(path, top_k=len(visitor.class_names()))
-        return {
-            "label": prediction.ranked[0].name,
-            "confidences": [
-                {"label": item.name, "confidence": item.probability} for item in prediction.ranked
-            ],
-            "familiarity": prediction.familiarity,
-            "unfamiliar": prediction.unfamiliar,
-        }
+        return prediction_record(visitor.predict(path, top_k=len(visitor.class_names())))
 
     @api_errors
     def render_examples(name: str, request: gr.Request) -> list[dict[str, Any]]:
@@ -128,4 +123,41 @@ def add_describe_api(service: StudioService) -> None:
     gr.api(
         attributes_from_images, api_name="attributes_from_images",
         concurrency_limit=IMAGE_READING_CONCURRENCY, concurrency_id=IMAGE_READING_ID,
+    )  # fmt: skip
+
+
+def prediction_record(prediction: Prediction) -> dict[str, Any]:
+    """What ``/predict`` and ``/predict_test_image`` answer: {label, confidences, familiarity, unfamiliar}."""
+    return {
+        "label": prediction.ranked[0].name,
+        "confidences": [{"label": item.name, "confidence": item.probability} for item in prediction.ranked],
+        "familiarity": prediction.familiarity,
+        "unfamiliar": prediction.unfamiliar,
+    }
+
+
+def add_results_api(service: StudioService) -> None:
+    """``/results`` and ``/predict_test_image``: a features-only model's test split (acmr bundle --run)."""
+
+    @api_errors
+    def results() -> dict[str, Any]:
+        """Per-class test accuracy and top confusions: {metrics: {U, S, H, ...}, classes: [{name, kind,
+        images, correct, accuracy, confusions: [{name, kind, images, share}]}], ...}."""
+        record = service.results()
+        record.pop("images", None)  # per-image answers: thousands of numbers no client asked for
+        return record
+
+    @api_errors
+    def predict_test_image(class_name: str, index: int, request: gr.Request) -> dict[str, Any]:
+        """The answer for the index-th (0-based) test image of a class, as /predict answers an upload, plus
+        the image and its true class: {image, class, label, confidences, familiarity, unfamiliar}."""
+        visitor = service.for_visitor(api_visitor(request))
+        picked = visitor.pick_test_image(class_name, index)
+        prediction = visitor.predict_test_image(picked.position, top_k=len(visitor.class_names()))
+        return {"image": picked.image_id, "class": picked.class_name, **prediction_record(prediction)}
+
+    gr.api(results, api_name="results")
+    gr.api(
+        predict_test_image, api_name="predict_test_image",
+        concurrency_limit=PREDICT_CONCURRENCY, concurrency_id="predict",
     )  # fmt: skip

@@ -325,6 +325,12 @@ def draft_markdown(preview: DraftPreview) -> str:
     text = f"**Your draft (✩ on the map) is nearest to** {nearest}."
     if preview.verdict is not None and not preview.verdict.ok:  # before Add (issue 32)
         text = f"⚠ **Before you add it:** {html.escape(preview.verdict.message())}  \n" + text
+    if preview.images:  # a features-only model: the test images its description lands among
+        images = ", ".join(
+            f"{html.escape(Path(item.image_id).name)} (*{html.escape(item.class_name)}*, {item.kind})"
+            for item in preview.images
+        )
+        text += f"  \n**Nearest test images:** {images}."
     match = preview.image
     if match is None:
         return text + "  \nPredict an image first to see how the draft would compare on it."

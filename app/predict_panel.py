@@ -17,6 +17,7 @@ from acmr_core.serving.results import Prediction
 from acmr_core.serving.service import StudioService
 from acmr_core.viz.plots import QueryPoint
 from app.tables import SEES_COLUMNS, sees_frame
+from app.test_picker import TestPicker, test_picker, wire_picker
 from app.widgets import PREDICT_CONCURRENCY, ServiceFor, Session, raw_image_input, uploaded_path
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,13 @@ class PredictPanel:
     sees_table: gr.Dataframe
     plot: gr.Plot
     example_items: list[tuple[str, str]]  # (path, caption) of the example gallery
+    picker: TestPicker | None = None  # "pick a test image", for a model that reads no images
 
 
 def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) -> PredictPanel:
     """Lay out the *Predict* tab (call inside the Blocks)."""
     with gr.Tab("Predict"):
+        picker = test_picker(default)
         with gr.Row(visible=False, elem_id="try-your-class") as try_row:
             try_note = gr.Markdown()
             try_button = gr.Button("Try it on the closest example", scale=0, min_width=200)
@@ -120,7 +123,7 @@ def predict_panel(default: StudioService, example_items: list[tuple[str, str]]) 
         plot = gr.Plot(label="Where your image lands among the classes", elem_id="predict-plot")
     return PredictPanel(
         try_row, try_note, try_button, image, examples, gamma, top_k, status, ranked, sees_summary,
-        sees_table, plot, list(example_items),
+        sees_table, plot, list(example_items), picker,
     )  # fmt: skip
 
 
@@ -141,22 +144,7 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
             # cleared (its change event then lands in the branch above).
             log.warning("refused an upload: %s", error)
             return None, "", None, service.latent_figure(), None, None, refusal_markdown(error), None
-        query = QueryPoint(prediction.xy, prediction.ranked[0].name)
-        outside = prediction.unfamiliar  # then the warning is the headline and the guess is muted below it
-        return (
-            gr.update(
-                value={f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
-                label=GUESS_LABEL if outside else RANKED_LABEL,
-                elem_classes=[MUTED_CLASS] if outside else [],
-            ),
-            sees_markdown(prediction),
-            gr.update(value=sees_frame(prediction), label=SEES_LABEL_OUTSIDE if outside else SEES_LABEL),
-            service.latent_figure(query=query),
-            query,
-            prediction.latent,
-            outside_markdown(prediction) if outside else "",
-            gr.skip(),
-        )
+        return (*answer_view(service, prediction), gr.skip())
 
     outputs = [
         panel.ranked, panel.sees_summary, panel.sees_table, panel.plot, session.last_query,
@@ -175,6 +163,8 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
         # (Gradio's default drops a trigger that arrives while the same event is pending).
         trigger_mode="always_last",
     )
+    if panel.picker is not None:
+        wire_picker(panel.picker, outputs[:-1], panel.gamma, panel.top_k, session, service_for, answer_view)
     example_items = panel.example_items
 
     def on_example(event: gr.SelectData) -> str | None:
@@ -185,6 +175,26 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
         lambda path: path, session.try_path, panel.image, js=SCROLL_TO_RESULTS_JS, api_visibility="private"
     )
     return predicted
+
+
+def answer_view(service: StudioService, prediction: Prediction) -> tuple:
+    """The answer's outputs (labels, what the model sees, the map with the image, the session's query and
+    latent, the status line): one view for an upload and a picked test image."""
+    query = QueryPoint(prediction.xy, prediction.ranked[0].name)
+    outside = prediction.unfamiliar  # then the warning is the headline and the guess is muted below it
+    return (
+        gr.update(
+            value={f"{item.name} · {item.kind}": item.probability for item in prediction.ranked},
+            label=GUESS_LABEL if outside else RANKED_LABEL,
+            elem_classes=[MUTED_CLASS] if outside else [],
+        ),
+        sees_markdown(prediction),
+        gr.update(value=sees_frame(prediction), label=SEES_LABEL_OUTSIDE if outside else SEES_LABEL),
+        service.latent_figure(query=query),
+        query,
+        prediction.latent,
+        outside_markdown(prediction) if outside else "",
+    )
 
 
 def refusal_markdown(error: ACMRError) -> str:

@@ -1,8 +1,9 @@
 """The Gradio Blocks of the ACMR zero-shot studio: a thin layer over :mod:`acmr_core.serving.service`.
 
-Three tabs (:mod:`app.predict_panel`, :mod:`app.define_panel`, :mod:`app.latent_panel`) under a header that
-picks the model, plus the API endpoints for ``gradio_client`` (:mod:`app.api`; see docs/app.md). This module
-lays them out and connects what spans the tabs: the class lists, the two plots and the model switch.
+Four tabs (:mod:`app.predict_panel`, :mod:`app.define_panel`, :mod:`app.latent_panel`,
+:mod:`app.results_panel`) under a header that picks the model, plus the API endpoints for ``gradio_client``
+(:mod:`app.api`; see docs/app.md). This module lays them out and connects what spans the tabs: the class
+lists, the two plots and the model switch.
 Every handler turns an :class:`~acmr_core.errors.ACMRError` into a visible ``gr.Error``; the message is
 HTML-escaped because Gradio renders error text as HTML.
 """
@@ -24,7 +25,9 @@ from app.latent_panel import LatentPanel, alignment_markdown, filtered_figure, l
 from app.layout import ABOUT, HEADER
 from app.paths import DELETE_CACHE, EXAMPLES_DIR
 from app.predict_panel import PredictPanel, gamma_range, predict_panel, wire_predict
+from app.results_panel import results_panel, wire_results
 from app.tables import alignment_frame, attribute_frame, describe_markdown, summary_markdown, user_class_frame
+from app.test_picker import picker_for
 from app.widgets import ServiceFor, Session, ensure_visitor, user_errors, visitor_state
 
 
@@ -50,6 +53,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
             predict = predict_panel(default, captioned_examples(examples_dir))
             define = define_panel(default, example_gallery(examples_dir), session, service_for)
             latent = latent_panel(default)
+            results = results_panel(default)
 
         predicted = wire_predict(predict, session, service_for)
         # Everything the page shows of the visitor's classes waits for the page to know its visitor.
@@ -71,6 +75,7 @@ def build_app(registry: ServiceRegistry, examples_dir: Path = EXAMPLES_DIR) -> g
         )  # fmt: skip
         wire_latent(latent, session, service_for, ready, predicted)
         wire_bundle_switch(header, predict, define, latent, views, session, service_for)
+        wire_results(results, session, service_for)
         build_api(default)
     return demo
 
@@ -211,6 +216,12 @@ def wire_bundle_switch(
          session.last_latent, *views.outputs, latent.plot],
         api_visibility="private",
     )  # fmt: skip
+    if predict.picker is not None:  # "pick a test image" only for a model that reads no images
+        picker = predict.picker
+        switch.success(
+            lambda name, visitor: picker_for(service_for(name, visitor)), session.who,
+            [picker.row, picker.class_choice, picker.image_choice], api_visibility="private",
+        )  # fmt: skip
     # A bundle that cannot be opened leaves the session on the previous one: show that one again.
     switch.failure(
         lambda current: current, [session.bundle], [header.bundle_choice], api_visibility="private"

@@ -367,8 +367,9 @@ def load_bundle(directory: str | Path, device: str | torch.device = "auto") -> B
         raise BundleError(f"bundle {name}: manifest 'inputs' is {quote_value(inputs)}, not one of {INPUTS}")
     results = None
     if RESULTS_PART in manifest["files"]:
+        where = f"bundle {name}: {RESULTS_PART}"
         results = check_test_results(
-            _load_json(directory, RESULTS_PART), catalog, latent.visual_labels, f"bundle {name}: {RESULTS_PART}"
+            _load_json(directory, RESULTS_PART), catalog, latent.visual_labels, where
         )
     return Bundle(
         identity, catalog, trained, latent, provenance, directory, manifest, familiarity, learnt,

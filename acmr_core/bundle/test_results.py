@@ -4,7 +4,8 @@ For every test class: how many of its test images the model names correctly (GZS
 the bundle's calibration) and what the others are mistaken for (the top confusions); for every plotted test
 image (the latent cache's rows, in order): its predicted class and its familiarity. The U / S / H it records
 are the per-class means of these rows (:func:`acmr_core.training.metrics.gzsl_scores`), the figures
-``acmr train`` wrote to ``metrics.json`` for the same model.
+``acmr train`` wrote to ``metrics.json`` for the same model; ``unseen_as_seen`` / ``seen_as_unseen`` are the
+shares (percent of images) answered across the seen/unseen divide.
 
 Plain JSON-able dicts (no classes of their own): the service hands them to the app and the HTTP API as they
 are. :func:`compute_test_results` makes one, :func:`check_test_results` validates one read from a bundle.
@@ -71,6 +72,10 @@ def compute_test_results(
         labels[seen], predicted[seen], labels[~seen], predicted[~seen],
         catalog.seen_classes, catalog.unseen_classes,
     )  # fmt: skip
+    # How often the calibrated model answers across the seen/unseen divide: the seen-class bias at a glance.
+    answered_seen = catalog.seen_mask[predicted]
+    scores["unseen_as_seen"] = 100.0 * float(answered_seen[~seen].mean()) if (~seen).any() else 0.0
+    scores["seen_as_unseen"] = 100.0 * float((~answered_seen[seen]).mean()) if seen.any() else 0.0
     return {
         "split": "test",
         **dict(record or {}),
@@ -84,7 +89,9 @@ def compute_test_results(
     }
 
 
-def check_test_results(data: Any, catalog: ClassCatalog, image_labels: np.ndarray, where: str) -> dict[str, Any]:
+def check_test_results(
+    data: Any, catalog: ClassCatalog, image_labels: np.ndarray, where: str
+) -> dict[str, Any]:
     """``data`` (read from a bundle) if it is a results record for ``catalog`` and the latent cache's images
     (``image_labels``), else a one-line :class:`BundleError` naming what is wrong."""
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
@@ -104,7 +111,7 @@ def check_test_results(data: Any, catalog: ClassCatalog, image_labels: np.ndarra
         if not isinstance(values, list) or len(values) != count:
             raise BundleError(f"{where}: 'images.{key}' must list one value for each of the {count} images")
     if not all(isinstance(i, int) and 0 <= i < catalog.num_classes for i in images["predicted"]):
-        raise BundleError(f"{where}: 'images.predicted' has class indices outside 0..{catalog.num_classes - 1}")
+        raise BundleError(f"{where}: 'images.predicted' has indices outside 0..{catalog.num_classes - 1}")
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in images["familiarity"]):
         raise BundleError(f"{where}: 'images.familiarity' must be finite numbers")
     return data

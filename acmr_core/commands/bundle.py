@@ -1,5 +1,6 @@
 """`acmr bundle`: train ACMR on extracted features + class metadata and write a model bundle; or (``--run``)
-bundle a model that ``acmr train`` trained on precomputed xlsa17 features, with its test images and results."""
+bundle a model that ``acmr train`` trained on precomputed xlsa17 features, with its test images and
+results."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--features", type=Path, help="training features from 'acmr extract'")
     parser.add_argument("--classes", type=Path, help="class-metadata JSON (names, attributes, seen)")
-    parser.add_argument("--run", type=Path, help="an 'acmr train --out' folder to bundle instead (no training)")
+    parser.add_argument(
+        "--run", type=Path, help="an 'acmr train --out' folder to bundle instead (no training)"
+    )
     parser.add_argument(
         "--data-root",
         type=Path,
@@ -58,8 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_option(parser)
     parser.add_argument(
-        "--seed", type=int, default=None, help="training seed (default 0); with --run: which seed's model "
-        "(default: the run's first)",
+        "--seed",
+        type=int,
+        default=None,
+        help="training seed (default 0); with --run: which seed's model (default: the run's first)",
     )
     parser.set_defaults(handler=run)
 
@@ -73,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if args.run is not None:
         return run_from_training(args)
     if args.features is None or args.classes is None:
-        raise ACMRError("give --features and --classes (to train a bundle), or --run (to bundle a trained model)")
+        raise ACMRError(
+            "give --features and --classes (to train a bundle), or --run (to bundle a trained model)"
+        )
     if args.epochs is not None and args.epochs < 1:
         raise ACMRError(f"--epochs must be at least 1, got {args.epochs}")
     if args.plot_per_class < 1:

@@ -61,7 +61,8 @@ class RunModel:
 
 
 def find_run_model(run: str | Path, seed: int | None = None) -> RunModel:
-    """The model of ``seed`` (default: the run's first) in an ``acmr train --out`` folder, or a BundleError."""
+    """The model of ``seed`` (default: the run's first) in an ``acmr train --out`` folder, or a
+    BundleError."""
     run = Path(run)
     metrics_path = run / "metrics.json"
     if not metrics_path.is_file():
@@ -95,8 +96,9 @@ def check_model_fits(trained: TrainedModel, data: ZSLData, where: str) -> None:
     """Refuse, in one line, a model that was not trained on ``data`` (classes, attributes, feature size)."""
     if trained.class_attributes.shape != data.attributes.shape:
         raise BundleError(
-            f"{where} knows {trained.class_attributes.shape[0]} classes x {trained.class_attributes.shape[1]} "
-            f"attributes, the data {data.attributes.shape[0]} x {data.attributes.shape[1]}: not its data"
+            f"{where} knows {trained.class_attributes.shape[0]} classes x "
+            f"{trained.class_attributes.shape[1]} attributes, the data {data.attributes.shape[0]} x "
+            f"{data.attributes.shape[1]}: not its data"
         )
     if trained.arch.feature_dim != data.features.shape[1]:
         raise BundleError(
@@ -164,7 +166,9 @@ def bundle_from_run(
     return bundle
 
 
-def score_test_images(bundle: Bundle, features: np.ndarray, labels: np.ndarray, model: RunModel) -> dict[str, Any]:
+def score_test_images(
+    bundle: Bundle, features: np.ndarray, labels: np.ndarray, model: RunModel
+) -> dict[str, Any]:
     """Per-class results on the test images, checked against the run's own U and S for this seed."""
     with torch.inference_mode():
         predicted = bundle.trained.predict(features)

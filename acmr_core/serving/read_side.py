@@ -162,9 +162,7 @@ class ReadSide:
         latent = torch.from_numpy(self.test_images.latents[position : position + 1]).to(self.device)
         decoded = self.model.decode_semantic(latent).float().cpu().numpy()
         decoded_unit = np.clip(decoded / self.builder.scale, 0.0, 1.0)[0]
-        return self._answer(
-            space, latent, decoded_unit, gamma, top_k, self.test_images.familiarity(position)
-        )
+        return self._answer(space, latent, decoded_unit, gamma, top_k, self.test_images.familiarity(position))
 
     def _answer(
         self,
@@ -414,7 +412,8 @@ class ReadSide:
     @property
     def backbone_description(self) -> str:
         if self.backbone is None:  # features-only: what identifies its features file
-            return f"none ({self.bundle.identity.weight_source}, sha256 {self.bundle.identity.weights_sha256[:12]})"
+            identity = self.bundle.identity
+            return f"none ({identity.weight_source}, sha256 {identity.weights_sha256[:12]})"
         return self.backbone.identity.describe()
 
     # ---- latent space ------------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ class StudioService:
         return self.reads.predict_test_image(self.class_space(), position, gamma, top_k)
 
     def test_images(self, class_name: str) -> list[TestImage]:
-        """The test images of one of the bundle's classes (features-only bundles), with the model's answers."""
+        """The test images of one of the bundle's classes (features-only bundles), with the model's
+        answers."""
         return self.reads.test_images.of_class(class_name)
 
     def pick_test_image(self, class_name: str, index: int) -> TestImage:

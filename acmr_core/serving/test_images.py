@@ -90,7 +90,7 @@ class TestImages:
         return images[index]
 
     def at(self, position: int) -> TestImage:
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < self.labels.size:
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(self.ids):
             raise UserClassError(f"no test image at {quote_value(position)}")
         catalog = self.bundle.catalog
         label = int(self.labels[position])
