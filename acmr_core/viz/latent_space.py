@@ -19,6 +19,7 @@ nearest visual centroid to the semantic latent (the quantity zero-shot classific
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,18 +143,27 @@ def fit_projection(
 
 def _umap_coordinates(points: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     import umap  # heavy (numba JIT); imported only when a map is fitted, never when a bundle is loaded
+    from sklearn.neighbors import NearestNeighbors
 
+    neighbours = max(2, min(n_neighbors, points.shape[0] - 1))
+    # Exact neighbours from scikit-learn, handed to UMAP: its own approximate search (pynndescent) spends
+    # most of a build compiling numba code — 122 s of a 4 931-point map on the busy 2-core machine, 29 s
+    # with these (docs/benchmarks/app.md, issue 36); exact is also what small maps deserve.
+    distances, indices = NearestNeighbors(n_neighbors=neighbours).fit(points).kneighbors(points)
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=max(2, min(n_neighbors, points.shape[0] - 1)),
+        n_neighbors=neighbours,
         min_dist=min_dist,
         random_state=seed,  # fixed seed: the shipped map is reproducible (UMAP then runs single-threaded)
         n_jobs=1,
         # spectral initialisation needs a connected-enough graph; "random" always works on tiny inputs.
         init="spectral" if points.shape[0] > 20 else "random",
+        precomputed_knn=(indices, distances, None),
     )
     log.info("fitting the 2-D UMAP map on %d latents (the first call compiles numba code)", points.shape[0])
-    return reducer.fit_transform(points).astype(np.float32)
+    with warnings.catch_warnings():  # "transform will be unavailable": new points are placed by k-NN here
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+        return reducer.fit_transform(points).astype(np.float32)
 
 
 @dataclass(frozen=True)
