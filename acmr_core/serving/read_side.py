@@ -160,9 +160,8 @@ class ReadSide:
         what a features-only model offers instead of an upload."""
         self.test_images.at(position)  # a one-line error for a position that is no test image
         latent = torch.from_numpy(self.test_images.latents[position : position + 1]).to(self.device)
-        decoded = self.model.decode_semantic(latent).float().cpu().numpy()
-        decoded_unit = np.clip(decoded / self.builder.scale, 0.0, 1.0)[0]
-        return self._answer(space, latent, decoded_unit, gamma, top_k, self.test_images.familiarity(position))
+        familiar = self.test_images.familiarity(position)
+        return self._answer(space, latent, self.decode(latent)[0], gamma, top_k, familiar)
 
     def _answer(
         self,
@@ -202,8 +201,13 @@ class ReadSide:
         """Visual latents of (images, dim) features and what ACMR's semantic decoder reads in each, as
         (images, attributes) values in [0, 1]: the one reading behind Predict and the example images."""
         latent = self.bundle.trained.latents(np.asarray(features, dtype=np.float32))
+        return latent, self.decode(latent)
+
+    @torch.inference_mode()
+    def decode(self, latent: torch.Tensor) -> np.ndarray:
+        """What the semantic decoder reads in visual latents (images, d): (images, attributes) in [0, 1]."""
         decoded = self.model.decode_semantic(latent).float().cpu().numpy()
-        return latent, np.clip(decoded / self.builder.scale, 0.0, 1.0)
+        return np.clip(decoded / self.builder.scale, 0.0, 1.0)
 
     # ---- a draft class, before it is added (issue 25's live preview) ------------------------------------
 

@@ -71,6 +71,7 @@ class TestImages:
 
     def of_class(self, name: str) -> list[TestImage]:
         """The test images of a bundle class (by name, any case), in cache order."""
+        self._require_test_split()
         folded = {n.casefold(): i for i, n in enumerate(self.bundle.catalog.names)}
         index = folded.get(str(name).strip().casefold())
         if index is None:
@@ -89,7 +90,15 @@ class TestImages:
             )
         return images[index]
 
+    def _require_test_split(self) -> None:
+        if not self.features_only:  # its plotted images are a sample of training images, not a test split
+            raise UserClassError(
+                "this model has no test images to pick (a bundle from 'acmr bundle --run' has them)"
+            )
+
     def at(self, position: int) -> TestImage:
+        """The test image at row ``position`` of the latent cache, or a one-line error."""
+        self._require_test_split()
         if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(self.ids):
             raise UserClassError(f"no test image at {quote_value(position)}")
         catalog = self.bundle.catalog
