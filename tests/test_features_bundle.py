@@ -14,7 +14,7 @@ from acmr_core.bundle.format import load_bundle
 from acmr_core.cli import main
 from acmr_core.errors import ACMRError, BundleError, ImageError, UserClassError
 from acmr_core.serving.service import StudioService
-from acmr_core.serving.test_images import TestImages
+from acmr_core.serving.test_images import SplitImages
 from acmr_core.training.metrics import per_class_accuracy
 from tests.features_fixtures import FeaturesRun, features_run
 
@@ -144,7 +144,7 @@ def test_an_older_bundle_still_loads_reads_images_and_offers_no_test_images() ->
     assert "inputs" not in json.loads((shipped / "manifest.json").read_text())  # written before the key
     bundle = load_bundle(shipped, device="cpu")
     assert not bundle.features_only and bundle.results is None
-    images = TestImages(bundle)
+    images = SplitImages(bundle)
     with pytest.raises(UserClassError, match="no test images to pick"):
         images.of_class(bundle.catalog.names[0])
     with pytest.raises(ACMRError, match="no per-class test results"):

@@ -43,7 +43,7 @@ from acmr_core.serving.results import (
     RenderedExample,
 )
 from acmr_core.serving.separability import GROUP_DIFFERENCE, Separability
-from acmr_core.serving.test_images import TestImages
+from acmr_core.serving.test_images import SplitImages
 from acmr_core.serving.threads import single_torch_thread
 from acmr_core.viz.latent_space import AlignmentSummary, alignment_scores, summarise_alignment
 from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
@@ -97,7 +97,7 @@ class ReadSide:
         self.backbone = backbone
         self.bundle_name = bundle_name
         self.device = backbone.device if backbone is not None else self.bundle.device
-        self.test_images = TestImages(self.bundle)
+        self.test_images = SplitImages(self.bundle)
         self.model = self.bundle.model.to(self.device).eval()
         self.attribute_names: list[str] = list(builder.attribute_names)
         self.attribute_groups: list[str] = [

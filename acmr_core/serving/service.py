@@ -39,7 +39,7 @@ from acmr_core.features.backbone import Backbone
 from acmr_core.serving.class_space import ClassSpace, SpaceBuilder
 from acmr_core.serving.read_side import DEFAULT_EXAMPLES, ReadSide
 from acmr_core.serving.results import AlignedClass, DraftPreview, Prediction, RenderedExample
-from acmr_core.serving.test_images import TestImage
+from acmr_core.serving.test_images import SplitImage
 from acmr_core.serving.user_classes import UserClass, UserClassStore, open_store
 from acmr_core.serving.validation import parse_attributes_json, validate_values
 from acmr_core.serving.visitors import VisitorClasses
@@ -195,12 +195,12 @@ class StudioService:
         as :meth:`test_images` lists it)."""
         return self.reads.predict_test_image(self.class_space(), position, gamma, top_k)
 
-    def test_images(self, class_name: str) -> list[TestImage]:
+    def test_images(self, class_name: str) -> list[SplitImage]:
         """The test images of one of the bundle's classes (features-only bundles), with the model's
         answers."""
         return self.reads.test_images.of_class(class_name)
 
-    def pick_test_image(self, class_name: str, index: int) -> TestImage:
+    def pick_test_image(self, class_name: str, index: int) -> SplitImage:
         return self.reads.test_images.pick(class_name, index)
 
     def results(self) -> dict[str, Any]:

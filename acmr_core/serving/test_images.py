@@ -24,7 +24,7 @@ NEAREST_IMAGES = 5
 
 
 @dataclass(frozen=True)
-class TestImage:
+class SplitImage:
     """One test image as the picker lists it."""
 
     position: int  # its row in the latent cache
@@ -40,7 +40,7 @@ class TestImage:
         return f"{PurePath(self.image_id).name} · {mark}"
 
 
-class TestImages:
+class SplitImages:
     """Listing, finding and comparing the test images of a bundle's latent cache (read-only, thread-safe)."""
 
     def __init__(self, bundle: Bundle) -> None:
@@ -69,7 +69,7 @@ class TestImages:
             )
         return copy.deepcopy(self.bundle.results)
 
-    def of_class(self, name: str) -> list[TestImage]:
+    def of_class(self, name: str) -> list[SplitImage]:
         """The test images of a bundle class (by name, any case), in cache order."""
         self._require_test_split()
         folded = {n.casefold(): i for i, n in enumerate(self.bundle.catalog.names)}
@@ -78,7 +78,7 @@ class TestImages:
             raise UserClassError(f"no class named {quote_value(name)} among the model's classes")
         return [self.at(int(p)) for p in np.flatnonzero(self.labels == index)]
 
-    def pick(self, name: str, index: int) -> TestImage:
+    def pick(self, name: str, index: int) -> SplitImage:
         """The ``index``-th (0-based) test image of class ``name``, or a one-line error."""
         images = self.of_class(name)
         if not images:
@@ -96,14 +96,14 @@ class TestImages:
                 "this model has no test images to pick (a bundle from 'acmr bundle --run' has them)"
             )
 
-    def at(self, position: int) -> TestImage:
+    def at(self, position: int) -> SplitImage:
         """The test image at row ``position`` of the latent cache, or a one-line error."""
         self._require_test_split()
         if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(self.ids):
             raise UserClassError(f"no test image at {quote_value(position)}")
         catalog = self.bundle.catalog
         label = int(self.labels[position])
-        return TestImage(
+        return SplitImage(
             position, self.ids[position], catalog.names[label], catalog.kinds[label],
             catalog.names[int(self._predicted[position])],
         )  # fmt: skip
@@ -114,7 +114,7 @@ class TestImages:
 
     def nearest(
         self, latent: Sequence[float] | np.ndarray, count: int = NEAREST_IMAGES
-    ) -> list[tuple[TestImage, float]]:
+    ) -> list[tuple[SplitImage, float]]:
         """The ``count`` test images whose visual latents are nearest to ``latent`` (e.g. a draft class's
         semantic latent), with their distances; empty for a bundle that is not features-only (its plotted
         images are not a test split)."""
