@@ -135,6 +135,8 @@ def wire_predict(panel: PredictPanel, session: Session, service_for: ServiceFor)
     ) -> tuple:
         service = service_for(bundle_name, visitor)
         path = uploaded_path(payload)
+        if not path and service.features_only:  # no uploads: the picked test image's answer stays (γ: picker)
+            return tuple(gr.skip() for _ in range(8))
         if not path:  # cleared (also after a refused upload): keep any refusal message on screen
             return None, "", None, service.latent_figure(), None, None, gr.skip(), gr.skip()
         try:

@@ -83,13 +83,16 @@ def wire_picker(
     picker.class_choice.input(
         on_class, [picker.class_choice, *session.who], picker.image_choice, api_visibility="private"
     )
-    picker.image_choice.input(
+    # A new image, γ or top-k: the picked image's answer again (as an upload's follows them).
+    gr.on(
+        [picker.image_choice.input, gamma.release, top_k.release],
         on_image,
         [picker.image_choice, gamma, top_k, *session.who],
         answer_outputs,
         concurrency_limit=PREDICT_CONCURRENCY,
         concurrency_id="predict",
         api_visibility="private",
+        trigger_mode="always_last",
     )
 
 

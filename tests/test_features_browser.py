@@ -124,7 +124,17 @@ def test_the_four_tabs_of_a_features_only_model(served: tuple[FeaturesRun, str],
         _choose(page, "pick-class", "Laysan Albatross")
         _choose(page, "pick-image")
         expect(page.locator("#sees-summary")).to_contain_text("Prediction:", timeout=30_000)
-        expect(page.locator("#top-classes")).to_contain_text("·")
+        top = page.locator("#top-classes")
+        expect(top).to_contain_text("·")
+        # γ applies to the picked image as to an upload: its extremes favour seen, then unseen classes.
+        page.get_by_text("Advanced: balance").click()
+        gamma = page.locator("#gamma input[type=number]")
+        gamma.fill("-5")
+        gamma.press("Enter")
+        expect(top.locator(".output-class")).to_contain_text("· seen", timeout=30_000)
+        gamma.fill("5")
+        gamma.press("Enter")
+        expect(top.locator(".output-class")).to_contain_text("· unseen", timeout=30_000)
 
         # Define a class: the draft lists the test images nearest to it.
         _tab(page, "Define a class")
