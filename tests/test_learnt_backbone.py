@@ -19,6 +19,7 @@ from acmr_core.errors import BackboneError, BundleError
 from acmr_core.features.backbone import create_backbone
 from acmr_core.features.weights import save_learnt_parameters, state_dict_sha256
 from acmr_core.pipelines import demo_backbone
+from acmr_core.pipelines.backbone_trainer import BackboneTrainer
 from acmr_core.pipelines.build import LabelledFeatures, build_bundle
 from tests.test_bundle import _features, _tiny_catalog, rehash_manifest
 
@@ -72,7 +73,7 @@ def test_a_second_build_takes_the_learnt_part_from_the_cache(learnt: Path, monke
     def no_training(*_args, **_kwargs) -> None:
         raise AssertionError("trained again although the result is cached")
 
-    monkeypatch.setattr(demo_backbone._Trainer, "fit", no_training)
+    monkeypatch.setattr(BackboneTrainer, "fit", no_training)
     again = demo_backbone.learnt_backbone(TINY, demo_world.default_world(), device="cpu",
                                           cache_dir=learnt.parent, progress=False)  # fmt: skip
     assert again == learnt

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acmr_core.commands._args import add_device_option
+from acmr_core.commands._args import add_device_option, finite_float, non_negative_int, positive_int
 from acmr_core.defaults import CHECKPOINTS_DIR, DEFAULT_BUNDLE
 from acmr_core.errors import ACMRError
 
@@ -48,18 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extraction (default 600; --quick: 3); 0 = no learnt part, the plain seeded backbone. Cached in "
         "$ACMR_CACHE_DIR (default ~/.cache/acmr)",
     )
-    parser.add_argument(
-        "--trainable",
-        default=None,
-        help="what the backbone's learnt part is (default batchnorm+stem+layer1; also batchnorm, "
-        "batchnorm+stem, batchnorm+stem+layer1+layer2)",
-    )
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        help="backbone input side in px with a learnt part (default 112)",
-    )
+    _add_backbone_training_options(parser)
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT})"
     )
@@ -87,6 +76,81 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _add_backbone_training_options(parser: argparse.ArgumentParser) -> None:
+    """The levers of the learnt part's training (issue 33) and how a long run is carried out."""
+    group = parser.add_argument_group("learnt part of the backbone (random weights only)")
+    group.add_argument(
+        "--trainable",
+        default=None,
+        help="what the backbone's learnt part is (default batchnorm+stem+layer1; also batchnorm, "
+        "batchnorm+stem, batchnorm+stem+layer1+layer2, any batchnorm+PART+... with parts stem, layer1-4 "
+        "in order, or all; sets with layer3, layer4 or all are too big for a bundle)",
+    )
+    group.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="backbone input side in px with a learnt part (default 112)",
+    )
+    group.add_argument(
+        "--backbone-batch", type=positive_int, default=None, help="renders per step (default 32)"
+    )
+    group.add_argument(
+        "--backbone-lr", type=finite_float, default=None, help="peak learning rate (default 3e-3)"
+    )
+    group.add_argument(
+        "--conv-lr-scale",
+        type=finite_float,
+        default=None,
+        help="the convolutions' learning rate as a multiple of --backbone-lr (default 1)",
+    )
+    group.add_argument(
+        "--backbone-optimiser", choices=OPTIMISER_CHOICES, default=None, help="optimiser (default adam)"
+    )
+    group.add_argument(
+        "--warmup-steps", type=non_negative_int, default=None, help="linear warm-up steps (default 0)"
+    )
+    group.add_argument(
+        "--curriculum-steps",
+        type=non_negative_int,
+        default=None,
+        help="first steps drawing only single large plain objects, shape first (default 0)",
+    )
+    group.add_argument(
+        "--render-workers",
+        type=non_negative_int,
+        default=None,
+        help="processes drawing the training renders (default: one per CPU core but one)",
+    )
+    group.add_argument(
+        "--checkpoint-minutes",
+        type=finite_float,
+        default=5.0,
+        help="write a resumable checkpoint this often (default 5); a rerun of a stopped build resumes",
+    )
+    group.add_argument(
+        "--backbone-time-limit",
+        type=finite_float,
+        default=None,
+        help="stop the learnt part's training after this many minutes, with a checkpoint to resume from",
+    )
+
+
+#: ``--backbone-optimiser``'s choices (the pipeline's OPTIMISERS; repeated here to keep --help off torch).
+OPTIMISER_CHOICES = ("adam", "adamw", "sgd")
+#: Options that only make sense with a learnt part, hence with --weights random.
+_TRAINING_OPTIONS = {
+    "trainable": "trainable",
+    "input_size": "input_size",
+    "backbone_batch": "batch_size",
+    "backbone_lr": "learning_rate",
+    "conv_lr_scale": "conv_lr_scale",
+    "backbone_optimiser": "optimiser",
+    "warmup_steps": "warmup_steps",
+    "curriculum_steps": "curriculum_steps",
+}
+
+
 def _chosen(given: int | None, quick: bool, quick_default: int, default: int) -> int:
     if given is not None:
         return int(given)
@@ -95,21 +159,36 @@ def _chosen(given: int | None, quick: bool, quick_default: int, default: int) ->
 
 def _backbone_training(args: argparse.Namespace, quick: bool) -> BackboneTraining | None:
     """The learnt part's training settings, or ``None`` for the plain seeded (or any non-random) backbone."""
+    from dataclasses import replace
+
     from acmr_core.pipelines.demo_backbone import QUICK_STEPS, BackboneTraining
 
     default = BackboneTraining()
     steps = _chosen(args.backbone_steps, quick, QUICK_STEPS, default.steps)
     if steps < 0:
         raise ACMRError(f"--backbone-steps must be 0 or more, got {steps}")
-    if (args.backbone_steps or args.trainable or args.input_size) and args.weights != "random":
-        raise ACMRError("--backbone-steps, --trainable and --input-size need --weights random")
+    given = {field: getattr(args, option) for option, field in _TRAINING_OPTIONS.items()}
+    given = {field: value for field, value in given.items() if value is not None}
+    if (args.backbone_steps or given) and args.weights != "random":
+        raise ACMRError(
+            "--backbone-steps, --trainable and the other learnt-part options need --weights random"
+        )
     if steps == 0 or args.weights != "random":
         return None
-    return BackboneTraining(
-        trainable=args.trainable or default.trainable,
-        steps=steps,
-        batch_size=8 if quick else default.batch_size,
-        input_size=args.input_size or (64 if quick else default.input_size),
+    quick_sizes = {"batch_size": 8, "input_size": 64} if quick else {}
+    return replace(default, **{"steps": steps, **quick_sizes, **given})
+
+
+def _training_run(args: argparse.Namespace):  # -> TrainingRun (imports torch)
+    from acmr_core.pipelines.demo_backbone import TrainingRun
+
+    limit = args.backbone_time_limit
+    if args.checkpoint_minutes <= 0 or (limit is not None and limit <= 0):
+        raise ACMRError("--checkpoint-minutes and --backbone-time-limit must be positive")
+    return TrainingRun(
+        workers=args.render_workers,
+        checkpoint_every_s=60.0 * args.checkpoint_minutes,
+        time_limit_s=None if limit is None else 60.0 * limit,
     )
 
 
@@ -150,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         backbone_training=training,
+        backbone_run=_training_run(args),
     )
     if args.examples is not None:
         written = demo_world.write_examples(args.examples)

@@ -34,7 +34,7 @@ from acmr_core.pipelines.calibrate import (
     calibration_renders,
     fit_bundle_temperature,
 )
-from acmr_core.pipelines.demo_backbone import BackboneTraining, learnt_backbone
+from acmr_core.pipelines.demo_backbone import BackboneTraining, TrainingRun, learnt_backbone
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def build_demo_bundle(
     rendered: tuple[LabelledFeatures, LabelledFeatures] | None = None,
     backbone_training: BackboneTraining | None = None,
     calibration_per_class: int = CALIBRATION_PER_CLASS,
+    backbone_run: TrainingRun | None = None,
 ) -> Bundle:
     """Render the demo world, extract features with the backbone, train ACMR, and write the bundle.
 
@@ -86,6 +87,7 @@ def build_demo_bundle(
     ``calibration_per_class``: fresh renders per class (render seed
     :data:`acmr_core.pipelines.calibrate.CALIBRATION_SEED`) that fit the probabilities' temperature (0: keep
     the validation split's).
+    ``backbone_run``: how that training is carried out (render workers, checkpoints, a time limit).
     """
     if out_dir is not None:
         check_output_dir(out_dir)  # before minutes of rendering
@@ -101,7 +103,8 @@ def build_demo_bundle(
         if weights != "random":
             raise ACMRError("only seeded random weights (--weights random) can have a learnt part trained")
         learnt = learnt_backbone(backbone_training, world, model_name=model_name, backbone_seed=backbone_seed,
-                                 residual_scale=residual_scale, device=device, progress=progress)  # fmt: skip
+                                 residual_scale=residual_scale, device=device, progress=progress,
+                                 run=backbone_run)  # fmt: skip
         weights, residual_scale = str(learnt), 0.0
         recorded = {"weights": LEARNT_BACKBONE_PART, "model_name": model_name}
     backbone = create_backbone(
