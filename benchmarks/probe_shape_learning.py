@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimiser", default=default.optimiser)
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--curriculum-steps", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--input-size", type=int, default=default.input_size)
     parser.add_argument("--residual-scale", type=float, default=demo_world.DEFAULT_RESIDUAL_SCALE)
     parser.add_argument("--shape-weight", type=float, default=default.shape_weight)
@@ -57,11 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     config = BackboneTraining(
         trainable=args.trainable, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, input_size=args.input_size, shape_weight=args.shape_weight,
         optimiser=args.optimiser, conv_lr_scale=args.conv_lr_scale, warmup_steps=args.warmup_steps,
-        curriculum_steps=args.curriculum_steps,
+        curriculum_steps=args.curriculum_steps, repeats=args.repeats,
     )  # fmt: skip
     world = demo_world.default_world()
     model, _ = load_model(resolve_weights("random", "resnet101", 0, args.residual_scale))

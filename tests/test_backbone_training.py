@@ -19,7 +19,7 @@ from acmr_core.features.backbone import create_backbone, eval_transform
 from acmr_core.features.weights import load_model, resolve_weights, save_learnt_parameters, state_dict_sha256
 from acmr_core.pipelines import demo_backbone
 from acmr_core.pipelines.backbone_renders import SHAPE_FIRST, BatchPlan, render_loader
-from acmr_core.pipelines.backbone_trainer import BackboneTrainer
+from acmr_core.pipelines.backbone_trainer import BackboneTrainer, dihedral
 from acmr_core.pipelines.backbone_training import (
     BackboneTraining,
     learning_rate_factor,
@@ -27,7 +27,7 @@ from acmr_core.pipelines.backbone_training import (
     trainable_parts,
 )
 
-TINY = BackboneTraining(steps=4, batch_size=4, input_size=32, warmup_steps=1)
+TINY = BackboneTraining(steps=5, batch_size=4, input_size=32, warmup_steps=1, repeats=2)
 WORLD = demo_world.default_world()
 ALLOWED = demo_world.backbone_training_combinations(WORLD)
 
@@ -65,6 +65,16 @@ def test_the_shape_first_curriculum_draws_single_large_plain_objects_of_every_sh
     assert {c["count"] for c in later} == {"one", "three"} and {c["pattern"] for c in later} > {"plain"}
 
 
+def test_repeats_show_a_batch_under_flips_and_quarter_turns_as_a_function_of_the_step() -> None:
+    images = torch.rand(16, 3, 8, 8)
+    turned = dihedral(images, seed=0, step=3)
+    assert torch.equal(turned, dihedral(images, seed=0, step=3))
+    assert not torch.equal(turned, dihedral(images, seed=0, step=4))
+    for image, view in zip(images, turned, strict=True):
+        views = [torch.rot90(v, k, dims=(-2, -1)) for v in (image, image.flip(-1)) for k in range(4)]
+        assert any(torch.equal(view, candidate) for candidate in views)
+
+
 def test_the_schedule_warms_up_then_decays_as_a_function_of_the_step() -> None:
     config = BackboneTraining(steps=10, warmup_steps=2)
     factors = [learning_rate_factor(config, step) for step in range(10)]
@@ -90,11 +100,12 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert whole.fit(ALLOWED, progress=False)
     checkpoint = tmp_path / "run.checkpoint.safetensors"
     first = _trainer()
-    assert not first.fit(ALLOWED, checkpoint=checkpoint, key="k", stop_at=2, progress=False)
-    assert checkpoint.is_file() and first.step == 2
+    # stopped mid-way through a rendered batch's repeats
+    assert not first.fit(ALLOWED, checkpoint=checkpoint, key="k", stop_at=3, progress=False)
+    assert checkpoint.is_file() and first.step == 3
     again = _trainer()
     assert not again.resume(checkpoint, key="other settings")  # a checkpoint of other settings is ignored
-    assert again.resume(checkpoint, key="k") and again.step == 2
+    assert again.resume(checkpoint, key="k") and again.step == 3
     assert again.fit(ALLOWED, workers=2, progress=False)  # worker processes, too
     _assert_same_tensors(whole.learnt_tensors(), again.learnt_tensors())
     _assert_same_tensors(whole.heads.state_dict(), again.heads.state_dict())
@@ -188,6 +199,8 @@ def test_build_demo_options_set_the_levers_and_the_run() -> None:
         "50",
         "--render-workers",
         "3",
+        "--render-repeats",
+        "4",
         "--checkpoint-minutes",
         "2",
         "--backbone-time-limit",
@@ -202,6 +215,7 @@ def test_build_demo_options_set_the_levers_and_the_run() -> None:
         optimiser="sgd",
         warmup_steps=5,
         curriculum_steps=50,
+        repeats=4,
     )
     assert build_demo._training_run(args) == demo_backbone.TrainingRun(3, 120.0, 450.0)
     with pytest.raises(ACMRError, match="need --weights random"):

@@ -117,6 +117,13 @@ def _add_backbone_training_options(parser: argparse.ArgumentParser) -> None:
         help="first steps drawing only single large plain objects, shape first (default 0)",
     )
     group.add_argument(
+        "--render-repeats",
+        type=positive_int,
+        default=None,
+        help="steps each rendered batch serves, each under its own flips and quarter turns (1-8, default 1; "
+        "for a GPU faster than the renderers)",
+    )
+    group.add_argument(
         "--render-workers",
         type=non_negative_int,
         default=None,
@@ -148,6 +155,7 @@ _TRAINING_OPTIONS = {
     "backbone_optimiser": "optimiser",
     "warmup_steps": "warmup_steps",
     "curriculum_steps": "curriculum_steps",
+    "render_repeats": "repeats",
 }
 
 

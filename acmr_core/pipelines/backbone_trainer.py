@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -99,17 +99,15 @@ class BackboneTrainer:
         config = self.config
         plan = BatchPlan(tuple(combinations), config.batch_size, config.seed, config.curriculum_steps)
         stop = min(config.steps, stop_at if stop_at is not None else config.steps)
-        loader = render_loader(plan, self.transform, self.step, stop, workers, self.device.type == "cuda")
+        repeats = config.repeats
+        loader = render_loader(plan, self.transform, self.step // repeats, -(-stop // repeats), workers,
+                               self.device.type == "cuda")  # fmt: skip
         started = last_save = time.monotonic()
         window = torch.zeros(len(self.groups) + 1, device=self.device)
         first = self.step
         self.model.train()
         bar = tqdm(total=stop - first, desc="demo backbone", unit="step", disable=not progress)
-        waited = time.monotonic()
-        for step, images, labels in loader:
-            self.data_wait_s += time.monotonic() - waited
-            if step != self.step:  # the loader's order is the reproducibility guarantee: check it
-                raise RuntimeError(f"render batches out of order: got step {step}, expected {self.step}")
+        for images, labels in self._step_batches(loader, stop):
             window += self._train_step(images, labels)
             self.step += 1
             if self.step % LOG_EVERY == 0 or self.step == stop:
@@ -123,7 +121,6 @@ class BackboneTrainer:
                 last_save = now
             if out_of_time:
                 break
-            waited = time.monotonic()
         bar.close()
         elapsed = max(time.monotonic() - started, 1e-9)
         self.images_per_s = (self.step - first) * config.batch_size / elapsed
@@ -133,11 +130,29 @@ class BackboneTrainer:
             self.save_checkpoint(checkpoint, key)
         return finished
 
+    def _step_batches(
+        self, loader: Iterable[tuple[int, torch.Tensor, torch.Tensor]], stop: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The images and labels of each step from :attr:`step` to ``stop`` on the device: each rendered batch
+        serves ``repeats`` consecutive steps, each under its own flips and quarter turns (which change no
+        attribute of a render), so a GPU faster than the renderers trains on more than they draw."""
+        repeats = self.config.repeats
+        waited = time.monotonic()
+        for index, images, labels in loader:
+            self.data_wait_s += time.monotonic() - waited
+            if index != self.step // repeats:  # the loader's order is the reproducibility guarantee
+                raise RuntimeError(
+                    f"render batches out of order: got {index}, expected {self.step // repeats}"
+                )
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(self.device, non_blocking=True)
+            while self.step < stop and self.step // repeats == index:
+                yield (dihedral(images, self.config.seed, self.step) if repeats > 1 else images), labels
+            waited = time.monotonic()
+
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(self.device, non_blocking=True)
         set_learning_rate(self.optimiser, self.config, self.step)
         with self._autocast():
             features = self.model(images)
@@ -263,6 +278,19 @@ class BackboneTrainer:
         if self.device.type != "cuda":
             return nullcontext()
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def dihedral(images: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """Each image of a batch under one of the 8 flips and quarter turns of the square, drawn from a generator
+    seeded with (``seed``, ``step``): a pure function of the step, like the batches themselves."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    choice = torch.randint(0, 8, (len(images),), generator=generator).to(images.device)
+    out = torch.empty_like(images)
+    for k in range(8):
+        picked = choice == k
+        view = images[picked].flip(-1) if k >= 4 else images[picked]
+        out[picked] = torch.rot90(view, k % 4, dims=(-2, -1))
+    return out
 
 
 def _portable(tensor: torch.Tensor) -> torch.Tensor:

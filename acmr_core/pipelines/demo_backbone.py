@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,10 +100,12 @@ def learnt_backbone(
     cache_dir: Path | None = None,
     progress: bool = True,
     run: TrainingRun | None = None,
+    on_trained: Callable[[BackboneTrainer, Path], None] | None = None,
 ) -> Path:
     """The learnt-parameters file for these settings: from the cache when it was trained before, else
     trained now (minutes on a GPU, an hour or more on a CPU; resumed from its checkpoint when an earlier run
-    stopped) and cached. Raises :class:`TrainingStopped` when ``run.time_limit_s`` ends it first."""
+    stopped) and cached. Raises :class:`TrainingStopped` when ``run.time_limit_s`` ends it first.
+    ``on_trained``: called with the trainer and the written file after a training (a report's figures)."""
     run = run or TrainingRun()
     combinations = backbone_training_combinations(world)
     key = cache_key(config, model_name, backbone_seed, residual_scale, combinations)
@@ -134,6 +136,8 @@ def learnt_backbone(
                "combinations": str(len(combinations)), "render_seed": str(BACKBONE_TRAIN_SEED)},
     )  # fmt: skip
     checkpoint.unlink(missing_ok=True)
+    if on_trained is not None:
+        on_trained(trainer, path)
     return path
 
 
