@@ -11,5 +11,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python3 benchmarks/gpu_shape_run.py --device cuda --out "$OUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
 status=$?
 # The GPU half of the portability test (skipped on the CPU-only CI): trained on CUDA, hashed on the CPU.
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_backbone_training.py -k on_the_gpu 2>&1 | tail -3 | tee -a "$OUT/log.txt"
+timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_backbone_training.py -k on_the_gpu 2>&1 | tail -3 | tee -a "$OUT/log.txt"
 exit $status
