@@ -55,13 +55,18 @@ def test_worker_processes_draw_the_batches_of_one_process_in_step_order() -> Non
     assert not torch.equal(alone[0][1], alone[1][1])  # each step draws new renders
 
 
-def test_the_shape_first_curriculum_draws_single_large_plain_objects_of_every_shape_first() -> None:
-    plan = BatchPlan(tuple(ALLOWED), batch_size=64, seed=0, curriculum_steps=2)
-    early = plan.step_combinations(0) + plan.step_combinations(1)
-    assert all(all(c[g] == v for g, v in SHAPE_FIRST.items()) for c in early)
-    assert {c["shape"] for c in early} == {"circle", "square", "triangle"}
-    assert all(c in ALLOWED for c in early)  # never a held-out combination
-    later = plan.step_combinations(2)
+def test_the_shape_first_curriculum_starts_with_single_large_plain_objects_then_fades_out() -> None:
+    plan = BatchPlan(tuple(ALLOWED), batch_size=64, seed=0, curriculum_steps=4)
+    first = plan.step_combinations(0)
+    assert all(all(c[g] == v for g, v in SHAPE_FIRST.items()) for c in first)
+    assert {c["shape"] for c in first} == {"circle", "square", "triangle"}
+    assert all(c in ALLOWED for c in first)  # never a held-out combination
+    shares = [
+        sum(all(c[g] == v for g, v in SHAPE_FIRST.items()) for c in plan.step_combinations(s))
+        for s in range(6)
+    ]
+    assert shares[0] == 64 and shares[0] > shares[2] > shares[4] and shares[4] < 8  # 8: ~30 of 324 by chance
+    later = plan.step_combinations(4)
     assert {c["count"] for c in later} == {"one", "three"} and {c["pattern"] for c in later} > {"plain"}
 
 

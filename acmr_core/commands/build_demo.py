@@ -114,7 +114,8 @@ def _add_backbone_training_options(parser: argparse.ArgumentParser) -> None:
         "--curriculum-steps",
         type=non_negative_int,
         default=None,
-        help="first steps drawing only single large plain objects, shape first (default 0)",
+        help="shape first: the share of single large plain objects falls from all at step 0 to none at "
+        "this step (default 0)",
     )
     group.add_argument(
         "--render-repeats",

@@ -46,8 +46,8 @@ class BackboneTraining:
     ``conv_lr_scale``: the convolutions' learning rate relative to ``learning_rate`` (BatchNorm affines and
     the heads keep ``learning_rate``); Adam at 3e-3 suits a few affine parameters far better than millions of
     convolution weights. ``warmup_steps``: linear warm-up, then cosine decay to zero at ``steps``.
-    ``curriculum_steps``: the first steps draw only single large plain objects, so that shape is nearly all
-    that varies within a colour and background (shape first); later steps draw every allowed combination.
+    ``curriculum_steps``: shape first: step 0 draws only single large plain objects, so that shape is nearly
+    all that varies within a colour and background; their share falls linearly to none at this step.
     ``repeats``: steps each rendered batch serves, each under its own flips and quarter turns (a GPU trains
     faster than a few CPU cores draw).
     """
