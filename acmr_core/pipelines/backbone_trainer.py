@@ -220,13 +220,12 @@ class BackboneTrainer:
         for index, values in state["state"].items():
             for name, value in values.items():
                 tensors[f"optim.{index}.{name}"] = _portable(torch.as_tensor(value))
-        groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
         metadata = {
             "format": CHECKPOINT_FORMAT,
             "key": key,
             "step": str(self.step),
             "history": json.dumps(self.history),
-            "param_groups": json.dumps(groups),
+            "param_groups": json.dumps(state["param_groups"]),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
@@ -261,11 +260,7 @@ class BackboneTrainer:
                 else:
                     index, _, field = rest.partition(".")
                     optimiser_state.setdefault(int(index), {})[field] = tensor
-        parameters = [p for g in self.optimiser.param_groups for p in g["params"]]
-        for index, values in optimiser_state.items():  # moments live where their parameter lives
-            for field, value in values.items():
-                if field != "step":
-                    values[field] = value.to(parameters[index].device, memory_format=torch.preserve_format)
+        # load_state_dict puts each moment on its parameter's device and dtype (the step stays on the CPU)
         self.optimiser.load_state_dict(
             {"state": optimiser_state, "param_groups": json.loads(metadata["param_groups"])}
         )
