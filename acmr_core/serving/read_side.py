@@ -87,6 +87,11 @@ class _SnapshotCache:
         return value
 
 
+def resolved_gamma(gamma: object, default: float) -> float:
+    """The γ a request asked for (checked: one line for a bad one), or the bundle's own."""
+    return default if gamma is None else check_gamma(gamma)
+
+
 class ReadSide:
     """Predict, draw, list and plot against a given class snapshot (thread-safe, visitor-free)."""
 
@@ -147,10 +152,11 @@ class ReadSide:
 
         ``image`` (PIL) adds the pixel measure of the familiarity where the bundle has one.
         """
+        chosen_gamma = resolved_gamma(gamma, self.default_gamma)  # a bad γ is refused before any model work
         latent, readings = self.read(np.asarray(features, dtype=np.float32).reshape(1, -1))
         images = None if image is None else [image]
         (familiar,) = self.bundle.assess_familiarity(features, images)
-        return self._answer(space, latent, readings[0], gamma, top_k, familiar)
+        return self._answer(space, latent, readings[0], chosen_gamma, top_k, familiar)
 
     @torch.inference_mode()
     def predict_test_image(
@@ -158,22 +164,22 @@ class ReadSide:
     ) -> Prediction:
         """The answer for a test image of the latent cache (``position``: its row), from its cached latent:
         what a features-only model offers instead of an upload."""
+        chosen_gamma = resolved_gamma(gamma, self.default_gamma)
         self.test_images.at(position)  # a one-line error for a position that is no test image
         latent = torch.from_numpy(self.test_images.latents[position : position + 1]).to(self.device)
         familiar = self.test_images.familiarity(position)
-        return self._answer(space, latent, self.decode(latent)[0], gamma, top_k, familiar)
+        return self._answer(space, latent, self.decode(latent)[0], chosen_gamma, top_k, familiar)
 
     def _answer(
         self,
         space: ClassSpace,
         latent: torch.Tensor,
         decoded_unit: np.ndarray,
-        gamma: float | None,
+        gamma: float,
         top_k: int,
         familiar: tuple[float, bool],
     ) -> Prediction:
         """A :class:`Prediction` from an image's visual latent (1, d) and what the decoder reads in it."""
-        gamma = self.default_gamma if gamma is None else check_gamma(gamma)
         # The bundle's one scoring path, with the snapshot's classifier (rows for the user classes, if any).
         scores = self.bundle.trained.scores_of_latents(latent, gamma, classifier=space.classifier)
         probabilities = torch.softmax(scores.float(), dim=-1).cpu().numpy()
