@@ -58,6 +58,22 @@ def edits(names: list[str], count: int, seed: int = 0) -> list[dict[str, float]]
     return walk
 
 
+def complete_drafts(names: list[str], count: int, seed: int = 1) -> list[dict[str, float]]:
+    """Drafts with one value in every attribute group, each new: the separability guard (issue 32) judges
+    each one, fitting the classifier row its add would train (the walk above is mostly incomplete drafts)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split(":")[0], []).append(name)
+    drafts, seen = [], set()
+    while len(drafts) < count and len(seen) < 10 * count:
+        chosen = tuple(values[int(rng.integers(len(values)))] for values in groups.values())
+        if chosen not in seen:
+            seen.add(chosen)
+            drafts.append({name: float(name in chosen) for name in names})
+    return drafts
+
+
 def measure(service, walk, query, latent) -> list[float]:
     from acmr_core.viz.plots import QueryPoint
 
@@ -132,6 +148,7 @@ def main() -> int:
         walk = edits(visitor.attribute_names, args.edits)
         measure(visitor, walk[:3], query, prediction.latent)  # first calls set things up
         alone = measure(visitor, walk, query, prediction.latent)
+        judged = measure(visitor, complete_drafts(visitor.attribute_names, args.edits // 3), query, None)
         stop = threading.Event()
 
         def load() -> None:
@@ -149,6 +166,7 @@ def main() -> int:
     result = {
         "alone": percentiles(alone),
         "beside_predictions": percentiles(loaded),
+        "complete_new_drafts_judged": percentiles(judged),
         "browser": browser_round_trips(args.bundle, args.browser_edits)
         if args.browser_edits and Path("/usr/bin/chromium").is_file()
         else None,
