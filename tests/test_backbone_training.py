@@ -144,21 +144,26 @@ def test_a_time_limit_stops_the_cached_run_and_the_next_run_finishes_it(tmp_path
     _assert_same_tensors(load_file(str(done)), load_file(str(uninterrupted)))
 
 
-def test_a_part_trained_in_the_gpu_memory_format_loads_and_hashes_the_same_on_the_cpu(tmp_path: Path) -> None:
-    trainer = _trainer(BackboneTraining(steps=2, batch_size=2, input_size=32), channels_last=True)
-    trainer.fit(ALLOWED, progress=False)
-    assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    trained_hash = state_dict_sha256(trainer.model.state_dict())
+def _hash_loaded_on_the_cpu(trainer: BackboneTrainer, folder: Path, input_size: int) -> str:
+    """The full-weight hash of the trainer's learnt part, saved, then loaded over the seeded weights (CPU)."""
     path = save_learnt_parameters(
-        tmp_path / "part.safetensors",
+        folder / "part.safetensors",
         trainer.learnt_tensors(),
         model_name="resnet101",
         seed=0,
         residual_scale=0.1,
-        input_size=32,
+        input_size=input_size,
     )
-    loaded = create_backbone(str(path), device="cpu", use_cache=False)
-    assert loaded.identity.weights_sha256 == trained_hash
+    return create_backbone(str(path), device="cpu", use_cache=False).identity.weights_sha256
+
+
+def test_a_part_trained_in_the_gpu_memory_format_loads_and_hashes_the_same_on_the_cpu(tmp_path: Path) -> None:
+    trainer = _trainer(BackboneTraining(steps=2, batch_size=2, input_size=32), channels_last=True)
+    trainer.fit(ALLOWED, progress=False)
+    assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert _hash_loaded_on_the_cpu(trainer, tmp_path, input_size=32) == state_dict_sha256(
+        trainer.model.state_dict()
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -168,16 +173,9 @@ def test_a_part_trained_on_the_gpu_loads_and_hashes_the_same_on_the_cpu(tmp_path
         model, BackboneTraining(steps=2, batch_size=4, input_size=64), torch.device("cuda")
     )
     trainer.fit(ALLOWED, workers=2, progress=False)
-    trained_hash = state_dict_sha256(trainer.model.state_dict())
-    path = save_learnt_parameters(
-        tmp_path / "part.safetensors",
-        trainer.learnt_tensors(),
-        model_name="resnet101",
-        seed=0,
-        residual_scale=0.1,
-        input_size=64,
+    assert _hash_loaded_on_the_cpu(trainer, tmp_path, input_size=64) == state_dict_sha256(
+        trainer.model.state_dict()
     )
-    assert create_backbone(str(path), device="cpu", use_cache=False).identity.weights_sha256 == trained_hash
 
 
 def _parsed(*argv: str) -> argparse.Namespace:

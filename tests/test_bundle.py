@@ -28,17 +28,17 @@ IDENTITY = BackboneIdentity(
 )
 
 
-def _tiny_catalog() -> ClassCatalog:
+def _tiny_catalog(seen_classes: int = 4, unseen_classes: int = 2) -> ClassCatalog:
     world = default_world()
-    seen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if s][:4]
-    unseen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if not s][:2]
+    seen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if s][:seen_classes]
+    unseen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if not s][:unseen_classes]
     return ClassCatalog.from_demo_world(world.subset(seen + unseen))
 
 
-def _features(catalog: ClassCatalog, labels: np.ndarray, seed: int) -> np.ndarray:
+def _features(catalog: ClassCatalog, labels: np.ndarray, seed: int, dim: int = 2048) -> np.ndarray:
     """Features that carry the class attributes linearly (plus noise), like a backbone would."""
     rng = np.random.default_rng(seed)
-    mixing = np.random.default_rng(123).normal(size=(catalog.attribute_matrix.shape[1], 2048))
+    mixing = np.random.default_rng(123).normal(size=(catalog.attribute_matrix.shape[1], dim))
     signal = catalog.attribute_matrix[labels] @ mixing
     return np.maximum(signal + rng.normal(scale=0.5, size=signal.shape), 0).astype(np.float32)
 

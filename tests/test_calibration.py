@@ -12,7 +12,6 @@ import torch
 
 from acmr_core.bundle.catalog import ClassCatalog
 from acmr_core.bundle.format import MANIFEST, load_bundle, verify_bundle
-from acmr_core.data.demo_world import default_world
 from acmr_core.errors import ACMRError, BundleError
 from acmr_core.features.backbone import BackboneIdentity
 from acmr_core.model.calibration import (
@@ -24,6 +23,8 @@ from acmr_core.model.calibration import (
 )
 from acmr_core.pipelines.build import LabelledFeatures, build_bundle
 from acmr_core.pipelines.calibrate import recalibrate_bundle
+from tests.test_bundle import _features as attribute_features
+from tests.test_bundle import _tiny_catalog
 
 IDENTITY = BackboneIdentity(
     model_name="resnet101",
@@ -93,23 +94,13 @@ def test_a_bad_temperature_is_refused_in_one_line(bad: object) -> None:
 # ------------------------------------------------------------------------------------------------- bundles
 
 
-def _catalog() -> ClassCatalog:
-    world = default_world()
-    seen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if s][:5]
-    unseen = [n for n, s in zip(world.class_names, world.seen_mask, strict=True) if not s][:2]
-    return ClassCatalog.from_demo_world(world.subset(seen + unseen))
-
-
 def _features(catalog: ClassCatalog, labels: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    mixing = np.random.default_rng(123).normal(size=(catalog.attribute_matrix.shape[1], IDENTITY.feature_dim))
-    signal = catalog.attribute_matrix[labels] @ mixing
-    return np.maximum(signal + rng.normal(scale=0.5, size=signal.shape), 0).astype(np.float32)
+    return attribute_features(catalog, labels, seed, dim=IDENTITY.feature_dim)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    catalog = _catalog()
+    catalog = _tiny_catalog(seen_classes=5)
     labels = np.repeat(catalog.seen_classes, 8)
     out = tmp_path_factory.mktemp("calibrated") / "tiny"
     build_bundle(
