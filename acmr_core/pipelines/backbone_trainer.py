@@ -104,15 +104,16 @@ class BackboneTrainer:
                                self.device.type == "cuda")  # fmt: skip
         started = last_save = time.monotonic()
         window = torch.zeros(len(self.groups) + 1, device=self.device)
-        first = self.step
+        first = window_start = self.step  # a resumed run's first window starts where it resumed
         self.model.train()
         bar = tqdm(total=stop - first, desc="demo backbone", unit="step", disable=not progress)
         for images, labels in self._step_batches(loader, stop):
             window += self._train_step(images, labels)
             self.step += 1
             if self.step % LOG_EVERY == 0 or self.step == stop:
-                self._log(window, bar)
+                self._log(window, bar, self.step - window_start)
                 window.zero_()
+                window_start = self.step
             bar.update(1)
             now = time.monotonic()
             out_of_time = time_limit_s is not None and now - started >= time_limit_s
@@ -168,8 +169,8 @@ class BackboneTrainer:
         self.optimiser.step()
         return torch.cat([loss.detach()[None], losses.detach().float()])
 
-    def _log(self, window: torch.Tensor, bar: tqdm) -> None:
-        count = (self.step - 1) % LOG_EVERY + 1
+    def _log(self, window: torch.Tensor, bar: tqdm, count: int) -> None:
+        """Log the mean losses of the ``count`` steps summed in ``window``."""
         means = [round(float(v) / count, 4) for v in window.cpu()]
         self.history.append([float(self.step), *means])
         shape = means[1 + self.groups.index("shape")]
