@@ -223,12 +223,12 @@ def sees_markdown(prediction: Prediction) -> str:
     """The prediction (a muted best guess for an image outside the model's world, whose readings then mean
     little), how many groups agree and what the table shows."""
     top = prediction.ranked[0]
-    readings = prediction_readings(prediction)
     if prediction.unfamiliar:  # no "N of M agree" for a rocket: the readings of such an image mean little
         return (
             f"*Best guess, for what it is worth:* {html.escape(top.name)} ({top.kind}, "
             f"{top.probability:.0%}). The readings below mean little for an image outside the model's world."
         )
+    readings = prediction_readings(prediction)
     grouped = any(reading.group for reading in readings)
     # Ungrouped names (AWA2) give one row per strong attribute, not per group: say which.
     rows = "attribute groups" if grouped else "strongest attributes"

@@ -42,15 +42,12 @@ from acmr_core.serving.results import (
     RankedClass,
     RenderedExample,
 )
-from acmr_core.serving.separability import GROUP_DIFFERENCE, Separability
+from acmr_core.serving.separability import Separability
 from acmr_core.serving.test_images import SplitImages
 from acmr_core.serving.threads import single_torch_thread
 from acmr_core.viz.latent_space import AlignmentSummary, alignment_scores, summarise_alignment
 from acmr_core.viz.plots import KINDS, LatentScene, QueryPoint, latent_figure
 
-#: Two classes differ in an attribute group when an attribute of it differs by more than this (0–1); those
-#: that differ in at most one group are near-duplicates.
-NEAR_DUPLICATE_DIFFERENCE = GROUP_DIFFERENCE
 #: "Show examples" of a class: how many renders by default, and at most.
 DEFAULT_EXAMPLES = 4
 MAX_EXAMPLES = 12
@@ -221,8 +218,9 @@ class ReadSide:
         self, space: ClassSpace, unit_values: Sequence[float], image_latent: Sequence[float] | None = None
     ) -> DraftPreview:
         """Where a draft class (values in [0, 1]) lands on the map, its nearest classes, and, given the last
-        image's latent, the rank of its description among the snapshot's for that image. Encoder and
-        distances only: no classifier row is fitted, so an edit costs milliseconds."""
+        image's latent, the rank of its description among the snapshot's for that image, and the
+        separability guard's verdict on a complete draft (it fits, and caches for *Add*, the row an add
+        trains)."""
         unit = np.asarray(unit_values, dtype=np.float32).reshape(1, -1)
         latent = self.builder.semantic_latents(unit * self.builder.scale)
         xy = self.builder.place(latent)[0]
