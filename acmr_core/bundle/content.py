@@ -76,10 +76,10 @@ def varied_share(pixels: np.ndarray) -> float:
     return float(_varied(pixels).mean())
 
 
-def ink_runs_per_row(pixels: np.ndarray) -> tuple[float, float]:
-    """``(runs, line_contrast)``: runs of varied pixels ("ink") per row at :data:`TEXT_ROW_QUANTILE` over the
-    rows holding any (0 for a page with no ink), and the coefficient of variation of the rows' ink shares."""
-    ink = _varied(pixels)
+def ink_runs_per_row(ink: np.ndarray) -> tuple[float, float]:
+    """``(runs, line_contrast)`` of an ink mask (the varied pixels): runs of ink per row at
+    :data:`TEXT_ROW_QUANTILE` over the rows holding any (0 for a page with no ink), and the coefficient of
+    variation of the rows' ink shares."""
     runs = (ink[:, 1:] & ~ink[:, :-1]).sum(axis=1) + ink[:, 0]
     inked = runs[runs > 0]
     if inked.size == 0:
@@ -91,9 +91,10 @@ def ink_runs_per_row(pixels: np.ndarray) -> tuple[float, float]:
 def text_ratio(page: np.ndarray) -> float:
     """How text-like a page is: its runs of ink per row over :data:`MIN_TEXT_RUNS` when it is a plain page
     whose ink is gathered in lines, else 0."""
-    if varied_share(page) > MAX_PAGE_VARIED:
+    ink = _varied(page)  # one mask for both tests
+    if float(ink.mean()) > MAX_PAGE_VARIED:
         return 0.0
-    runs, line_contrast = ink_runs_per_row(page)
+    runs, line_contrast = ink_runs_per_row(ink)
     return runs / MIN_TEXT_RUNS if line_contrast >= MIN_LINE_CONTRAST else 0.0
 
 

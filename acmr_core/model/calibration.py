@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from acmr_core.errors import ACMRError, quote_value
+from acmr_core.runtime import as_tensor
 
 #: Temperatures searched (and accepted from a bundle): beyond these the probabilities are all-or-nothing or
 #: uniform in float32 anyway, and a bound keeps a corrupt value from turning every score into NaN.
@@ -81,10 +82,9 @@ def fit_temperature(scores: Any, labels: Any, smoothing: float | None = None) ->
     """The temperature minimising the cross-entropy of ``labels`` under ``softmax(scores / T)``, the labels
     smoothed by ``smoothing`` (default :func:`default_smoothing`: a negligible change where the model makes
     errors, a finite answer where it makes none); a bounded search over ``log T``."""
-    scores_t = torch.as_tensor(np.asarray(scores) if not isinstance(scores, Tensor) else scores)
-    scores_t = scores_t.detach().double().cpu()
-    labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-    labels_t = labels_t.detach().long().cpu()
+    cpu = torch.device("cpu")
+    scores_t = as_tensor(scores, cpu, torch.float64)
+    labels_t = as_tensor(labels, cpu, torch.int64)
     if scores_t.ndim != 2 or scores_t.shape[0] != labels_t.numel() or labels_t.numel() == 0:
         raise ACMRError(f"fit_temperature needs (N, C) scores and N labels, got {tuple(scores_t.shape)}")
     eps = default_smoothing(labels_t.numel()) if smoothing is None else float(smoothing)
